@@ -1,0 +1,157 @@
+//! Where a backend listens.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::Uri;
+use http::uri::{Authority, Scheme};
+
+use crate::Error;
+
+/// A backend's address: a scheme (`http` or `https`) and an authority
+/// (`host:port`), such as `http://10.0.0.5:8080`.
+///
+/// Addresses compare and hash by their canonical text (scheme and host are
+/// case-insensitive, the default port is made explicit), so
+/// `http://Example:80` and `http://example` are the same backend. That text is
+/// also what consistent hashing hashes, which is why two proxies that list the
+/// same backends in any order agree on where each key goes.
+#[derive(Clone)]
+pub struct Address {
+    scheme: Scheme,
+    authority: Authority,
+    canonical: Arc<str>,
+}
+
+impl Address {
+    /// The scheme, `http` or `https`.
+    pub fn scheme(&self) -> &Scheme {
+        &self.scheme
+    }
+
+    /// `host:port` as given.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The canonical text, `scheme://host:port` in lower case.
+    pub fn as_str(&self) -> &str {
+        &self.canonical
+    }
+}
+
+impl FromStr for Address {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let invalid = |why: &str| Error::config(format!("backend URL `{text}`: {why}"));
+        let uri: Uri = text
+            .parse()
+            .map_err(|_| invalid("not a URL (expected e.g. http://127.0.0.1:8080)"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| invalid("missing scheme (write http://...)"))?;
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(invalid("scheme must be http or https")),
+        };
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| invalid("missing host"))?;
+        if authority.as_str().contains('@') {
+            return Err(invalid("credentials in the URL are not supported"));
+        }
+        if authority.host().is_empty() {
+            return Err(invalid("missing host"));
+        }
+        if let Some(path) = uri.path_and_query()
+            && (path.as_str() != "/" || path.query().is_some())
+        {
+            return Err(invalid("a backend URL has no path or query"));
+        }
+        let port = authority.port_u16().unwrap_or(default_port);
+        let canonical = format!(
+            "{}://{}:{}",
+            scheme.as_str(),
+            authority.host().to_ascii_lowercase(),
+            port
+        );
+        Ok(Self {
+            scheme,
+            authority,
+            canonical: Arc::from(canonical),
+        })
+    }
+}
+
+impl PartialEq for Address {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical == other.canonical
+    }
+}
+
+impl Eq for Address {}
+
+impl Hash for Address {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.canonical.hash(state);
+    }
+}
+
+impl PartialOrd for Address {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Address {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.canonical.cmp(&other.canonical)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.scheme, self.authority)
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Address({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_form_ignores_case_and_default_port() {
+        let a: Address = "http://Example.com".parse().unwrap();
+        let b: Address = "http://example.com:80/".parse().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "http://example.com:80");
+        assert_eq!(a.to_string(), "http://Example.com");
+    }
+
+    #[test]
+    fn bad_addresses_say_why() {
+        for (text, why) in [
+            ("127.0.0.1:80", "missing scheme"),
+            ("ftp://x", "http or https"),
+            ("http://x/path", "no path"),
+            ("http://u:p@x", "credentials"),
+            ("not a url", "not a URL"),
+        ] {
+            let error = text.parse::<Address>().unwrap_err();
+            assert!(error.is_config());
+            assert!(error.to_string().contains(why), "{text}: {error}");
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The backend set: members, draining backends, and published snapshots.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::{Address, Backend, Snapshot};
+use crate::clock;
+
+/// Something rebuilt synchronously whenever the set publishes a snapshot
+/// (a balancer's precomputed tables).
+pub(crate) trait SnapshotListener: Send + Sync {
+    fn published(&self, snapshot: &Arc<Snapshot>);
+}
+
+/// A change to the set's membership.
+#[derive(Clone, Debug)]
+pub enum Update {
+    /// Adds `backend`, or changes the weight of the member at its address
+    /// (which keeps its runtime state).
+    Insert(Backend),
+    /// Removes the member at this address; it drains.
+    Remove(Address),
+}
+
+/// The dynamic set of backends requests are balanced over.
+///
+/// Cheap to clone; clones share one set. Readers take a [`Snapshot`] without
+/// a lock. Writers ([`insert`](Self::insert), [`remove`](Self::remove),
+/// [`apply`](Self::apply), [`replace`](Self::replace), or a
+/// [`Discover`](tower::discover::Discover) stream via
+/// [`follow`](Self::follow)) serialize on a mutex that the request path never
+/// takes, publish a new snapshot, and rebuild every balancer's tables before
+/// they return.
+///
+/// A member that stays across a change keeps its runtime state, even when its
+/// weight changes. A removed member *drains*: it gets no new requests, and the
+/// requests it has finish; [`draining`](Self::draining) lists those still busy.
+/// A backend added to a running set gets [slow start](Self::with_slow_start).
+///
+/// ```
+/// use tower_lb::{Backend, BackendSet};
+///
+/// let set = BackendSet::new([
+///     "http://127.0.0.1:9001".parse::<Backend>()?,
+///     "http://127.0.0.1:9002,weight=2".parse()?,
+/// ]);
+/// set.insert("http://127.0.0.1:9003".parse()?);
+/// set.remove(&"http://127.0.0.1:9001".parse()?);
+/// assert_eq!(set.snapshot().len(), 2);
+/// # Ok::<(), tower_lb::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct BackendSet {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: ArcSwap<Snapshot>,
+    sender: watch::Sender<Arc<Snapshot>>,
+    writer: Mutex<Writer>,
+}
+
+struct Writer {
+    members: Vec<Backend>,
+    draining: Vec<Backend>,
+    version: u64,
+    slow_start: Duration,
+    listeners: Vec<Weak<dyn SnapshotListener>>,
+}
+
+impl BackendSet {
+    /// A set of these backends. A later duplicate address replaces an earlier
+    /// one's weight.
+    pub fn new(backends: impl IntoIterator<Item = Backend>) -> Self {
+        let mut writer = Writer {
+            members: Vec::new(),
+            draining: Vec::new(),
+            version: 0,
+            slow_start: Duration::ZERO,
+            listeners: Vec::new(),
+        };
+        for backend in backends {
+            writer.insert(backend, 0);
+        }
+        let snapshot = Snapshot::new(writer.members.clone(), 0);
+        let (sender, _) = watch::channel(Arc::clone(&snapshot));
+        Self {
+            shared: Arc::new(Shared {
+                current: ArcSwap::new(snapshot),
+                sender,
+                writer: Mutex::new(writer),
+            }),
+        }
+    }
+
+    /// Backends added to the running set (and, through the health layers,
+    /// backends that recover or are let back after an ejection) ramp their
+    /// share of traffic from 10 % to full over `window`, so a cold cache or
+    /// a just-started JIT is not flooded. Members present at construction
+    /// start at full share. Zero (the default) turns it off.
+    #[must_use]
+    pub fn with_slow_start(self, window: Duration) -> Self {
+        self.lock().slow_start = window;
+        self
+    }
+
+    /// The slow-start window.
+    pub fn slow_start(&self) -> Duration {
+        self.lock().slow_start
+    }
+
+    /// The current snapshot. Lock-free.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.current.load_full()
+    }
+
+    /// A receiver that sees every published snapshot, for tasks that follow
+    /// membership (health probing, status views).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.shared.sender.subscribe()
+    }
+
+    /// Adds a backend, or reweights the member at its address.
+    pub fn insert(&self, backend: Backend) {
+        self.apply([Update::Insert(backend)]);
+    }
+
+    /// Removes the member at `address`; returns it if it was a member. It
+    /// drains: in-flight requests finish, no new ones arrive.
+    pub fn remove(&self, address: &Address) -> Option<Backend> {
+        let found = self.snapshot().get(address).cloned();
+        self.apply([Update::Remove(address.clone())]);
+        found
+    }
+
+    /// Applies several changes and publishes once.
+    pub fn apply(&self, updates: impl IntoIterator<Item = Update>) {
+        let mut writer = self.lock();
+        let now = clock::now();
+        let mut changed = false;
+        for update in updates {
+            changed |= match update {
+                Update::Insert(backend) => writer.insert(backend, now),
+                Update::Remove(address) => writer.remove(&address),
+            };
+        }
+        if changed {
+            self.publish(&mut writer);
+        }
+    }
+
+    /// Makes the membership exactly `backends` (a reloaded configuration):
+    /// members not listed drain, new ones join, the rest keep their state and
+    /// take the listed weight. Publishes once.
+    pub fn replace(&self, backends: impl IntoIterator<Item = Backend>) {
+        let wanted: Vec<Backend> = backends.into_iter().collect();
+        let current = self.snapshot();
+        let mut updates: Vec<Update> = current
+            .backends()
+            .iter()
+            .filter(|member| wanted.iter().all(|w| w.address() != member.address()))
+            .map(|member| Update::Remove(member.address().clone()))
+            .collect();
+        updates.extend(wanted.into_iter().map(Update::Insert));
+        self.apply(updates);
+    }
+
+    /// Removed members that still have requests in flight.
+    pub fn draining(&self) -> Vec<Backend> {
+        let mut writer = self.lock();
+        writer.draining.retain(|b| b.state().in_flight() > 0);
+        writer.draining.clone()
+    }
+
+    /// Registers a listener; it is called at once with the current snapshot,
+    /// and then after each publication, under the writer lock so that no
+    /// change is missed or seen out of order.
+    pub(crate) fn listen(&self, listener: Weak<dyn SnapshotListener>) {
+        let mut writer = self.lock();
+        if let Some(strong) = listener.upgrade() {
+            strong.published(&self.shared.current.load_full());
+        }
+        writer.listeners.push(listener);
+    }
+
+    fn publish(&self, writer: &mut MutexGuard<'_, Writer>) {
+        writer.version += 1;
+        writer.draining.retain(|b| b.state().in_flight() > 0);
+        let snapshot = Snapshot::new(writer.members.clone(), writer.version);
+        self.shared.current.store(Arc::clone(&snapshot));
+        writer
+            .listeners
+            .retain(|listener| match listener.upgrade() {
+                Some(listener) => {
+                    listener.published(&snapshot);
+                    true
+                }
+                None => false,
+            });
+        self.shared.sender.send_replace(snapshot);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.shared
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Writer {
+    /// Returns whether anything changed.
+    fn insert(&mut self, backend: Backend, now: clock::Nanos) -> bool {
+        if let Some(slot) = self
+            .members
+            .iter_mut()
+            .find(|m| m.address() == backend.address())
+        {
+            if slot.weight() == backend.weight() {
+                return false;
+            }
+            *slot = slot.reweighted(backend.weight());
+            return true;
+        }
+        // A backend removed and listed again before it drained keeps its
+        // state, so its in-flight count stays right.
+        let backend = match self
+            .draining
+            .iter()
+            .position(|d| d.address() == backend.address())
+        {
+            Some(index) => {
+                let old = self.draining.swap_remove(index);
+                old.state().mark_restored();
+                old.reweighted(backend.weight())
+            }
+            None => backend,
+        };
+        // Members present at construction (now == 0) start at full share.
+        if now != 0 {
+            backend
+                .state()
+                .start_slow_start(now, clock::nanos(self.slow_start));
+        }
+        self.members.push(backend);
+        true
+    }
+
+    fn remove(&mut self, address: &Address) -> bool {
+        let Some(index) = self.members.iter().position(|m| m.address() == address) else {
+            return false;
+        };
+        let backend = self.members.remove(index);
+        backend.state().mark_removed();
+        self.draining.push(backend);
+        true
+    }
+}
+
+impl fmt::Debug for BackendSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snapshot = self.snapshot();
+        f.debug_struct("BackendSet")
+            .field("version", &snapshot.version())
+            .field("backends", &snapshot.backends())
+            .finish()
+    }
+}
+
+impl Default for BackendSet {
+    fn default() -> Self {
+        Self::new([])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::InFlight;
+
+    fn backend(text: &str) -> Backend {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn state_survives_reweighting_and_rebuilds() {
+        let set = BackendSet::new([backend("http://127.0.0.1:1"), backend("http://127.0.0.1:2")]);
+        let first = set.snapshot().backends()[0].clone();
+        let _guard = InFlight::begin(first.clone());
+        set.insert(backend("http://127.0.0.1:1,weight=4"));
+        set.insert(backend("http://127.0.0.1:3"));
+        let again = set
+            .snapshot()
+            .get(&first.address().clone())
+            .unwrap()
+            .clone();
+        assert_eq!(again.weight(), 4);
+        assert!(again.same_state(&first));
+        assert_eq!(again.state().in_flight(), 1);
+        assert_eq!(set.snapshot().version(), 2);
+    }
+
+    #[test]
+    fn removed_members_drain_until_idle() {
+        let set = BackendSet::new([backend("http://127.0.0.1:1"), backend("http://127.0.0.1:2")]);
+        let first = set.snapshot().backends()[0].clone();
+        let guard = InFlight::begin(first.clone());
+        assert!(set.remove(first.address()).is_some());
+        assert!(first.state().is_removed());
+        assert_eq!(set.snapshot().len(), 1);
+        assert_eq!(set.draining().len(), 1);
+        drop(guard);
+        assert!(set.draining().is_empty());
+    }
+
+    #[test]
+    fn relisting_a_draining_backend_restores_its_state() {
+        let set = BackendSet::new([backend("http://127.0.0.1:1")]);
+        let first = set.snapshot().backends()[0].clone();
+        let _guard = InFlight::begin(first.clone());
+        set.remove(first.address());
+        set.insert(backend("http://127.0.0.1:1"));
+        let back = set.snapshot().backends()[0].clone();
+        assert!(back.same_state(&first));
+        assert!(!back.state().is_removed());
+        assert!(set.draining().is_empty());
+    }
+
+    #[test]
+    fn replace_diffs_and_publishes_once() {
+        let set = BackendSet::new([backend("http://127.0.0.1:1"), backend("http://127.0.0.1:2")]);
+        let kept = set.snapshot().backends()[1].clone();
+        set.replace([backend("http://127.0.0.1:2"), backend("http://127.0.0.1:3")]);
+        let snapshot = set.snapshot();
+        assert_eq!(snapshot.version(), 1);
+        let addresses: Vec<_> = snapshot
+            .backends()
+            .iter()
+            .map(|b| b.address().as_str().to_owned())
+            .collect();
+        assert_eq!(addresses, ["http://127.0.0.1:2", "http://127.0.0.1:3"]);
+        assert!(snapshot.backends()[0].same_state(&kept));
+    }
+
+    #[test]
+    fn backends_added_later_slow_start() {
+        let set = BackendSet::new([backend("http://127.0.0.1:1")])
+            .with_slow_start(Duration::from_secs(30));
+        assert_eq!(set.snapshot().backends()[0].state().current_share(), 1.0);
+        set.insert(backend("http://127.0.0.1:2"));
+        let late = set.snapshot().backends()[1].clone();
+        assert!(late.state().current_share() < 0.2);
+    }
+}

@@ -1,0 +1,134 @@
+//! A strategy bound to a backend set, with its tables kept current.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
+
+use super::{Candidates, RequestRef, Strategy};
+use crate::backend::{Backend, BackendId, BackendSet, Snapshot, SnapshotListener};
+use crate::clock::{self, Nanos};
+
+/// A [`Strategy`] bound to a [`BackendSet`]: the set rebuilds the strategy's
+/// table whenever it changes (off the request path), and
+/// [`pick`](Self::pick) reads the current snapshot and table without a lock.
+///
+/// [`LoadBalance`](crate::LoadBalance) holds one; use it directly to pick
+/// backends outside a tower stack.
+///
+/// ```
+/// use tower_lb::balance::{Balancer, RoundRobin};
+/// use tower_lb::BackendSet;
+///
+/// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?, "http://127.0.0.1:9002".parse()?]);
+/// let balancer = Balancer::new(&set, RoundRobin::new());
+/// let request = http::Request::new(());
+/// let first = balancer.pick(&request).unwrap();
+/// let second = balancer.pick(&request).unwrap();
+/// assert_ne!(first.address(), second.address());
+/// # Ok::<(), tower_lb::Error>(())
+/// ```
+pub struct Balancer<S: Strategy> {
+    strategy: S,
+    current: ArcSwap<Prepared<S::Table>>,
+    panic_routing: AtomicBool,
+}
+
+struct Prepared<T> {
+    snapshot: Arc<Snapshot>,
+    table: T,
+}
+
+impl<S: Strategy> Balancer<S> {
+    /// Binds `strategy` to `set`; the table is built at once.
+    pub fn new(set: &BackendSet, strategy: S) -> Arc<Self> {
+        let empty = Prepared {
+            snapshot: Arc::new(Snapshot::default()),
+            table: strategy.build(&[]),
+        };
+        let balancer = Arc::new(Self {
+            strategy,
+            current: ArcSwap::from_pointee(empty),
+            panic_routing: AtomicBool::new(false),
+        });
+        let weak: Weak<Self> = Arc::downgrade(&balancer);
+        set.listen(weak);
+        balancer
+    }
+
+    /// Envoy's panic mode: when no backend is eligible, send to all members
+    /// rather than fail everyone (the health checks may be wrong, or some
+    /// backends may limp along). Off by default: a 503 is the honest answer
+    /// when every backend is known to be down.
+    pub fn set_panic_routing(&self, on: bool) {
+        self.panic_routing.store(on, Relaxed);
+    }
+
+    /// Whether panic routing is on.
+    pub fn panic_routing(&self) -> bool {
+        self.panic_routing.load(Relaxed)
+    }
+
+    /// Picks a backend for `request`, skipping those in its
+    /// [`Tried`](super::Tried) extension.
+    pub fn pick<B>(&self, request: &http::Request<B>) -> Option<Backend> {
+        let tried = request
+            .extensions()
+            .get::<super::Tried>()
+            .map_or(&[][..], |t| t.as_slice());
+        self.pick_at(RequestRef::from(request), tried, clock::now())
+    }
+
+    /// The pick itself, given what the service already read.
+    #[inline]
+    pub(crate) fn pick_at(
+        &self,
+        request: RequestRef<'_>,
+        tried: &[BackendId],
+        now: Nanos,
+    ) -> Option<Backend> {
+        let prepared = self.current.load();
+        let backends = prepared.snapshot.backends();
+        let candidates = Candidates::new(backends, request, tried, now);
+        if let Some(index) = self.strategy.pick(&prepared.table, &candidates) {
+            return Some(backends[index].clone());
+        }
+        if !self.panic_routing.load(Relaxed) {
+            return None;
+        }
+        let candidates = candidates.panicking();
+        let index = self.strategy.pick(&prepared.table, &candidates)?;
+        Some(backends[index].clone())
+    }
+
+    /// The snapshot the current table was built from.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.load().snapshot)
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> &S {
+        &self.strategy
+    }
+}
+
+impl<S: Strategy> SnapshotListener for Balancer<S> {
+    fn published(&self, snapshot: &Arc<Snapshot>) {
+        let table = self.strategy.build(snapshot.backends());
+        self.current.store(Arc::new(Prepared {
+            snapshot: Arc::clone(snapshot),
+            table,
+        }));
+    }
+}
+
+impl<S: Strategy + fmt::Debug> fmt::Debug for Balancer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balancer")
+            .field("strategy", &self.strategy)
+            .field("backends", &self.current.load().snapshot.len())
+            .field("panic_routing", &self.panic_routing())
+            .finish()
+    }
+}

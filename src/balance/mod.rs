@@ -1,0 +1,59 @@
+//! Load balancing: the layer, the strategies, and what they share.
+//!
+//! [`LoadBalanceLayer`] wraps a forwarding service (or an axum `Router`) with
+//! [`LoadBalance`], which asks a [`Strategy`] for a backend per request and
+//! points the request at it. The balancer does not own the client that
+//! forwards: anything that serves an `http::Request` can sit underneath
+//! ([`Forward`](crate::Forward), your own client, a mock in tests).
+//!
+//! | strategy | picks | use it when | cost per pick |
+//! |---|---|---|---|
+//! | [`RoundRobin`] | each backend in turn | backends alike, requests alike | O(1) |
+//! | [`WeightedRoundRobin`] | in proportion to weight, smoothly (nginx's sequence) | backends of different sizes | O(1) |
+//! | [`LeastConnections`] | fewest in flight per weight | request costs vary widely | O(log n) |
+//! | [`ConsistentHash`] | by client IP, header, cookie or path | affinity: caches, sessions, shards | O(1) |
+//! | [`PowerOfTwoChoices`] | lower latency × load of two random | backends differ in speed | O(1) |
+//! | [`Random`] | at random, by weight | many independent proxies | O(1) |
+//!
+//! Every strategy skips backends that are not eligible (removed, unhealthy,
+//! ejected) and those the request already [`Tried`], and honours slow start
+//! and ramp-down. Tables (a schedule, a Maglev table, a tree of loads) are
+//! built when the backend set changes; picks take no lock and allocate
+//! nothing. Threads never contend on one counter: round-robin positions are
+//! per thread.
+
+mod balancer;
+mod body;
+mod counter;
+mod future;
+mod hash;
+mod hash_key;
+mod layer;
+mod least_conn;
+mod maglev;
+mod named;
+mod p2c;
+mod random;
+mod round_robin;
+mod service;
+mod strategy;
+mod target;
+#[cfg(test)]
+pub(crate) mod test_support;
+mod weighted;
+
+pub use balancer::Balancer;
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use hash::{ConsistentHash, HashTable};
+pub use hash_key::HashKey;
+pub use layer::LoadBalanceLayer;
+pub use least_conn::{LeastConnections, LeastConnectionsTable};
+pub use named::{AnyStrategy, AnyTable, STRATEGY_NAMES};
+pub use p2c::PowerOfTwoChoices;
+pub use random::{AliasTable, Random};
+pub use round_robin::{RoundRobin, RoundRobinTable};
+pub use service::LoadBalance;
+pub use strategy::{Candidates, RequestRef, Strategy};
+pub use target::{Target, Tried};
+pub use weighted::{WeightedRoundRobin, WeightedTable};

@@ -1,0 +1,121 @@
+//! The load-balancing service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Request, Response};
+use tower_service::Service;
+
+use super::{Balancer, RequestRef, ResponseBody, ResponseFuture, Strategy, Target, Tried};
+use crate::backend::{Address, InFlight};
+use crate::clock;
+use crate::{Error, ErrorKind};
+
+/// Points each request at a backend, then calls the inner service.
+///
+/// Per request: reads the balancer's snapshot and table (no lock), asks the
+/// strategy for an eligible backend the request has not tried, rewrites the
+/// URI's scheme and authority to the backend's (keeping the client's `Host`),
+/// inserts a [`Target`] extension into the request and the response, and
+/// counts the request in flight until the response *body* ends or is
+/// dropped. The time to response headers feeds the backend's latency
+/// estimate.
+///
+/// When no backend is available it answers 503 itself, with the
+/// [`Error`] in the response extensions, so the service stays infallible
+/// when the inner service is: an axum `Router` can take it.
+pub struct LoadBalance<S, St: Strategy> {
+    inner: S,
+    balancer: Arc<Balancer<St>>,
+}
+
+impl<S, St: Strategy> LoadBalance<S, St> {
+    /// Balances requests to `inner` with `balancer`.
+    pub fn new(inner: S, balancer: Arc<Balancer<St>>) -> Self {
+        Self { inner, balancer }
+    }
+
+    /// The balancer.
+    pub fn balancer(&self) -> &Arc<Balancer<St>> {
+        &self.balancer
+    }
+}
+
+impl<S, St, B, RB> Service<Request<B>> for LoadBalance<S, St>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    St: Strategy,
+    RB: http_body::Body<Data = Bytes>,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let now = clock::now();
+        let tried = request
+            .extensions()
+            .get::<Tried>()
+            .map_or(&[][..], Tried::as_slice);
+        let Some(backend) = self
+            .balancer
+            .pick_at(RequestRef::from(&request), tried, now)
+        else {
+            return ResponseFuture::failed(Error::new(ErrorKind::NoBackend));
+        };
+        if let Err(error) = point_at(&mut request, backend.address()) {
+            return ResponseFuture::failed(error.with_backend(backend.address().clone()));
+        }
+        request
+            .extensions_mut()
+            .insert(Target::new(backend.clone()));
+        let in_flight = InFlight::begin(backend);
+        ResponseFuture::new(self.inner.call(request), in_flight, now)
+    }
+}
+
+/// Rewrites the URI to the backend's scheme and authority. The client's
+/// authority survives as the `Host` header (HTTP/2 clients send none).
+fn point_at<B>(request: &mut Request<B>, address: &Address) -> Result<(), Error> {
+    if !request.headers().contains_key(HOST)
+        && let Some(authority) = request.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(HOST, host);
+    }
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.scheme = Some(address.scheme().clone());
+    parts.authority = Some(address.authority().clone());
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    *request.uri_mut() =
+        Uri::from_parts(parts).map_err(|e| Error::new(ErrorKind::Upstream).with_source(e))?;
+    Ok(())
+}
+
+impl<S: Clone, St: Strategy> Clone for LoadBalance<S, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            balancer: Arc::clone(&self.balancer),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: Strategy + fmt::Debug> fmt::Debug for LoadBalance<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadBalance")
+            .field("inner", &self.inner)
+            .field("balancer", &self.balancer)
+            .finish()
+    }
+}

@@ -1,0 +1,190 @@
+//! The one trait every balancing strategy implements, and what it is given.
+
+use http::{Extensions, HeaderMap, Method, Request, Uri};
+
+use crate::backend::{Backend, BackendId, FULL_SHARE};
+use crate::clock::Nanos;
+
+/// A balancing strategy: given the candidates for one request, pick one.
+///
+/// A strategy has two halves. [`build`](Strategy::build) runs off the request
+/// path whenever the backend set changes and precomputes whatever picking
+/// needs (a schedule, a hash table, a tree of loads) into a
+/// [`Table`](Strategy::Table). [`pick`](Strategy::pick) runs per request,
+/// reads that table and the backends' atomics, and must not lock or allocate.
+///
+/// A pick returns the index of a backend in
+/// [`Candidates::backends`] for which [`Candidates::is_available`] holds (it is
+/// eligible and this request has not tried it yet), or `None` when there is
+/// none. Strategies honour gradual traffic changes (slow start, ramp-down)
+/// through [`Candidates::share`], or simply by preferring
+/// [`Candidates::admits`], which draws against it.
+///
+/// ```
+/// use tower_lb::balance::{Candidates, Strategy};
+/// use tower_lb::Backend;
+///
+/// /// Always the first available backend: primary with ordered fallbacks.
+/// #[derive(Debug)]
+/// struct FirstAvailable;
+///
+/// impl Strategy for FirstAvailable {
+///     type Table = ();
+///     fn build(&self, _backends: &[Backend]) {}
+///     fn pick(&self, _table: &(), candidates: &Candidates<'_>) -> Option<usize> {
+///         (0..candidates.len()).find(|&i| candidates.is_available(i))
+///     }
+/// }
+/// ```
+pub trait Strategy: Send + Sync + 'static {
+    /// What the strategy precomputes from a list of backends.
+    type Table: Send + Sync + 'static;
+
+    /// Precomputes the table for `backends` (the set's members in the order
+    /// they joined). Runs on the thread that changed the set.
+    fn build(&self, backends: &[Backend]) -> Self::Table;
+
+    /// Picks an available backend, or `None`.
+    fn pick(&self, table: &Self::Table, candidates: &Candidates<'_>) -> Option<usize>;
+}
+
+/// The parts of a request a strategy may look at (hash keys).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestRef<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The URI as the client sent it.
+    pub uri: &'a Uri,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// The extensions (client address, tried backends, ...).
+    pub extensions: &'a Extensions,
+}
+
+impl<'a, B> From<&'a Request<B>> for RequestRef<'a> {
+    fn from(request: &'a Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+        }
+    }
+}
+
+/// The backends one request may go to, and the request itself.
+#[derive(Debug)]
+pub struct Candidates<'a> {
+    backends: &'a [Backend],
+    request: RequestRef<'a>,
+    tried: &'a [BackendId],
+    now: Nanos,
+    panic: bool,
+}
+
+impl<'a> Candidates<'a> {
+    pub(crate) fn new(
+        backends: &'a [Backend],
+        request: RequestRef<'a>,
+        tried: &'a [BackendId],
+        now: Nanos,
+    ) -> Self {
+        Self {
+            backends,
+            request,
+            tried,
+            now,
+            panic: false,
+        }
+    }
+
+    /// The same candidates in panic mode: every member still in the set is
+    /// available, healthy or not.
+    pub(crate) fn panicking(mut self) -> Self {
+        self.panic = true;
+        self
+    }
+
+    /// All members of the snapshot, available or not.
+    pub fn backends(&self) -> &'a [Backend] {
+        self.backends
+    }
+
+    /// The number of members.
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    /// The request being balanced.
+    pub fn request(&self) -> &RequestRef<'a> {
+        &self.request
+    }
+
+    /// Backends this request already tried (retries go elsewhere).
+    pub fn tried(&self) -> &'a [BackendId] {
+        self.tried
+    }
+
+    pub(crate) fn now(&self) -> Nanos {
+        self.now
+    }
+
+    /// Whether backend `index` may take this request: eligible (or, in panic
+    /// mode, merely still in the set) and not tried by it before.
+    #[inline]
+    pub fn is_available(&self, index: usize) -> bool {
+        let backend = &self.backends[index];
+        let state = backend.state();
+        let ok = if self.panic {
+            state.is_routable()
+        } else {
+            state.is_eligible(self.now)
+        };
+        ok && (self.tried.is_empty() || !self.tried.contains(&backend.id()))
+    }
+
+    /// Backend `index`'s current share of its weight, in 1/65536 units
+    /// (65536 = full): lower during slow start and ramp-down.
+    #[inline]
+    pub fn share(&self, index: usize) -> u32 {
+        self.backends[index].state().share(self.now)
+    }
+
+    /// [`is_available`](Self::is_available), and a random draw against the
+    /// backend's [`share`](Self::share), so that a ramping backend takes its
+    /// share of what a strategy would send it.
+    #[inline]
+    pub fn admits(&self, index: usize) -> bool {
+        self.admits_with(index, fastrand::u32(..FULL_SHARE))
+    }
+
+    /// [`admits`](Self::admits) with a caller-chosen draw in `0..65536`:
+    /// consistent hashing draws from the key, so the same keys stay on a
+    /// ramping backend as its share grows.
+    #[inline]
+    pub fn admits_with(&self, index: usize, draw: u32) -> bool {
+        if !self.is_available(index) {
+            return false;
+        }
+        let share = self.share(index);
+        share >= FULL_SHARE || draw < share
+    }
+
+    /// The first backend from `start` onwards (wrapping) that
+    /// [`admits`](Self::admits) the request, else the first that
+    /// [`is_available`](Self::is_available): the linear fallback of
+    /// strategies whose fast path met only unavailable backends.
+    pub fn scan_from(&self, start: usize) -> Option<usize> {
+        let n = self.len();
+        let order = (0..n).map(|k| (start + k) % n);
+        order
+            .clone()
+            .find(|&i| self.admits(i))
+            .or_else(|| order.clone().find(|&i| self.is_available(i)))
+    }
+}

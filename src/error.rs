@@ -1,0 +1,265 @@
+//! The crate's one error type.
+//!
+//! Every failure tower-lb reports is an [`Error`]: an opaque value with a
+//! [`kind`](Error::kind), `is_*` predicates, the backend it concerns (when there
+//! is one) and its cause behind [`source`](std::error::Error::source).
+//!
+//! HTTP-facing layers answer with a response rather than an error, so that an
+//! axum `Router` gets an `Infallible` service: [`Error::status`] gives the
+//! documented mapping (503 when no backend is eligible, 502 when a backend
+//! failed, 504 on a timeout) and the `Error` itself travels in the response's
+//! extensions, where outer layers (failover, metrics) read what happened.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::backend::Address;
+
+/// A boxed error, the currency of tower and hyper.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// What went wrong. More kinds may be added, so `match` with a wildcard arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No backend in the set was eligible (all down, ejected, draining or
+    /// already tried by this request).
+    NoBackend,
+    /// The connection to the backend could not be established; the backend
+    /// never saw the request, so any request may be retried elsewhere.
+    Connect,
+    /// The backend did not answer in time.
+    Timeout,
+    /// The backend broke the exchange after it had the request (reset,
+    /// malformed response, closed mid-way).
+    Upstream,
+    /// A request body was larger than the bound a layer may buffer.
+    BodyTooLarge,
+    /// A setting or an argument was invalid; the message names it.
+    Config,
+}
+
+/// The error type of tower-lb.
+///
+/// It is cheap to clone (its cause is shared) so that it can ride in response
+/// extensions, which `http` requires to be `Clone`.
+#[derive(Clone)]
+pub struct Error {
+    kind: ErrorKind,
+    backend: Option<Address>,
+    message: Option<Arc<str>>,
+    source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+impl Error {
+    /// An error of `kind` with no further detail.
+    pub fn new(kind: ErrorKind) -> Self {
+        Self {
+            kind,
+            backend: None,
+            message: None,
+            source: None,
+        }
+    }
+
+    /// A configuration error whose message names the offending field.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config).with_message(message)
+    }
+
+    /// Attaches the cause.
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
+    }
+
+    /// Attaches the backend this error concerns.
+    pub fn with_backend(mut self, backend: Address) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Attaches a human-readable detail.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(Arc::from(message.into()));
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The backend this error concerns, when there is one.
+    pub fn backend(&self) -> Option<&Address> {
+        self.backend.as_ref()
+    }
+
+    /// No backend was eligible.
+    pub fn is_no_backend(&self) -> bool {
+        self.kind == ErrorKind::NoBackend
+    }
+
+    /// The backend could not be reached; it never saw the request.
+    pub fn is_connect(&self) -> bool {
+        self.kind == ErrorKind::Connect
+    }
+
+    /// A deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == ErrorKind::Timeout
+    }
+
+    /// The backend failed after it had the request.
+    pub fn is_upstream(&self) -> bool {
+        self.kind == ErrorKind::Upstream
+    }
+
+    /// A body was too large to buffer for replay.
+    pub fn is_body_too_large(&self) -> bool {
+        self.kind == ErrorKind::BodyTooLarge
+    }
+
+    /// A setting was invalid.
+    pub fn is_config(&self) -> bool {
+        self.kind == ErrorKind::Config
+    }
+
+    /// The status a proxy answers with: 503 for no backend, 504 for a
+    /// timeout, 413 for a body too large, 502 for every backend failure.
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Connect | ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The short plain-text body that goes with [`status`](Self::status).
+    ///
+    /// It says what failed but not where: backend addresses are internal and
+    /// stay out of what clients see.
+    pub fn public_text(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::NoBackend => "no backend available\n",
+            ErrorKind::Connect => "backend unreachable\n",
+            ErrorKind::Timeout => "backend timed out\n",
+            ErrorKind::Upstream => "backend failed\n",
+            ErrorKind::BodyTooLarge => "request body too large\n",
+            ErrorKind::Config => "proxy misconfigured\n",
+        }
+    }
+
+    /// The response a proxy answers with: [`status`](Self::status), a short
+    /// text body, and this error in the extensions for outer layers to read.
+    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        let mut response =
+            Response::new(B::from(Bytes::from_static(self.public_text().as_bytes())));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response.extensions_mut().insert(self.clone());
+        response
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("tower_lb::Error");
+        d.field("kind", &self.kind);
+        if let Some(backend) = &self.backend {
+            d.field("backend", &format_args!("{backend}"));
+        }
+        if let Some(message) = &self.message {
+            d.field("message", message);
+        }
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            ErrorKind::NoBackend => "no eligible backend",
+            ErrorKind::Connect => "could not connect to backend",
+            ErrorKind::Timeout => "backend timed out",
+            ErrorKind::Upstream => "backend failed",
+            ErrorKind::BodyTooLarge => "body too large to buffer",
+            ErrorKind::Config => "invalid configuration",
+        };
+        f.write_str(what)?;
+        if let Some(backend) = &self.backend {
+            write!(f, " ({backend})")?;
+        }
+        if let Some(message) = &self.message {
+            write!(f, ": {message}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_documented_mapping() {
+        assert_eq!(
+            Error::new(ErrorKind::NoBackend).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            Error::new(ErrorKind::Connect).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            Error::new(ErrorKind::Upstream).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        assert_eq!(
+            Error::new(ErrorKind::Timeout).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+
+    #[test]
+    fn response_carries_the_error_and_a_text_body() {
+        let error = Error::new(ErrorKind::NoBackend);
+        let response: Response<Bytes> = error.to_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.body().as_ref(), b"no backend available\n");
+        assert!(
+            response
+                .extensions()
+                .get::<Error>()
+                .unwrap()
+                .is_no_backend()
+        );
+    }
+
+    #[test]
+    fn source_is_kept() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = Error::new(ErrorKind::Connect).with_source(io);
+        assert_eq!(error.source().unwrap().to_string(), "refused");
+    }
+}

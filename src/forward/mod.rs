@@ -1,0 +1,15 @@
+//! Forwarding: the service at the bottom of the stack that talks to backends.
+//!
+//! [`Forward`] sends a request (already pointed at a backend by
+//! [`LoadBalance`](crate::LoadBalance)) over hyper-util's pooled client and
+//! applies a reverse proxy's header rules. Any other service that takes an
+//! `http::Request` can take its place.
+
+mod body;
+mod future;
+mod headers;
+mod service;
+
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
+pub use service::{Forward, ForwardBuilder};
