@@ -1,1 +1,165 @@
-fn main() {}
+//! One pick per strategy, through the public `Balancer::pick` (snapshot load,
+//! strategy, backend clone): at 3, 100, 1,000 and 10,000 backends; with a
+//! tenth of the backends ineligible; with an exclude set of one (a retry);
+//! two threads against one; and the cost of a backend-set update.
+//!
+//! Run: `cargo bench --bench pick`
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::Request;
+use tower_lb::backend::{Backend, Verdict};
+use tower_lb::balance::{AnyStrategy, Balancer, Tried};
+use tower_lb::{BackendSet, ClientAddr};
+
+const SIZES: [usize; 4] = [3, 100, 1_000, 10_000];
+const STRATEGIES: [&str; 6] = [
+    "round-robin",
+    "weighted-round-robin",
+    "least-connections",
+    "ip-hash",
+    "p2c",
+    "random",
+];
+
+fn backends(n: usize) -> Vec<Backend> {
+    (0..n)
+        .map(|i| {
+            let weight = 1 + (i % 4);
+            format!(
+                "http://10.{}.{}.{}:8080,weight={weight}",
+                i / 65_536,
+                (i / 256) % 256,
+                i % 256
+            )
+            .parse()
+            .unwrap()
+        })
+        .collect()
+}
+
+/// 1,024 requests from distinct client IPs (the hash key varies).
+fn requests() -> Vec<Request<()>> {
+    (0..1024u32)
+        .map(|i| {
+            let mut request = Request::new(());
+            let addr = SocketAddr::from(((0xc633_6400 + i).to_be_bytes(), 40_000));
+            request.extensions_mut().insert(ClientAddr::new(addr));
+            request
+        })
+        .collect()
+}
+
+fn balancer(name: &str, set: &BackendSet) -> Arc<Balancer<AnyStrategy>> {
+    Balancer::new(set, name.parse().unwrap())
+}
+
+fn pick_loop(
+    c: &mut Criterion,
+    group_name: &str,
+    prepare: impl Fn(&BackendSet, &mut [Request<()>]),
+) {
+    let mut group = c.benchmark_group(group_name);
+    for &n in &SIZES {
+        let set = BackendSet::new(backends(n));
+        let mut requests = requests();
+        prepare(&set, &mut requests);
+        for name in STRATEGIES {
+            let balancer = balancer(name, &set);
+            let mut i = 0;
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| {
+                    i = (i + 1) & 1023;
+                    black_box(balancer.pick(&requests[i]))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn pick(c: &mut Criterion) {
+    pick_loop(c, "pick", |_, _| {});
+}
+
+fn pick_with_ineligible(c: &mut Criterion) {
+    pick_loop(c, "pick_tenth_ineligible", |set, _| {
+        for backend in set.snapshot().backends().iter().skip(1).step_by(10) {
+            backend.state().set_verdict(Verdict::Unhealthy, None);
+        }
+    });
+}
+
+fn pick_retry(c: &mut Criterion) {
+    pick_loop(c, "pick_retry_excluding_one", |set, requests| {
+        let snapshot = set.snapshot();
+        for (i, request) in requests.iter_mut().enumerate() {
+            let mut tried = Tried::new();
+            tried.push(snapshot.backends()[i % snapshot.len()].id());
+            request.extensions_mut().insert(tried);
+        }
+    });
+}
+
+fn contention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick_threads");
+    let set = BackendSet::new(backends(100));
+    let requests = requests();
+    for name in STRATEGIES {
+        let balancer = balancer(name, &set);
+        for threads in [1usize, 2] {
+            group.throughput(Throughput::Elements(threads as u64));
+            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    std::thread::scope(|scope| {
+                        for t in 0..threads {
+                            let balancer = &balancer;
+                            let requests = &requests;
+                            scope.spawn(move || {
+                                for i in 0..iters as usize {
+                                    black_box(balancer.pick(&requests[(i + t * 512) & 1023]));
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn update(c: &mut Criterion) {
+    let mut group = c.benchmark_group("set_update_10000");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    for name in STRATEGIES {
+        let set = BackendSet::new(backends(10_000));
+        let _balancer = balancer(name, &set);
+        let extra: Backend = "http://192.0.2.1:8080".parse().unwrap();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                set.insert(extra.clone());
+                set.remove(extra.address());
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    pick,
+    pick_with_ineligible,
+    pick_retry,
+    contention,
+    update
+);
+criterion_main!(benches);

@@ -190,6 +190,10 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A configuration error's message names the field and says it all.
+        if let (ErrorKind::Config, Some(message)) = (self.kind, &self.message) {
+            return f.write_str(message);
+        }
         let what = match self.kind {
             ErrorKind::NoBackend => "no eligible backend",
             ErrorKind::Connect => "could not connect to backend",

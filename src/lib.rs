@@ -85,3 +85,8 @@ pub use balance::{LoadBalance, LoadBalanceLayer, Target};
 pub use client_addr::ClientAddr;
 pub use error::{BoxError, Error, ErrorKind};
 pub use forward::Forward;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -55,6 +55,7 @@ impl PeakEwma {
     }
 
     /// The last stored estimate without decay, in nanoseconds (0 if none).
+    #[cfg(test)]
     pub(crate) fn last_estimate(&self) -> f64 {
         f64::from_bits(self.estimate_bits.load(Relaxed))
     }

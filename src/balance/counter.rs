@@ -1,11 +1,17 @@
-//! A counter that several threads advance without sharing a cache line.
+//! The "next position" of round-robin and the weighted schedule.
 //!
-//! Round-robin and the weighted schedule need "the next position". One
-//! atomic for all threads would bounce its cache line between cores on every
-//! pick. Instead each thread advances its own padded slot (threads are spread
-//! over the slots by a per-thread number), like nginx's per-worker state:
-//! each thread walks the exact sequence, and the threads together still
-//! spread evenly.
+//! By default one atomic counter serves all threads, so the sequence is
+//! exact across the whole process: a client sending requests one after
+//! another sees backends strictly in turn. Under a real load the counter's
+//! cache line moves between cores at most once per request, next to the
+//! backend's own in-flight counter which moves anyway; the cost is lost in
+//! a request's microseconds.
+//!
+//! A tight pick loop on many cores is another matter: there one shared line
+//! serializes the cores. [`Counter::per_thread`] gives each thread its own
+//! padded slot instead, like nginx's and Envoy's per-worker state: each
+//! thread walks the exact sequence, the threads together spread evenly, and
+//! picks never contend.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -16,20 +22,34 @@ const SLOTS: usize = 8;
 #[repr(align(128))]
 struct Slot(AtomicUsize);
 
-/// A per-thread-sharded position counter.
+/// A position counter, shared or per thread.
 #[derive(Debug, Default)]
 pub(crate) struct Counter {
+    per_thread: bool,
     slots: [Slot; SLOTS],
 }
 
 impl Counter {
-    /// Returns the calling thread's position and advances it by `step`.
+    /// One position for all threads.
+    pub(crate) fn shared() -> Self {
+        Self::default()
+    }
+
+    /// One position per thread (threads spread over eight padded slots).
+    pub(crate) fn per_thread() -> Self {
+        Self {
+            per_thread: true,
+            ..Self::default()
+        }
+    }
+
+    /// Returns the position and advances it by `step`.
     #[inline]
     pub(crate) fn advance(&self, step: usize) -> usize {
         self.slot().fetch_add(step, Relaxed)
     }
 
-    /// Moves the calling thread's position on by `step` more.
+    /// Moves the position on by `step` more.
     #[inline]
     pub(crate) fn skip(&self, step: usize) {
         self.slot().fetch_add(step, Relaxed);
@@ -37,7 +57,11 @@ impl Counter {
 
     #[inline]
     fn slot(&self) -> &AtomicUsize {
-        &self.slots[thread_slot()].0
+        if self.per_thread {
+            &self.slots[thread_slot()].0
+        } else {
+            &self.slots[0].0
+        }
     }
 }
 

@@ -137,10 +137,10 @@ impl LoadTree {
         }
         // (in_flight + 1) / (weight × share), as a fixed-point number whose
         // resolution separates consecutive in-flight counts at any weight.
-        let effective = (self.weights[leaf] * u64::from(state.share_now()) >> 10).max(1);
+        let effective = ((self.weights[leaf] * u64::from(state.share_now())) >> 10).max(1);
         let in_flight = u64::from(state.in_flight()).min(MAX_COUNTED - 1) + 1;
         let key = ((in_flight << 24) / effective).min(KEY_MAX - 1);
-        key << COUNT_BITS | 1
+        (key << COUNT_BITS) | 1
     }
 
     fn set_leaf(&self, leaf: usize, state: &BackendState) {
@@ -236,7 +236,7 @@ fn combine(a: u64, b: u64) -> u64 {
         std::cmp::Ordering::Greater => b,
         std::cmp::Ordering::Equal if ka == KEY_MAX => INELIGIBLE,
         std::cmp::Ordering::Equal => {
-            ka << COUNT_BITS | ((a & COUNT_MASK) + (b & COUNT_MASK)).min(COUNT_MASK)
+            (ka << COUNT_BITS) | ((a & COUNT_MASK) + (b & COUNT_MASK)).min(COUNT_MASK)
         }
     }
 }

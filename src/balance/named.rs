@@ -141,8 +141,8 @@ impl FromStr for AnyStrategy {
 
     fn from_str(name: &str) -> Result<Self, Error> {
         Ok(match name {
-            "round-robin" => AnyStrategy::RoundRobin(RoundRobin),
-            "weighted-round-robin" => AnyStrategy::WeightedRoundRobin(WeightedRoundRobin),
+            "round-robin" => AnyStrategy::RoundRobin(RoundRobin::new()),
+            "weighted-round-robin" => AnyStrategy::WeightedRoundRobin(WeightedRoundRobin::new()),
             "least-connections" => AnyStrategy::LeastConnections(LeastConnections),
             "ip-hash" | "hash" => AnyStrategy::ConsistentHash(ConsistentHash::client_ip()),
             "p2c" => AnyStrategy::PowerOfTwoChoices(PowerOfTwoChoices),

@@ -36,6 +36,9 @@ const SKIP_AHEAD: usize = 16;
 ///
 /// An unavailable backend's turn goes to the next entries of the cycle.
 ///
+/// As with [`RoundRobin`](super::RoundRobin), the position is one counter
+/// for the process unless [`per_thread`](Self::per_thread) is chosen.
+///
 /// ```
 /// use tower_lb::balance::WeightedRoundRobin;
 /// use tower_lb::{BackendSet, LoadBalanceLayer};
@@ -49,12 +52,19 @@ const SKIP_AHEAD: usize = 16;
 /// # Ok::<(), tower_lb::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub struct WeightedRoundRobin;
+pub struct WeightedRoundRobin {
+    per_thread: bool,
+}
 
 impl WeightedRoundRobin {
-    /// Smooth weighted round-robin.
+    /// Smooth weighted round-robin, one sequence for all threads.
     pub fn new() -> Self {
-        Self
+        Self::default()
+    }
+
+    /// With a position per thread (see [`RoundRobin::per_thread`](super::RoundRobin::per_thread)).
+    pub fn per_thread() -> Self {
+        Self { per_thread: true }
     }
 }
 
@@ -80,7 +90,11 @@ impl Strategy for WeightedRoundRobin {
         let weights: Vec<u64> = backends.iter().map(|b| u64::from(b.weight())).collect();
         WeightedTable {
             schedule: schedule(&reduce(weights)).into_boxed_slice(),
-            position: Counter::default(),
+            position: if self.per_thread {
+                Counter::per_thread()
+            } else {
+                Counter::shared()
+            },
         }
     }
 
@@ -187,26 +201,26 @@ mod tests {
 
     #[test]
     fn nginx_sequence_for_5_1_1() {
-        let fixture = Fixture::new(WeightedRoundRobin, &[5, 1, 1]);
+        let fixture = Fixture::new(WeightedRoundRobin::new(), &[5, 1, 1]);
         assert_eq!(letters(&fixture, 14), "aabacaaaabacaa");
     }
 
     #[test]
     fn gcd_reduction_keeps_the_sequence() {
-        let fixture = Fixture::new(WeightedRoundRobin, &[50, 10, 10]);
+        let fixture = Fixture::new(WeightedRoundRobin::new(), &[50, 10, 10]);
         assert_eq!(fixture.table.schedule().len(), 7);
         assert_eq!(letters(&fixture, 7), "aabacaa");
     }
 
     #[test]
     fn shares_follow_weights() {
-        let fixture = Fixture::new(WeightedRoundRobin, &[3, 2, 1]);
+        let fixture = Fixture::new(WeightedRoundRobin::new(), &[3, 2, 1]);
         assert_eq!(fixture.tally(600), [300, 200, 100]);
     }
 
     #[test]
     fn an_unavailable_backends_turns_go_to_the_others() {
-        let fixture = Fixture::new(WeightedRoundRobin, &[5, 1, 1]);
+        let fixture = Fixture::new(WeightedRoundRobin::new(), &[5, 1, 1]);
         fixture.eject(0);
         let tally = fixture.tally(700);
         assert_eq!(tally[0], 0);
@@ -232,7 +246,7 @@ mod tests {
 
     #[test]
     fn huge_totals_are_scaled_to_the_cap() {
-        let weights = reduce(vec![10_000, 9_999, 1].repeat(100));
+        let weights = reduce([10_000, 9_999, 1].repeat(100));
         let total: u64 = weights.iter().sum();
         assert!(total <= MAX_SCHEDULE + weights.len() as u64);
         assert!(weights.iter().all(|&w| w >= 1));

@@ -64,10 +64,13 @@ where
 {
     /// A forwarder with the default settings (see [`ForwardBuilder`]).
     pub fn new() -> Self {
-        Self::builder().build()
+        ForwardBuilder::default().build()
     }
+}
 
-    /// A builder for the settings.
+impl Forward<()> {
+    /// A builder for the settings; the request body type is chosen by
+    /// [`build`](ForwardBuilder::build) (usually inferred).
     pub fn builder() -> ForwardBuilder {
         ForwardBuilder::default()
     }

@@ -1,0 +1,163 @@
+//! What `Forward` does to requests and responses, on real sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use support::{TestBackend, TestProxy, client, get, pattern_digest, send, streaming_body};
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_lb::balance::RoundRobin;
+use tower_lb::{BackendSet, Error, Forward, LoadBalanceLayer};
+use xxhash_rust::xxh3::Xxh3;
+
+#[tokio::test]
+async fn proxy_header_rules_hold_both_ways() {
+    let backend = TestBackend::start("a").await;
+    let proxy = TestProxy::start(BackendSet::new([backend.backend()]), RoundRobin::new()).await;
+    let request = http::Request::get(proxy.url("/headers"))
+        .header("host", "shop.example")
+        .header("x-forwarded-for", "203.0.113.5")
+        .header("connection", "x-hop")
+        .header("x-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic eDp5")
+        .header("te", "trailers")
+        .header("upgrade", "websocket")
+        .header("x-kept", "yes")
+        .body(Full::default())
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let seen = answer.body.to_lowercase();
+    assert!(seen.contains("host: shop.example\n"), "Host kept:\n{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 203.0.113.5, 127.0.0.1\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
+    assert!(seen.contains("x-forwarded-host: shop.example\n"), "{seen}");
+    assert!(seen.contains("x-kept: yes\n"), "{seen}");
+    for hop in [
+        "x-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "te:",
+        "upgrade",
+        "connection",
+    ] {
+        assert!(!seen.contains(hop), "{hop} reached the backend:\n{seen}");
+    }
+    // The backend's own hop-by-hop headers stay on its side too.
+    assert!(answer.headers.get("keep-alive").is_none());
+    assert!(answer.headers.get("x-private").is_none());
+    assert_eq!(answer.headers["x-backend"], "a");
+}
+
+#[tokio::test]
+async fn a_100_mb_upload_and_download_stream_through_intact() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    let backend = TestBackend::start("a").await;
+    let proxy = TestProxy::start(BackendSet::new([backend.backend()]), RoundRobin::new()).await;
+    let client = client();
+    let expected = pattern_digest(SIZE).await;
+
+    let upload = http::Request::post(proxy.url("/upload"))
+        .body(streaming_body(SIZE))
+        .unwrap();
+    let response = client.request(upload).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&body), expected, "upload");
+
+    let download = client.get(
+        proxy
+            .url(&format!("/download?size={SIZE}"))
+            .parse()
+            .unwrap(),
+    );
+    let response = download.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let mut hasher = Xxh3::new();
+    let mut length = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk: Bytes = chunk.unwrap();
+        length += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    assert_eq!(
+        format!("{length} {:016x}", hasher.digest()),
+        expected,
+        "download"
+    );
+}
+
+#[tokio::test]
+async fn no_backend_is_503_with_the_error_attached() {
+    let proxy = TestProxy::start(BackendSet::default(), RoundRobin::new()).await;
+    let answer = get(&client(), &proxy.url("/")).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body, "no backend available\n");
+    assert_eq!(answer.headers["content-type"], "text/plain; charset=utf-8");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_502() {
+    // Bind then drop: the port is closed.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let set = BackendSet::new([format!("http://{addr}").parse().unwrap()]);
+    let proxy = TestProxy::start(set, RoundRobin::new()).await;
+    let answer = get(&client(), &proxy.url("/")).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.body, "backend unreachable\n");
+}
+
+#[tokio::test]
+async fn a_slow_backend_is_504_after_the_timeout() {
+    let backend = TestBackend::start("a").await;
+    let set = BackendSet::new([backend.backend()]);
+    let forward = Forward::builder()
+        .timeout(Duration::from_millis(200))
+        .build();
+    let service = LoadBalanceLayer::new(set.clone(), RoundRobin::new()).layer(forward);
+    let proxy = TestProxy::serve(set, service).await;
+    let started = tokio::time::Instant::now();
+    let answer = get(&client(), &proxy.url("/slow?ms=5000")).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn error_answers_carry_the_error_for_outer_layers() {
+    use tower::{Service, ServiceExt};
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let set = BackendSet::new([format!("http://{addr}").parse().unwrap()]);
+    let mut service = LoadBalanceLayer::new(set, RoundRobin::new()).layer(Forward::new());
+    let request = http::Request::get("/")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = service.ready().await.unwrap().call(request).await.unwrap();
+    let error = response.extensions().get::<Error>().expect("the error");
+    assert!(error.is_connect(), "{error:?}");
+    let target = response
+        .extensions()
+        .get::<tower_lb::Target>()
+        .expect("the target");
+    assert_eq!(
+        target.backend().address().as_str(),
+        format!("http://{addr}")
+    );
+}
