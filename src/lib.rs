@@ -69,6 +69,7 @@
 //! - [`backend`]: backends, their runtime state, the set and its snapshots.
 //! - [`balance`]: the [`LoadBalanceLayer`] and the strategies.
 //! - [`forward`]: the [`Forward`] service.
+//! - [`health`]: active probes, passive outlier detection, health events.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -79,6 +80,7 @@ mod client_addr;
 mod clock;
 mod error;
 pub mod forward;
+pub mod health;
 
 pub use backend::{Backend, BackendSet};
 pub use balance::{LoadBalance, LoadBalanceLayer, Target};

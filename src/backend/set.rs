@@ -1,14 +1,19 @@
 //! The backend set: members, draining backends, and published snapshots.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::{Address, Backend, Snapshot};
-use crate::clock;
+use crate::clock::{self, Nanos};
+use crate::health::{HealthEvent, HealthEventKind};
+
+/// How many events a slow subscriber may fall behind before it misses some.
+const EVENT_BACKLOG: usize = 4096;
 
 /// Something rebuilt synchronously whenever the set publishes a snapshot
 /// (a balancer's precomputed tables).
@@ -61,6 +66,8 @@ pub struct BackendSet {
 struct Shared {
     current: ArcSwap<Snapshot>,
     sender: watch::Sender<Arc<Snapshot>>,
+    events: broadcast::Sender<HealthEvent>,
+    slow_start: AtomicU64,
     writer: Mutex<Writer>,
 }
 
@@ -68,7 +75,6 @@ struct Writer {
     members: Vec<Backend>,
     draining: Vec<Backend>,
     version: u64,
-    slow_start: Duration,
     listeners: Vec<Weak<dyn SnapshotListener>>,
 }
 
@@ -80,18 +86,20 @@ impl BackendSet {
             members: Vec::new(),
             draining: Vec::new(),
             version: 0,
-            slow_start: Duration::ZERO,
             listeners: Vec::new(),
         };
         for backend in backends {
-            writer.insert(backend, 0);
+            writer.insert(backend, None);
         }
         let snapshot = Snapshot::new(writer.members.clone(), 0);
         let (sender, _) = watch::channel(Arc::clone(&snapshot));
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Self {
             shared: Arc::new(Shared {
                 current: ArcSwap::new(snapshot),
                 sender,
+                events,
+                slow_start: AtomicU64::new(0),
                 writer: Mutex::new(writer),
             }),
         }
@@ -104,13 +112,39 @@ impl BackendSet {
     /// start at full share. Zero (the default) turns it off.
     #[must_use]
     pub fn with_slow_start(self, window: Duration) -> Self {
-        self.lock().slow_start = window;
+        self.shared.slow_start.store(clock::nanos(window), Relaxed);
         self
     }
 
     /// The slow-start window.
     pub fn slow_start(&self) -> Duration {
-        self.lock().slow_start
+        Duration::from_nanos(self.shared.slow_start.load(Relaxed))
+    }
+
+    /// Starts `backend`'s slow start at `now`, if the set has one.
+    pub(crate) fn begin_slow_start(&self, backend: &Backend, now: Nanos) {
+        let window = self.shared.slow_start.load(Relaxed);
+        backend.state().start_slow_start(now, window);
+    }
+
+    /// A receiver of every [`HealthEvent`] from now on: backends joining and
+    /// leaving, health verdicts, ejections, returns and share changes.
+    ///
+    /// A subscriber that falls more than 4096 events behind misses the
+    /// oldest (and is told so by `recv`); events are never held back for a
+    /// slow subscriber.
+    pub fn events(&self) -> broadcast::Receiver<HealthEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Sends an event to the subscribers, if any.
+    pub(crate) fn emit(&self, backend: &Backend, kind: HealthEventKind) {
+        if self.shared.events.receiver_count() > 0 {
+            let _ = self
+                .shared
+                .events
+                .send(HealthEvent::new(backend.clone(), kind));
+        }
     }
 
     /// The current snapshot. Lock-free.
@@ -140,16 +174,29 @@ impl BackendSet {
     /// Applies several changes and publishes once.
     pub fn apply(&self, updates: impl IntoIterator<Item = Update>) {
         let mut writer = self.lock();
-        let now = clock::now();
+        let slow_start = Some((clock::now(), self.shared.slow_start.load(Relaxed)));
         let mut changed = false;
+        let mut events = Vec::new();
         for update in updates {
-            changed |= match update {
-                Update::Insert(backend) => writer.insert(backend, now),
-                Update::Remove(address) => writer.remove(&address),
-            };
+            match update {
+                Update::Insert(backend) => match writer.insert(backend, slow_start) {
+                    Inserted::New(backend) => events.push((backend, HealthEventKind::Joined)),
+                    Inserted::Reweighted => changed = true,
+                    Inserted::Same => {}
+                },
+                Update::Remove(address) => {
+                    if let Some(backend) = writer.remove(&address) {
+                        events.push((backend, HealthEventKind::Left));
+                    }
+                }
+            }
         }
-        if changed {
+        if changed || !events.is_empty() {
             self.publish(&mut writer);
+        }
+        drop(writer);
+        for (backend, kind) in events {
+            self.emit(&backend, kind);
         }
     }
 
@@ -212,19 +259,27 @@ impl BackendSet {
     }
 }
 
+/// What an insert did.
+enum Inserted {
+    New(Backend),
+    Reweighted,
+    Same,
+}
+
 impl Writer {
-    /// Returns whether anything changed.
-    fn insert(&mut self, backend: Backend, now: clock::Nanos) -> bool {
+    /// Inserts or reweights; a new member gets slow start when `slow_start`
+    /// (now, window) is given, that is, when the set is already running.
+    fn insert(&mut self, backend: Backend, slow_start: Option<(Nanos, Nanos)>) -> Inserted {
         if let Some(slot) = self
             .members
             .iter_mut()
             .find(|m| m.address() == backend.address())
         {
             if slot.weight() == backend.weight() {
-                return false;
+                return Inserted::Same;
             }
             *slot = slot.reweighted(backend.weight());
-            return true;
+            return Inserted::Reweighted;
         }
         // A backend removed and listed again before it drained keeps its
         // state, so its in-flight count stays right.
@@ -240,24 +295,19 @@ impl Writer {
             }
             None => backend,
         };
-        // Members present at construction (now == 0) start at full share.
-        if now != 0 {
-            backend
-                .state()
-                .start_slow_start(now, clock::nanos(self.slow_start));
+        if let Some((now, window)) = slow_start {
+            backend.state().start_slow_start(now, window);
         }
-        self.members.push(backend);
-        true
+        self.members.push(backend.clone());
+        Inserted::New(backend)
     }
 
-    fn remove(&mut self, address: &Address) -> bool {
-        let Some(index) = self.members.iter().position(|m| m.address() == address) else {
-            return false;
-        };
+    fn remove(&mut self, address: &Address) -> Option<Backend> {
+        let index = self.members.iter().position(|m| m.address() == address)?;
         let backend = self.members.remove(index);
         backend.state().mark_removed();
-        self.draining.push(backend);
-        true
+        self.draining.push(backend.clone());
+        Some(backend)
     }
 }
 
@@ -344,6 +394,27 @@ mod tests {
             .collect();
         assert_eq!(addresses, ["http://127.0.0.1:2", "http://127.0.0.1:3"]);
         assert!(snapshot.backends()[0].same_state(&kept));
+    }
+
+    #[tokio::test]
+    async fn membership_changes_are_events() {
+        let set = BackendSet::new([backend("http://127.0.0.1:1")]);
+        let mut events = set.events();
+        set.replace([backend("http://127.0.0.1:2")]);
+        let mut seen = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            seen.push((
+                event.backend().address().as_str().to_owned(),
+                event.kind().clone(),
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("http://127.0.0.1:1".to_owned(), HealthEventKind::Left),
+                ("http://127.0.0.1:2".to_owned(), HealthEventKind::Joined),
+            ]
+        );
     }
 
     #[test]

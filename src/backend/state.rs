@@ -14,6 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::ewma::PeakEwma;
+use super::outcomes::Outcomes;
 use crate::clock::{self, Nanos};
 
 /// A process-unique, never reused identifier of a backend's runtime state.
@@ -83,6 +84,7 @@ pub struct BackendState {
     slow_start_window: AtomicU64,
     /// The share of traffic kept while ramping down, in 1/65536 units.
     ramp_down_share: AtomicU32,
+    outcomes: Outcomes,
     watcher_count: AtomicUsize,
     watchers: ArcSwap<Vec<Watcher>>,
     /// Written by the prober only; read by status views. Never on the
@@ -103,6 +105,7 @@ impl BackendState {
             slow_start_since: AtomicU64::new(0),
             slow_start_window: AtomicU64::new(0),
             ramp_down_share: AtomicU32::new(FULL_SHARE),
+            outcomes: Outcomes::default(),
             watcher_count: AtomicUsize::new(0),
             watchers: ArcSwap::from_pointee(Vec::new()),
             last_probe_error: Mutex::new(None),
@@ -256,6 +259,9 @@ impl BackendState {
         let window = self.slow_start_window.load(Relaxed).max(1);
         let elapsed = now.saturating_sub(since);
         if elapsed >= window {
+            // The ramp is over: clear the flag so the common path goes back
+            // to one flag test.
+            self.set_flags(0, SLOW_START);
             return FULL_SHARE;
         }
         // Start at 10 % so a fresh backend gets some traffic at once (the
@@ -318,15 +324,43 @@ impl BackendState {
         before
     }
 
-    /// Ejects the backend until `until`.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the health layers call it"))]
-    pub(crate) fn eject(&self, until: Nanos) {
+    /// Ejects the backend until `until`, unless it is ejected already;
+    /// returns whether this call ejected it.
+    pub(crate) fn eject(&self, until: Nanos) -> bool {
+        let before = self.flags.load(Relaxed);
+        if before & EJECTED != 0 {
+            return false;
+        }
         self.ejected_until.store(until, Relaxed);
-        self.set_flags(EJECTED, 0);
+        self.set_flags(EJECTED, 0) & EJECTED == 0
+    }
+
+    /// Whether the ejected flag is set (whatever the deadline).
+    pub(crate) fn is_flagged_ejected(&self) -> bool {
+        self.flags.load(Relaxed) & EJECTED != 0
+    }
+
+    /// Counts one failed request.
+    pub(crate) fn count_failure(&self) {
+        self.failures.fetch_add(1, Relaxed);
+    }
+
+    /// Failures in a row recorded by passive health checking.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.outcomes.consecutive_failures()
+    }
+
+    /// Ejections in a row (the back-off exponent plus one while ejected).
+    pub fn ejections(&self) -> u32 {
+        self.outcomes.ejections()
+    }
+
+    /// Passive health checking's counters.
+    pub(crate) fn outcomes(&self) -> &Outcomes {
+        &self.outcomes
     }
 
     /// Ends an ejection; returns whether one was in force.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the health layers call it"))]
     pub(crate) fn end_ejection(&self) -> bool {
         let before = self.set_flags(0, EJECTED);
         before & EJECTED != 0
@@ -342,19 +376,12 @@ impl BackendState {
         self.set_flags(SLOW_START, 0);
     }
 
-    /// Clears the slow-start flag once its window has passed, so the common
-    /// path goes back to one flag test.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the health layers call it"))]
-    pub(crate) fn settle_slow_start(&self, now: Nanos) {
-        let since = self.slow_start_since.load(Relaxed);
-        let window = self.slow_start_window.load(Relaxed);
-        if self.flags.load(Relaxed) & SLOW_START != 0 && now.saturating_sub(since) >= window {
-            self.set_flags(0, SLOW_START);
-        }
+    /// The ramp-down share (1/65536 units).
+    pub(crate) fn ramp_down_share(&self) -> u32 {
+        self.ramp_down_share.load(Relaxed)
     }
 
     /// Sets the ramp-down share (1/65536 units); full share clears it.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the health layers call it"))]
     pub(crate) fn set_ramp_down(&self, share: u32) {
         let share = share.min(FULL_SHARE);
         self.ramp_down_share.store(share, Relaxed);
@@ -478,7 +505,11 @@ mod tests {
         let middle = state.share(6_000);
         assert!(middle > FULL_SHARE / 2 && middle < FULL_SHARE, "{middle}");
         assert_eq!(state.share(11_000), FULL_SHARE);
-        state.settle_slow_start(11_000);
+        assert_eq!(
+            state.flags.load(Relaxed) & SLOW_START,
+            0,
+            "the ramp settled"
+        );
         state.set_ramp_down(FULL_SHARE / 4);
         assert_eq!(state.share(11_000), FULL_SHARE / 4);
     }
