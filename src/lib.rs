@@ -68,6 +68,7 @@
 //!
 //! - [`backend`]: backends, their runtime state, the set and its snapshots.
 //! - [`balance`]: the [`LoadBalanceLayer`] and the strategies.
+//! - [`failover`]: retries on another backend, budgeted, with bounded body replay.
 //! - [`forward`]: the [`Forward`] service.
 //! - [`health`]: active probes, passive outlier detection, health events.
 
@@ -79,6 +80,7 @@ pub mod balance;
 mod client_addr;
 mod clock;
 mod error;
+pub mod failover;
 pub mod forward;
 pub mod health;
 

@@ -130,7 +130,7 @@ async fn p2c_leans_away_from_the_slow_backend() {
     let backends = [
         TestBackend::start("a").await,
         TestBackend::start("b").await,
-        TestBackend::start_with_delay("c", Duration::from_millis(40)).await,
+        TestBackend::start_with_delay("c", Duration::from_millis(200)).await,
     ];
     let set = BackendSet::new(backends.iter().map(TestBackend::backend));
     let proxy = TestProxy::start(set, PowerOfTwoChoices::new()).await;

@@ -3,16 +3,19 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+pub mod rude;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -34,13 +37,22 @@ use tower_lb::{Backend, BackendSet, ClientAddr, Forward, LoadBalanceLayer};
 use xxhash_rust::xxh3::Xxh3;
 
 /// A test backend: an axum server that says its name and counts requests.
+///
+/// It runs on a runtime of its own in its own thread, so that [`stop`]
+/// really kills it: the listener and every open connection close at once,
+/// as when a backend process dies.
+///
+/// [`stop`]: TestBackend::stop
 pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     /// Requests to `/hold` wait until this is notified.
     pub release: Arc<Notify>,
-    task: JoinHandle<()>,
+    /// What `/health` answers (200 while true, 500 while false).
+    pub healthy: Arc<AtomicBool>,
+    stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 #[derive(Clone)]
@@ -48,6 +60,7 @@ struct BackendState {
     name: String,
     hits: Arc<AtomicUsize>,
     release: Arc<Notify>,
+    healthy: Arc<AtomicBool>,
     delay: Duration,
 }
 
@@ -58,42 +71,56 @@ impl TestBackend {
 
     /// A backend whose plain answers take `delay`.
     pub async fn start_with_delay(name: &str, delay: Duration) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve_with_delay(name, listener, delay)
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(name, listener, delay)
     }
 
-    /// Serves on an existing listener (to restart a backend on its port).
-    pub fn serve(name: &str, listener: TcpListener) -> Self {
-        Self::serve_with_delay(name, listener, Duration::ZERO)
+    /// A backend on `addr` (to bring a stopped one back on its port).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> Self {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        Self::serve(name, listener, Duration::ZERO)
     }
 
-    fn serve_with_delay(name: &str, listener: TcpListener, delay: Duration) -> Self {
+    fn serve(name: &str, listener: std::net::TcpListener, delay: Duration) -> Self {
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(Notify::new());
+        let healthy = Arc::new(AtomicBool::new(true));
         let state = BackendState {
             name: name.to_owned(),
             hits: hits.clone(),
             release: release.clone(),
+            healthy: healthy.clone(),
             delay,
         };
-        let app = Router::new()
-            .route("/headers", axum::routing::any(headers))
-            .route("/upload", axum::routing::post(upload))
-            .route("/download", axum::routing::get(download))
-            .route("/hold", axum::routing::get(hold))
-            .route("/slow", axum::routing::get(slow))
-            .fallback(name_handler)
-            .with_state(state);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.spawn(async move {
+                let listener = TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app(state)).await.unwrap();
+            });
+            // Serve until told to stop; dropping the runtime then closes the
+            // listener and every connection.
+            runtime.block_on(async {
+                while stopped.try_recv() == Err(std::sync::mpsc::TryRecvError::Empty) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+            runtime.shutdown_background();
         });
         Self {
             name: name.to_owned(),
             addr,
             hits,
             release,
-            task,
+            healthy,
+            stop: Mutex::new(Some(stop)),
+            thread: Mutex::new(Some(thread)),
         }
     }
 
@@ -113,16 +140,55 @@ impl TestBackend {
         self.hits.load(Ordering::SeqCst)
     }
 
-    /// Stops the server (open connections are dropped).
+    /// Kills the server: the listener and all open connections close.
     pub fn stop(&self) {
-        self.task.abort();
+        if let Some(stop) = self.stop.lock().unwrap().take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.lock().unwrap().take() {
+            let _ = thread.join();
+        }
     }
 }
 
 impl Drop for TestBackend {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
+}
+
+fn app(state: BackendState) -> Router {
+    Router::new()
+        .route("/headers", axum::routing::any(headers))
+        .route("/upload", axum::routing::post(upload))
+        .route("/download", axum::routing::get(download))
+        .route("/hold", axum::routing::get(hold))
+        .route("/slow", axum::routing::get(slow))
+        .route("/health", axum::routing::get(health))
+        .route("/status/{code}", axum::routing::any(status))
+        .fallback(name_handler)
+        .with_state(state)
+}
+
+async fn health(State(state): State<BackendState>) -> StatusCode {
+    if state.healthy.load(Ordering::SeqCst) {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+/// Answers with the status in the path, counting the request.
+async fn status(
+    State(state): State<BackendState>,
+    Path(code): Path<u16>,
+    request: Request,
+) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    // Read the body so the exchange completes normally.
+    let _ = request.into_body().collect().await;
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, state.name.clone()).into_response()
 }
 
 async fn name_handler(State(state): State<BackendState>) -> Response {

@@ -1,0 +1,28 @@
+//! How many tries a request took, as a response extension.
+
+/// How a response came about under [`Failover`](super::Failover): which
+/// attempt answered (1 is the first try) and how many retries were sent.
+/// Metrics and tests read it from the response extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempts {
+    pub(crate) answered_by: u32,
+    pub(crate) retries: u32,
+    pub(crate) budget_exhausted: bool,
+}
+
+impl Attempts {
+    /// The attempt whose response this is (1 = the first try).
+    pub fn answered_by(&self) -> u32 {
+        self.answered_by
+    }
+
+    /// Retries sent (attempts after the first), whether or not they answered.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// Whether a retry was wanted but the retry budget had none left.
+    pub fn budget_exhausted(&self) -> bool {
+        self.budget_exhausted
+    }
+}

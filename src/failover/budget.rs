@@ -1,0 +1,184 @@
+//! The retry budget: retries may add only a bounded share of load.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tower::retry::budget::Budget;
+
+use crate::clock;
+
+/// One second of the window: its second number (high 24 bits) and a count
+/// (low 40 bits), in one atomic so a new second resets it in one step.
+#[derive(Debug, Default)]
+struct Second(AtomicU64);
+
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const EPOCH_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+impl Second {
+    /// Adds one to the count of second `epoch`, starting it over if the slot
+    /// held an older second.
+    fn add(&self, epoch: u64) {
+        let tag = (epoch & EPOCH_MASK) << COUNT_BITS;
+        let mut current = self.0.load(Relaxed);
+        loop {
+            let next = if current & !COUNT_MASK == tag {
+                current + 1
+            } else {
+                tag | 1
+            };
+            match self
+                .0
+                .compare_exchange_weak(current, next, Relaxed, Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// The count, if the slot holds second `epoch`.
+    fn count(&self, epoch: u64) -> u64 {
+        let value = self.0.load(Relaxed);
+        if value >> COUNT_BITS == epoch & EPOCH_MASK {
+            value & COUNT_MASK
+        } else {
+            0
+        }
+    }
+}
+
+/// How many retries may be sent: a share of the requests of the last `ttl`
+/// seconds plus a small floor per second, as in tower's and Finagle's
+/// budgets. Retries never multiply load during an outage: when every
+/// backend fails, at most `retry_ratio` more requests reach them.
+///
+/// tower's `TpsBudget` has the same rule but takes a mutex on every
+/// deposit; this one keeps per-second counters in atomics, so recording a
+/// request takes no lock. It implements tower's [`Budget`] trait, so either
+/// fits [`FailoverLayer::budget`](super::FailoverLayer::budget).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::retry::budget::Budget;
+/// use tower_lb::failover::RetryBudget;
+///
+/// let budget = RetryBudget::new(Duration::from_secs(10), 0, 0.2);
+/// for _ in 0..10 {
+///     budget.deposit();
+/// }
+/// assert!(budget.withdraw() && budget.withdraw());
+/// assert!(!budget.withdraw(), "20 % of 10 requests is 2 retries");
+/// ```
+pub struct RetryBudget {
+    requests: Box<[Second]>,
+    retries: Box<[Second]>,
+    min_per_second: u64,
+    ratio: f64,
+}
+
+impl RetryBudget {
+    /// Retries may be `ratio` of the requests of the last `ttl` (1 to 60 s)
+    /// plus `min_per_second` × `ttl`.
+    pub fn new(ttl: Duration, min_per_second: u32, ratio: f64) -> Self {
+        let seconds = ttl.as_secs().clamp(1, 60) as usize;
+        Self {
+            requests: (0..seconds).map(|_| Second::default()).collect(),
+            retries: (0..seconds).map(|_| Second::default()).collect(),
+            min_per_second: u64::from(min_per_second),
+            ratio: ratio.max(0.0),
+        }
+    }
+
+    fn epoch() -> u64 {
+        clock::now() / 1_000_000_000
+    }
+
+    fn sum(slots: &[Second], epoch: u64) -> u64 {
+        let n = slots.len() as u64;
+        (0..n.min(epoch + 1))
+            .map(|back| {
+                let second = epoch - back;
+                slots[(second % n) as usize].count(second)
+            })
+            .sum()
+    }
+
+    /// Retries allowed in the window now, and retries already sent.
+    fn balance(&self, epoch: u64) -> (f64, u64) {
+        let requests = Self::sum(&self.requests, epoch);
+        let retries = Self::sum(&self.retries, epoch);
+        let allowed = self.ratio * requests as f64
+            + (self.min_per_second * self.requests.len() as u64) as f64;
+        (allowed, retries)
+    }
+}
+
+impl Default for RetryBudget {
+    /// 20 % of the last 10 s of requests plus 10 per second: tower's and
+    /// linkerd's defaults.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(10), 10, 0.2)
+    }
+}
+
+impl Budget for RetryBudget {
+    fn deposit(&self) {
+        let epoch = Self::epoch();
+        self.requests[(epoch % self.requests.len() as u64) as usize].add(epoch);
+    }
+
+    fn withdraw(&self) -> bool {
+        let epoch = Self::epoch();
+        let (allowed, spent) = self.balance(epoch);
+        if (spent + 1) as f64 > allowed {
+            return false;
+        }
+        self.retries[(epoch % self.retries.len() as u64) as usize].add(epoch);
+        true
+    }
+}
+
+impl fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (allowed, spent) = self.balance(Self::epoch());
+        f.debug_struct("RetryBudget")
+            .field("ttl_seconds", &self.requests.len())
+            .field("ratio", &self.ratio)
+            .field("min_per_second", &self.min_per_second)
+            .field("allowed", &allowed)
+            .field("spent", &spent)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_floor_and_the_ratio_add_up() {
+        let budget = RetryBudget::new(Duration::from_secs(2), 1, 0.5);
+        for _ in 0..4 {
+            budget.deposit();
+        }
+        // 2 from the ratio, 2 from the floor (1 per second over 2 s).
+        let granted = (0..10).filter(|_| budget.withdraw()).count();
+        assert_eq!(granted, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_seconds_leave_the_window() {
+        let budget = RetryBudget::new(Duration::from_secs(2), 0, 1.0);
+        for _ in 0..5 {
+            budget.deposit();
+        }
+        assert!(budget.withdraw());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!budget.withdraw(), "the deposits expired");
+        budget.deposit();
+        assert!(budget.withdraw());
+    }
+}

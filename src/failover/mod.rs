@@ -1,0 +1,26 @@
+//! Failover: retrying a failed request on another backend.
+//!
+//! [`FailoverLayer`] sits above [`LoadBalance`](crate::LoadBalance). When a
+//! try fails in a way that is safe to retry, it sends the request again
+//! with the backends already tried in a [`Tried`](crate::balance::Tried)
+//! extension, so the balancer picks another. A [`RetryBudget`] bounds the
+//! extra load, a [`ReplayBody`] bounds what is kept of the request body, and
+//! every response says which try answered ([`Attempts`]).
+//!
+//! Failover reads outcomes from responses: the crate's services answer
+//! failures with 502 / 503 / 504 responses carrying the
+//! [`Error`](crate::Error). An `Err` from the inner service is returned as
+//! it is, without retry.
+
+mod attempts;
+mod budget;
+mod layer;
+mod policy;
+mod replay;
+mod service;
+
+pub use attempts::Attempts;
+pub use budget::RetryBudget;
+pub use layer::FailoverLayer;
+pub use replay::ReplayBody;
+pub use service::{Failover, ResponseFuture};

@@ -1,0 +1,223 @@
+//! Health checking on real sockets: detection, recovery, slow start,
+//! ejection, panic routing.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use support::{TestBackend, TestProxy, client, get, tally};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tower::ServiceBuilder;
+use tower_lb::balance::RoundRobin;
+use tower_lb::health::{
+    ActiveHealthCheck, HealthEvent, HealthEventKind, OutlierDetection, PassiveHealthLayer, Probe,
+    Verdict,
+};
+use tower_lb::{BackendSet, Forward, LoadBalanceLayer};
+
+const INTERVAL: Duration = Duration::from_millis(100);
+
+/// Waits for an event about `url` that `want` accepts; returns when it came.
+async fn wait_for(
+    events: &mut broadcast::Receiver<HealthEvent>,
+    url: &str,
+    want: impl Fn(&HealthEventKind) -> bool,
+) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the event within 10 s")
+            .expect("the event channel open");
+        if event.backend().address().as_str() == url && want(event.kind()) {
+            return Instant::now();
+        }
+    }
+}
+
+/// Waits (up to 5 s) until `condition` holds.
+async fn until(condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met in 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn became(verdict: Verdict) -> impl Fn(&HealthEventKind) -> bool {
+    move |kind| matches!(kind, HealthEventKind::Verdict { to, .. } if *to == verdict)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_probe_takes_a_backend_out_and_a_passing_one_brings_it_back_slowly() {
+    let backends = [
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+    ];
+    let b_url = backends[1].backend().address().as_str().to_owned();
+    let set = BackendSet::new(backends.iter().map(TestBackend::backend))
+        .with_slow_start(Duration::from_secs(3));
+    let mut events = set.events();
+    let _checks = ActiveHealthCheck::new(Probe::http("/health").unwrap())
+        .interval(INTERVAL)
+        .timeout(Duration::from_millis(500))
+        .unhealthy_after(3)
+        .healthy_after(2)
+        .spawn(&set)
+        .unwrap();
+    let proxy = TestProxy::start(set.clone(), RoundRobin::new()).await;
+    let client = client();
+    until(|| {
+        set.snapshot()
+            .backends()
+            .iter()
+            .all(|b| b.state().verdict() == Verdict::Healthy)
+    })
+    .await;
+
+    // b's probe fails: out within 3 intervals (plus jitter and slack).
+    let flipped = Instant::now();
+    backends[1].healthy.store(false, Ordering::SeqCst);
+    let out = wait_for(&mut events, &b_url, became(Verdict::Unhealthy)).await;
+    let detection = out - flipped;
+    println!("detection: {detection:?}");
+    assert!(
+        detection <= INTERVAL * 3 + Duration::from_millis(300),
+        "{detection:?}"
+    );
+    let counts = tally(&client, &proxy.url("/"), 30).await;
+    assert_eq!(counts.get("b"), None, "{counts:?}");
+    let error = set.snapshot().backends()[1].state().last_probe_error();
+    assert_eq!(error.as_deref(), Some("status 500 Internal Server Error"));
+
+    // It passes again: back within 2 intervals.
+    let fixed = Instant::now();
+    backends[1].healthy.store(true, Ordering::SeqCst);
+    let back = wait_for(&mut events, &b_url, became(Verdict::Healthy)).await;
+    let recovery = back - fixed;
+    println!("recovery: {recovery:?}");
+    assert!(
+        recovery <= INTERVAL * 2 + Duration::from_millis(300),
+        "{recovery:?}"
+    );
+
+    // Slow start: b's share over successive 600 ms windows rises.
+    let mut shares = Vec::new();
+    for _ in 0..4 {
+        let window = Instant::now() + Duration::from_millis(600);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        while Instant::now() < window {
+            let answer = get(&client, &proxy.url("/")).await;
+            *counts.entry(answer.body).or_default() += 1;
+        }
+        let total: usize = counts.values().sum();
+        shares.push(counts.get("b").copied().unwrap_or(0) as f64 / total as f64);
+    }
+    println!("b's share per window: {shares:?}");
+    assert!(shares[0] < shares[3], "{shares:?}");
+    assert!(shares[0] < 0.25, "starts well under its third: {shares:?}");
+    assert!(shares[3] > 0.25, "ends near its third: {shares:?}");
+}
+
+#[tokio::test]
+async fn members_that_join_are_probed_and_members_that_leave_are_not() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let set = BackendSet::new([a.backend()]);
+    let mut events = set.events();
+    let _checks = ActiveHealthCheck::new(Probe::http("/health").unwrap())
+        .interval(INTERVAL)
+        .spawn(&set)
+        .unwrap();
+    b.healthy.store(false, Ordering::SeqCst);
+    set.insert(b.backend());
+    let b_url = b.backend().address().as_str().to_owned();
+    // The first probe of a new member decides its first verdict.
+    wait_for(&mut events, &b_url, became(Verdict::Unhealthy)).await;
+    let removed = set.remove(b.backend().address()).unwrap();
+    until(|| removed.state().verdict() == Verdict::Unknown).await;
+    b.healthy.store(true, Ordering::SeqCst);
+    tokio::time::sleep(INTERVAL * 4).await;
+    assert_eq!(
+        removed.state().verdict(),
+        Verdict::Unknown,
+        "no probe since"
+    );
+}
+
+#[tokio::test]
+async fn a_tcp_probe_finds_a_dead_backend() {
+    let a = TestBackend::start("a").await;
+    let set = BackendSet::new([a.backend()]);
+    let url = a.backend().address().as_str().to_owned();
+    let mut events = set.events();
+    let _checks = ActiveHealthCheck::new(Probe::tcp())
+        .interval(INTERVAL)
+        .unhealthy_after(2)
+        .spawn(&set)
+        .unwrap();
+    wait_for(&mut events, &url, became(Verdict::Healthy)).await;
+    a.stop();
+    wait_for(&mut events, &url, became(Verdict::Unhealthy)).await;
+    let error = set.snapshot().backends()[0]
+        .state()
+        .last_probe_error()
+        .unwrap();
+    assert!(error.starts_with("connect:"), "{error}");
+}
+
+#[tokio::test]
+async fn failing_responses_eject_and_the_backend_returns_after_the_ejection() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let set = BackendSet::new([a.backend(), b.backend()]);
+    let b_url = b.backend().address().as_str().to_owned();
+    let mut events = set.events();
+    let detection = OutlierDetection::new()
+        .consecutive_failures(3)
+        .base_ejection(Duration::from_millis(500));
+    let service = ServiceBuilder::new()
+        .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+        .layer(PassiveHealthLayer::new(set.clone(), detection))
+        .service(Forward::new());
+    let proxy = TestProxy::serve(set.clone(), service).await;
+    let client = client();
+    // Round-robin alternates: b answers 503 to every other request.
+    b.stop();
+    for _ in 0..6 {
+        let _ = get(&client, &proxy.url("/")).await;
+    }
+    let ejected = wait_for(&mut events, &b_url, |k| {
+        matches!(k, HealthEventKind::Ejected { .. })
+    })
+    .await;
+    let counts = tally(&client, &proxy.url("/"), 10).await;
+    assert_eq!(counts.get("a"), Some(&10), "b is ejected: {counts:?}");
+    let returned = wait_for(&mut events, &b_url, |k| *k == HealthEventKind::Returned).await;
+    let ejection = returned - ejected;
+    assert!(
+        ejection >= Duration::from_millis(450) && ejection < Duration::from_millis(900),
+        "{ejection:?}"
+    );
+}
+
+#[tokio::test]
+async fn panic_routing_sends_to_unhealthy_backends_only_when_asked() {
+    let a = TestBackend::start("a").await;
+    let set = BackendSet::new([a.backend()]);
+    set.snapshot().backends()[0]
+        .state()
+        .set_verdict(Verdict::Unhealthy, None);
+    let client = client();
+    let strict = TestProxy::start(set.clone(), RoundRobin::new()).await;
+    assert_eq!(get(&client, &strict.url("/")).await.status, 503);
+    let layer = LoadBalanceLayer::new(set.clone(), RoundRobin::new()).panic_routing(true);
+    let service = ServiceBuilder::new().layer(layer).service(Forward::new());
+    let panicking = TestProxy::serve(set, service).await;
+    let answer = get(&client, &panicking.url("/")).await;
+    assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "a"));
+}
