@@ -221,3 +221,43 @@ async fn panic_routing_sends_to_unhealthy_backends_only_when_asked() {
     let answer = get(&client, &panicking.url("/")).await;
     assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "a"));
 }
+
+#[tokio::test]
+async fn probes_that_see_a_backend_come_back_end_its_ejection() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let b_addr = b.addr;
+    let b_url = b.backend().address().as_str().to_owned();
+    let set = BackendSet::new([a.backend(), b.backend()]);
+    let mut events = set.events();
+    let _checks = ActiveHealthCheck::new(Probe::http("/health").unwrap())
+        .interval(INTERVAL)
+        .unhealthy_after(1)
+        .healthy_after(1)
+        .spawn(&set)
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+        .layer(PassiveHealthLayer::new(
+            set.clone(),
+            OutlierDetection::new().consecutive_failures(1),
+        ))
+        .service(Forward::new());
+    let proxy = TestProxy::serve(set.clone(), service).await;
+    let client = client();
+    b.stop();
+    while !matches!(
+        set.snapshot().backends()[1].state().ejection_remaining(),
+        Some(_)
+    ) {
+        let _ = get(&client, &proxy.url("/")).await;
+    }
+    wait_for(&mut events, &b_url, became(Verdict::Unhealthy)).await;
+    // Back on its port: the probes see it, and the 30 s ejection ends now.
+    let _b = TestBackend::start_on("b", b_addr).await;
+    let returned = Instant::now();
+    wait_for(&mut events, &b_url, |k| *k == HealthEventKind::Returned).await;
+    assert!(returned.elapsed() < Duration::from_secs(2));
+    let counts = tally(&client, &proxy.url("/"), 10).await;
+    assert_eq!(counts.get("b"), Some(&5), "{counts:?}");
+}

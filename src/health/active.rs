@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::probe::{Probe, ProbeClient};
-use super::{HealthEventKind, Verdict};
+use super::{HealthEventKind, Verdict, let_back};
 use crate::backend::{Backend, BackendId, BackendSet};
 use crate::{Error, clock};
 
@@ -16,7 +16,9 @@ use crate::{Error, clock};
 /// [`Verdict`]: unhealthy after `unhealthy_after` failed probes in a row,
 /// healthy again after `healthy_after` passing ones. An unhealthy backend
 /// gets no requests; one that recovers gets slow start (when the set has
-/// one).
+/// one), and an ejection by outlier detection ends when the probes saw the
+/// backend go down and come back (a probe that merely keeps passing while
+/// real requests fail does not end it).
 ///
 /// Probes run beside the request path and never block it: one small task
 /// per backend, spread over the interval with jitter so that a thousand
@@ -250,7 +252,8 @@ async fn probe_loop(
         let error: Option<Arc<str>> = result.err().map(Arc::from);
         state.set_verdict(next, error.clone());
         if next != current {
-            if current == Verdict::Unhealthy && next == Verdict::Healthy {
+            let recovered = current == Verdict::Unhealthy && next == Verdict::Healthy;
+            if recovered {
                 set.begin_slow_start(&backend, clock::now());
             }
             set.emit(
@@ -261,6 +264,11 @@ async fn probe_loop(
                     error,
                 },
             );
+            if recovered {
+                // The probes watched it fail and come back: that outweighs an
+                // ejection's guess, so end one now (as Envoy does).
+                let_back(&set, &backend);
+            }
         }
         tokio::time::sleep(check.next_delay()).await;
     }

@@ -30,5 +30,6 @@ pub use crate::backend::Verdict;
 pub use active::{ActiveHealthCheck, HealthChecks};
 pub use event::{HealthEvent, HealthEventKind};
 pub use outlier::OutlierDetection;
+pub(crate) use outlier::let_back;
 pub use passive::{PassiveHealth, PassiveHealthLayer, ResponseFuture};
 pub use probe::Probe;

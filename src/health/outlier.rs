@@ -233,7 +233,7 @@ impl OutlierDetection {
 }
 
 /// Ends `backend`'s ejection: it returns through slow start.
-fn let_back(set: &BackendSet, backend: &Backend) {
+pub(crate) fn let_back(set: &BackendSet, backend: &Backend) {
     let state = backend.state();
     if !state.end_ejection() {
         return;
