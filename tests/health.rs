@@ -246,10 +246,11 @@ async fn probes_that_see_a_backend_come_back_end_its_ejection() {
     let proxy = TestProxy::serve(set.clone(), service).await;
     let client = client();
     b.stop();
-    while !matches!(
-        set.snapshot().backends()[1].state().ejection_remaining(),
-        Some(_)
-    ) {
+    while set.snapshot().backends()[1]
+        .state()
+        .ejection_remaining()
+        .is_none()
+    {
         let _ = get(&client, &proxy.url("/")).await;
     }
     wait_for(&mut events, &b_url, became(Verdict::Unhealthy)).await;
