@@ -71,6 +71,7 @@
 //! - [`failover`]: retries on another backend, budgeted, with bounded body replay.
 //! - [`forward`]: the [`Forward`] service.
 //! - [`health`]: active probes, passive outlier detection, health events.
+//! - [`metrics`]: Prometheus metrics and the admin surface (feature `metrics`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -83,6 +84,8 @@ mod error;
 pub mod failover;
 pub mod forward;
 pub mod health;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 pub use backend::{Backend, BackendSet};
 pub use balance::{LoadBalance, LoadBalanceLayer, Target};

@@ -25,7 +25,20 @@ pub struct Backend {
 struct Inner {
     address: Address,
     weight: u32,
+    protocol: Protocol,
     state: Arc<BackendState>,
+}
+
+/// The HTTP version spoken to a backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// HTTP/1.1 with keep-alive (the default: every backend speaks it).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c): many requests on
+    /// one connection, for backends that serve it (gRPC, h2 app servers).
+    Http2,
 }
 
 impl Backend {
@@ -50,18 +63,38 @@ impl Backend {
             inner: Arc::new(Inner {
                 address,
                 weight,
+                protocol: Protocol::Http1,
                 state,
             }),
         }
     }
 
-    /// The same backend with another weight, sharing this one's state.
-    pub(crate) fn reweighted(&self, weight: u32) -> Self {
+    /// The same backend spoken to in `protocol`.
+    pub fn with_protocol(self, protocol: Protocol) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                address: self.inner.address.clone(),
+                weight: self.inner.weight,
+                protocol,
+                state: Arc::clone(&self.inner.state),
+            }),
+        }
+    }
+
+    /// This backend's address and state with `other`'s settings (weight,
+    /// protocol): what a member becomes when it is listed again.
+    pub(crate) fn reconfigured(&self, other: &Backend) -> Self {
         Self::build(
             self.address().clone(),
-            weight,
+            other.weight(),
             Arc::clone(&self.inner.state),
         )
+        .with_protocol(other.protocol())
+    }
+
+    /// Whether `other` has the same settings (weight, protocol).
+    pub(crate) fn same_settings(&self, other: &Backend) -> bool {
+        self.weight() == other.weight() && self.protocol() == other.protocol()
     }
 
     /// Where the backend listens.
@@ -72,6 +105,11 @@ impl Backend {
     /// The configured weight.
     pub fn weight(&self) -> u32 {
         self.inner.weight
+    }
+
+    /// The HTTP version spoken to it.
+    pub fn protocol(&self) -> Protocol {
+        self.inner.protocol
     }
 
     /// The runtime state (in-flight count, latency, health).
@@ -100,8 +138,8 @@ fn check_weight(weight: u32, address: &Address) -> Result<(), Error> {
     Ok(())
 }
 
-/// Parses `URL` or `URL,weight=N`, the form the example proxy's
-/// `--backend` flag and configuration files use.
+/// Parses `URL[,weight=N][,protocol=h1|h2]`, the form the example proxy's
+/// `--backend` flag uses.
 ///
 /// ```
 /// # use tower_lb::Backend;
@@ -117,6 +155,7 @@ impl FromStr for Backend {
         let mut parts = text.split(',');
         let address: Address = parts.next().unwrap_or_default().trim().parse()?;
         let mut weight = 1;
+        let mut protocol = Protocol::Http1;
         for option in parts {
             let (key, value) = option.split_once('=').unwrap_or((option, ""));
             match key.trim() {
@@ -128,14 +167,31 @@ impl FromStr for Backend {
                         ))
                     })?;
                 }
+                "protocol" => {
+                    protocol = value.trim().parse()?;
+                }
                 other => {
                     return Err(Error::config(format!(
-                        "backend `{text}`: unknown option `{other}` (known: weight)"
+                        "backend `{text}`: unknown option `{other}` (known: weight, protocol)"
                     )));
                 }
             }
         }
-        Backend::weighted(address, weight)
+        Ok(Backend::weighted(address, weight)?.with_protocol(protocol))
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text {
+            "h1" | "http1" | "http/1.1" => Ok(Protocol::Http1),
+            "h2" | "h2c" | "http2" => Ok(Protocol::Http2),
+            _ => Err(Error::config(format!(
+                "protocol `{text}`: expected h1 or h2"
+            ))),
+        }
     }
 }
 
@@ -144,6 +200,7 @@ impl fmt::Debug for Backend {
         f.debug_struct("Backend")
             .field("address", &format_args!("{}", self.address()))
             .field("weight", &self.weight())
+            .field("protocol", &self.protocol())
             .field("state", self.state())
             .finish()
     }
@@ -171,6 +228,12 @@ mod tests {
             .parse::<Backend>()
             .unwrap_err();
         assert!(junk.to_string().contains("whole number"), "{junk}");
+        let h2: Backend = "http://127.0.0.1:1,protocol=h2".parse().unwrap();
+        assert_eq!(h2.protocol(), Protocol::Http2);
+        let bad = "http://127.0.0.1:1,protocol=h3"
+            .parse::<Backend>()
+            .unwrap_err();
+        assert!(bad.to_string().contains("expected h1 or h2"), "{bad}");
         let unknown = "http://127.0.0.1:1,max=3".parse::<Backend>().unwrap_err();
         assert!(
             unknown.to_string().contains("unknown option `max`"),
@@ -182,7 +245,7 @@ mod tests {
     fn reweighting_keeps_state() {
         let b = Backend::new("http://127.0.0.1:1".parse().unwrap());
         b.state().begin();
-        let heavier = b.reweighted(7);
+        let heavier = b.reconfigured(&"http://127.0.0.1:1,weight=7".parse().unwrap());
         assert!(heavier.same_state(&b));
         assert_eq!(heavier.state().in_flight(), 1);
     }

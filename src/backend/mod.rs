@@ -23,7 +23,7 @@ mod state;
 
 pub use address::Address;
 pub use in_flight::InFlight;
-pub use member::{Backend, MAX_WEIGHT};
+pub use member::{Backend, MAX_WEIGHT, Protocol};
 pub(crate) use outcomes::Tally;
 pub(crate) use set::SnapshotListener;
 pub use set::{BackendSet, Update};

@@ -12,6 +12,8 @@ pub(crate) struct Outcomes {
     consecutive_failures: AtomicU32,
     /// Ejections in a row without a quiet period: the back-off exponent.
     ejections: AtomicU32,
+    /// Ejections ever.
+    ejections_total: AtomicU64,
     /// When the last ejection ended.
     returned_at: AtomicU64,
     /// Successes (high half) and failures (low half) in the current window.
@@ -74,6 +76,7 @@ impl Outcomes {
             self.ejections.store(0, Relaxed);
         }
         self.consecutive_failures.store(0, Relaxed);
+        self.ejections_total.fetch_add(1, Relaxed);
         self.ejections.fetch_add(1, Relaxed)
     }
 
@@ -92,6 +95,11 @@ impl Outcomes {
     /// Ejections in a row so far.
     pub(crate) fn ejections(&self) -> u32 {
         self.ejections.load(Relaxed)
+    }
+
+    /// Ejections ever.
+    pub(crate) fn ejections_total(&self) -> u64 {
+        self.ejections_total.load(Relaxed)
     }
 }
 

@@ -275,10 +275,10 @@ impl Writer {
             .iter_mut()
             .find(|m| m.address() == backend.address())
         {
-            if slot.weight() == backend.weight() {
+            if slot.same_settings(&backend) {
                 return Inserted::Same;
             }
-            *slot = slot.reweighted(backend.weight());
+            *slot = slot.reconfigured(&backend);
             return Inserted::Reweighted;
         }
         // A backend removed and listed again before it drained keeps its
@@ -291,7 +291,7 @@ impl Writer {
             Some(index) => {
                 let old = self.draining.swap_remove(index);
                 old.state().mark_restored();
-                old.reweighted(backend.weight())
+                old.reconfigured(&backend)
             }
             None => backend,
         };

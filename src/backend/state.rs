@@ -355,6 +355,11 @@ impl BackendState {
         self.outcomes.ejections()
     }
 
+    /// Times outlier detection ejected this backend.
+    pub fn ejections_total(&self) -> u64 {
+        self.outcomes.ejections_total()
+    }
+
     /// Passive health checking's counters.
     pub(crate) fn outcomes(&self) -> &Outcomes {
         &self.outcomes

@@ -30,6 +30,7 @@ pin_project! {
             future: F,
             in_flight: Option<InFlight>,
             started: Nanos,
+            span: tracing::Span,
         },
         Failed {
             error: Option<Error>,
@@ -38,12 +39,13 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(future: F, in_flight: InFlight, started: Nanos) -> Self {
+    pub(crate) fn new(future: F, in_flight: InFlight, started: Nanos, span: tracing::Span) -> Self {
         Self {
             state: State::Called {
                 future,
                 in_flight: Some(in_flight),
                 started,
+                span,
             },
         }
     }
@@ -52,6 +54,12 @@ impl<F> ResponseFuture<F> {
         Self {
             state: State::Failed { error: Some(error) },
         }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
@@ -68,8 +76,12 @@ where
                 future,
                 in_flight,
                 started,
+                span,
             } => {
-                let response = ready!(future.poll(cx))?;
+                let response = {
+                    let _entered = span.enter();
+                    ready!(future.poll(cx))?
+                };
                 let Some(in_flight) = in_flight.take() else {
                     // Polled after completion: a contract breach by the caller.
                     panic!("ResponseFuture polled after completion");

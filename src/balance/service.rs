@@ -23,7 +23,8 @@ use crate::{Error, ErrorKind};
 /// inserts a [`Target`] extension into the request and the response, and
 /// counts the request in flight until the response *body* ends or is
 /// dropped. The time to response headers feeds the backend's latency
-/// estimate.
+/// estimate. The inner call runs in a `debug` span `upstream` with the
+/// backend and the attempt number (1 + the backends already tried).
 ///
 /// When no backend is available it answers 503 itself, with the
 /// [`Error`] in the response extensions, so the service stays infallible
@@ -65,20 +66,30 @@ where
             .extensions()
             .get::<Tried>()
             .map_or(&[][..], Tried::as_slice);
-        let Some(backend) = self
+        let picked = self
             .balancer
-            .pick_at(RequestRef::from(&request), tried, now)
-        else {
+            .pick_at(RequestRef::from(&request), tried, now);
+        let tried = tried.len();
+        let Some(backend) = picked else {
             return ResponseFuture::failed(Error::new(ErrorKind::NoBackend));
         };
         if let Err(error) = point_at(&mut request, backend.address()) {
             return ResponseFuture::failed(error.with_backend(backend.address().clone()));
         }
+        let span = tracing::debug_span!(
+            "upstream",
+            backend = backend.address().as_str(),
+            attempt = tried + 1
+        );
         request
             .extensions_mut()
             .insert(Target::new(backend.clone()));
         let in_flight = InFlight::begin(backend);
-        ResponseFuture::new(self.inner.call(request), in_flight, now)
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        ResponseFuture::new(future, in_flight, now, span)
     }
 }
 

@@ -12,8 +12,12 @@ use hyper_util::client::legacy;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use http::StatusCode;
+use http::header::UPGRADE;
+
 use super::ResponseBody;
-use super::headers::strip_hop_by_hop;
+use super::headers::{keep_upgrade, strip_hop_by_hop};
+use super::tunnel::Tunnel;
 use crate::{Error, ErrorKind};
 
 pin_project! {
@@ -24,14 +28,20 @@ pin_project! {
         inner: legacy::ResponseFuture,
         #[pin]
         deadline: Option<Sleep>,
+        tunnel: Option<Tunnel>,
     }
 }
 
 impl ResponseFuture {
-    pub(crate) fn new(inner: legacy::ResponseFuture, timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        inner: legacy::ResponseFuture,
+        timeout: Option<Duration>,
+        tunnel: Option<Tunnel>,
+    ) -> Self {
         Self {
             inner,
             deadline: timeout.map(tokio::time::sleep),
+            tunnel,
         }
     }
 }
@@ -43,7 +53,7 @@ impl Future for ResponseFuture {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(Ok(match result {
-                Ok(response) => answer(response),
+                Ok(response) => answer(response, this.tunnel.take()),
                 Err(error) => failure(error).to_response(),
             }));
         }
@@ -56,9 +66,20 @@ impl Future for ResponseFuture {
     }
 }
 
-fn answer(response: Response<Incoming>) -> Response<ResponseBody> {
+fn answer(mut response: Response<Incoming>, tunnel: Option<Tunnel>) -> Response<ResponseBody> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgrade = match (switching, tunnel) {
+        (true, Some(tunnel)) => {
+            tunnel.spawn(hyper::upgrade::on(&mut response));
+            response.headers().get(UPGRADE).cloned()
+        }
+        _ => None,
+    };
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        keep_upgrade(&mut parts.headers, protocol);
+    }
     Response::from_parts(parts, ResponseBody::upstream(body))
 }
 

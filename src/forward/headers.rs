@@ -59,6 +59,29 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol a request asks to switch to (`Upgrade: websocket` with
+/// `Connection: upgrade`), if it does.
+pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Puts back the two headers an upgrade travels on, after hop-by-hop
+/// stripping removed them.
+pub(crate) fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(UPGRADE, protocol);
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
 /// Sets `X-Forwarded-For` (appending the client's IP), `X-Forwarded-Proto`
 /// and `X-Forwarded-Host` (the client's `Host`).
 pub(crate) fn add_forwarded(
@@ -125,6 +148,15 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
         assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn an_upgrade_needs_both_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(requested_upgrade(&headers), None);
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert_eq!(requested_upgrade(&headers).unwrap(), "websocket");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod body;
 mod future;
 mod headers;
 mod service;
+mod tunnel;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;

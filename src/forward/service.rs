@@ -12,9 +12,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use super::headers::{add_forwarded, strip_hop_by_hop};
+use hyper::upgrade::OnUpgrade;
+
+use super::headers::{add_forwarded, keep_upgrade, requested_upgrade, strip_hop_by_hop};
+use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
-use crate::{BoxError, ClientAddr};
+use crate::backend::Protocol;
+use crate::{BoxError, ClientAddr, Target};
 
 /// Sends each request to the backend its URI names, over pooled keep-alive
 /// connections, following the rules of a reverse proxy:
@@ -26,7 +30,11 @@ use crate::{BoxError, ClientAddr};
 ///   `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`,
 ///   `Upgrade`, `Proxy-Authorization`, `Proxy-Authenticate`) are dropped in
 ///   both directions;
-/// - bodies stream both ways, never buffered whole.
+/// - bodies stream both ways, never buffered whole;
+/// - an HTTP/1.1 `Upgrade` (WebSocket) is passed to the backend with its
+///   `Upgrade` and `Connection` headers, and on `101 Switching Protocols`
+///   the two connections are joined: the tunnel stays on that backend for
+///   its whole life and counts as one request in flight there.
 ///
 /// It never fails: a backend that cannot be reached answers 502, one that
 /// breaks the exchange 502, one that does not answer in time 504, each with
@@ -34,7 +42,9 @@ use crate::{BoxError, ClientAddr};
 /// passive health checking to read). That makes it a ready
 /// `fallback_service` for an axum `Router`.
 ///
-/// Backends are spoken to in plain HTTP/1.1.
+/// Backends are spoken to in cleartext HTTP/1.1, or HTTP/2 with prior
+/// knowledge for backends whose [`Protocol`](crate::backend::Protocol) says
+/// so (over a second pool).
 ///
 /// ```
 /// use std::time::Duration;
@@ -46,7 +56,8 @@ use crate::{BoxError, ClientAddr};
 ///     .build();
 /// ```
 pub struct Forward<B> {
-    client: Client<HttpConnector, B>,
+    http1: Client<HttpConnector, B>,
+    http2: Client<HttpConnector, B>,
     settings: Arc<Settings>,
 }
 
@@ -161,14 +172,17 @@ impl ForwardBuilder {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(self.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .build(connector);
+            .pool_max_idle_per_host(self.pool_max_idle_per_host);
+        let http1 = builder.build(connector.clone());
+        let http2 = builder.http2_only(true).build(connector);
         Forward {
-            client,
+            http1,
+            http2,
             settings: Arc::new(Settings {
                 timeout: self.timeout,
                 proto: HeaderValue::from_static(self.forwarded_proto),
@@ -194,19 +208,40 @@ where
     fn call(&mut self, request: Request<B>) -> ResponseFuture {
         // Split so the headers can be edited while the extensions are read.
         let (mut parts, body) = request.into_parts();
+        let upgrade = requested_upgrade(&parts.headers);
         strip_hop_by_hop(&mut parts.headers);
         let client = parts.extensions.get::<ClientAddr>();
         add_forwarded(&mut parts.headers, client, &self.settings.proto);
-        parts.version = Version::HTTP_11;
+        let target = parts.extensions.get::<Target>();
+        let http2 =
+            upgrade.is_none() && target.is_some_and(|t| t.backend().protocol() == Protocol::Http2);
+        let tunnel = match upgrade {
+            Some(protocol) => {
+                keep_upgrade(&mut parts.headers, protocol);
+                let backend = target.map(|t| t.backend().clone());
+                parts
+                    .extensions
+                    .remove::<OnUpgrade>()
+                    .map(|client| Tunnel::new(client, backend))
+            }
+            None => None,
+        };
+        parts.version = if http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let client = if http2 { &self.http2 } else { &self.http1 };
         let request = Request::from_parts(parts, body);
-        ResponseFuture::new(self.client.request(request), self.settings.timeout)
+        ResponseFuture::new(client.request(request), self.settings.timeout, tunnel)
     }
 }
 
 impl<B> Clone for Forward<B> {
     fn clone(&self) -> Self {
         Self {
-            client: self.client.clone(),
+            http1: self.http1.clone(),
+            http2: self.http2.clone(),
             settings: Arc::clone(&self.settings),
         }
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -166,8 +167,31 @@ fn app(state: BackendState) -> Router {
         .route("/slow", axum::routing::get(slow))
         .route("/health", axum::routing::get(health))
         .route("/status/{code}", axum::routing::any(status))
+        .route("/version", axum::routing::get(version))
+        .route("/ws", axum::routing::get(websocket))
         .fallback(name_handler)
         .with_state(state)
+}
+
+/// The HTTP version the request arrived in, and the backend's name.
+async fn version(State(state): State<BackendState>, request: Request) -> String {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    format!("{} {:?}", state.name, request.version())
+}
+
+/// A WebSocket that echoes every text message, prefixed with the backend's name.
+async fn websocket(State(state): State<BackendState>, upgrade: WebSocketUpgrade) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            if let Message::Text(text) = message {
+                let reply = format!("{}: {}", state.name, text.as_str());
+                if socket.send(Message::Text(reply.into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
 }
 
 async fn health(State(state): State<BackendState>) -> StatusCode {
@@ -316,7 +340,10 @@ impl TestProxy {
                 let service = AddExtensionLayer::new(ClientAddr::new(peer)).layer(service.clone());
                 tokio::spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            TowerToHyperService::new(service),
+                        )
                         .await;
                 });
             }

@@ -1,0 +1,54 @@
+//! The metrics service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::ResponseFuture;
+use super::recorder::Recorder;
+use crate::clock;
+
+/// The service of [`MetricsLayer`](super::MetricsLayer).
+#[derive(Clone)]
+pub struct Metrics<S> {
+    inner: S,
+    recorder: Arc<Recorder>,
+}
+
+impl<S> Metrics<S> {
+    pub(crate) fn new(inner: S, recorder: Arc<Recorder>) -> Self {
+        Self { inner, recorder }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Metrics<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Metrics<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<super::ResponseBody<RB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ResponseFuture::new(
+            self.inner.call(request),
+            Arc::clone(&self.recorder),
+            clock::now(),
+        )
+    }
+}
