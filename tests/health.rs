@@ -230,12 +230,6 @@ async fn probes_that_see_a_backend_come_back_end_its_ejection() {
     let b_url = b.backend().address().as_str().to_owned();
     let set = BackendSet::new([a.backend(), b.backend()]);
     let mut events = set.events();
-    let _checks = ActiveHealthCheck::new(Probe::http("/health").unwrap())
-        .interval(INTERVAL)
-        .unhealthy_after(1)
-        .healthy_after(1)
-        .spawn(&set)
-        .unwrap();
     let service = ServiceBuilder::new()
         .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
         .layer(PassiveHealthLayer::new(
@@ -245,20 +239,32 @@ async fn probes_that_see_a_backend_come_back_end_its_ejection() {
         .service(Forward::new());
     let proxy = TestProxy::serve(set.clone(), service).await;
     let client = client();
+    // b dies; a request that meets it ejects it (for 30 s).
     b.stop();
-    while set.snapshot().backends()[1]
-        .state()
-        .ejection_remaining()
-        .is_none()
-    {
+    for _ in 0..2 {
         let _ = get(&client, &proxy.url("/")).await;
     }
+    assert!(
+        set.snapshot().backends()[1]
+            .state()
+            .ejection_remaining()
+            .is_some()
+    );
+    // Probes start: they see it down, then back on its port.
+    let _checks = ActiveHealthCheck::new(Probe::http("/health").unwrap())
+        .interval(INTERVAL)
+        .unhealthy_after(1)
+        .healthy_after(1)
+        .spawn(&set)
+        .unwrap();
     wait_for(&mut events, &b_url, became(Verdict::Unhealthy)).await;
-    // Back on its port: the probes see it, and the 30 s ejection ends now.
     let _b = TestBackend::start_on("b", b_addr).await;
     let returned = Instant::now();
     wait_for(&mut events, &b_url, |k| *k == HealthEventKind::Returned).await;
-    assert!(returned.elapsed() < Duration::from_secs(2));
+    assert!(
+        returned.elapsed() < Duration::from_secs(2),
+        "not the 30 s ejection"
+    );
     let counts = tally(&client, &proxy.url("/"), 10).await;
     assert_eq!(counts.get("b"), Some(&5), "{counts:?}");
 }
