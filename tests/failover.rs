@@ -67,7 +67,12 @@ async fn kill_a_backend_under_load(retries: &str) -> usize {
         }));
     }
     // Kill "b" once a fifth of the requests are through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while done.load(Ordering::SeqCst) < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "load did not get going"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     backends[1].stop();

@@ -23,9 +23,13 @@ async fn a_removed_backend_drains_its_in_flight_request() {
         let url = proxy.url("/hold");
         async move { get(&client, &url).await }
     });
-    while a.hits() == 0 {
+    for _ in 0..1000 {
+        if a.hits() > 0 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert_eq!(a.hits(), 1, "the held request reached a");
     let removed = set
         .remove(&a.backend().address().clone())
         .expect("a was a member");
