@@ -1,6 +1,8 @@
-//! The command line.
+//! The command line. Every setting is optional here: what is not given comes
+//! from the configuration file, then from the defaults (see `settings.rs`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -8,74 +10,109 @@ use tower_lb::Backend;
 use tower_lb::balance::{AnyStrategy, HashKey};
 
 /// A reverse proxy that load-balances over HTTP backends, built only from
-/// tower-lb's public API. With no --backend it starts three demo backends.
-#[derive(Debug, Parser)]
+/// tower-lb's public API. With no backend anywhere it starts three demo
+/// backends. Flags override the configuration file.
+#[derive(Debug, Default, Parser)]
 #[command(name = "proxy", version)]
 pub struct Cli {
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// TOML configuration file (see examples/proxy.toml); SIGHUP reloads its
+    /// backends.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
-    /// A backend, as URL[,weight=N]; repeat for more. None: three demo
-    /// backends are started in this process.
+    /// Also reload when the configuration file changes.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address of the admin surface (/metrics, /status, /); off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+
+    /// A backend, as URL[,weight=N][,protocol=h2]; repeat for more. Replaces
+    /// the file's list.
     #[arg(long = "backend", value_name = "URL[,weight=N]")]
     pub backends: Vec<Backend>,
 
     /// Balancing strategy: round-robin, weighted-round-robin,
-    /// least-connections, ip-hash, hash, p2c, random.
-    #[arg(long, value_name = "NAME", default_value = "round-robin")]
-    pub strategy: AnyStrategy,
+    /// least-connections, ip-hash, hash, p2c, random [default: round-robin].
+    #[arg(long, value_name = "NAME")]
+    pub strategy: Option<AnyStrategy>,
 
     /// Key of the hash strategy: ip, path, header:NAME or cookie:NAME.
     #[arg(long, value_name = "KEY")]
     pub hash_key: Option<HashKey>,
 
-    /// Path of the active HTTP health check (e.g. /healthz). Without it,
+    /// Path of the active HTTP health check (e.g. /healthz). Without one,
     /// backends are probed with a TCP connect.
     #[arg(long, value_name = "PATH")]
     pub health_path: Option<String>,
 
-    /// Time between health probes of a backend.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = duration)]
-    pub health_interval: Duration,
+    /// Time between health probes of a backend [default: 5s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub health_interval: Option<Duration>,
 
-    /// How long a health probe may take.
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = duration)]
-    pub health_timeout: Duration,
+    /// How long a health probe may take [default: 2s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub health_timeout: Option<Duration>,
 
-    /// Failed probes in a row that mark a backend unhealthy.
-    #[arg(long, value_name = "N", default_value_t = 3)]
-    pub unhealthy_after: u32,
+    /// Failed probes in a row that mark a backend unhealthy [default: 3].
+    #[arg(long, value_name = "N")]
+    pub unhealthy_after: Option<u32>,
 
-    /// Passing probes in a row that mark it healthy again.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub healthy_after: u32,
+    /// Passing probes in a row that mark it healthy again [default: 2].
+    #[arg(long, value_name = "N")]
+    pub healthy_after: Option<u32>,
 
-    /// How long a backend may take to answer one try: past it, 504 (or a
-    /// retry where safe).
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration)]
-    pub timeout: Duration,
+    /// How long a backend may take to answer one try: past it, 504, or a
+    /// retry where safe [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub timeout: Option<Duration>,
 
-    /// Retries on another backend; 0 turns failover off.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub retries: u32,
+    /// Retries on another backend; 0 turns failover off [default: 2].
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
 
-    /// Ramp a new or recovered backend's traffic up over this long; 0s: off.
-    #[arg(long, value_name = "DUR", default_value = "0s", value_parser = duration)]
-    pub slow_start: Duration,
+    /// Ramp a new or recovered backend's traffic up over this long [default: 0s, off].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub slow_start: Option<Duration>,
 
     /// When no backend is healthy, send to all of them rather than answer 503.
     #[arg(long)]
     pub panic_routing: bool,
 
+    /// How long a client may take to send a request's headers [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub header_timeout: Option<Duration>,
+
+    /// Largest request head (request line and headers) in bytes; larger
+    /// gets 431 [default: 16384, at least 8192].
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_size: Option<usize>,
+
+    /// Close a client connection idle this long [default: 60s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Most client connections at once; more wait to be accepted [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// On SIGTERM or SIGINT, how long in-flight requests may take to finish [default: 30s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub shutdown_grace: Option<Duration>,
+
     /// Worker threads; 1 runs everything on one thread (the most efficient
-    /// per core). Default: one per core.
+    /// per core) [default: one per core].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h 30m`.
-fn duration(text: &str) -> Result<Duration, String> {
+pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 2m)"))
 }
 
@@ -84,55 +121,19 @@ impl Cli {
     /// problem and exits with status 2.
     pub fn parse_or_exit() -> Self {
         match Cli::try_parse() {
-            Ok(cli) => match cli.check() {
-                Ok(()) => cli,
-                Err(problem) => usage_error(&problem),
-            },
+            Ok(cli) => cli,
             Err(error) if !error.use_stderr() => error.exit(),
             Err(error) => {
                 let text = error.to_string();
-                usage_error(
-                    text.lines()
-                        .next()
-                        .unwrap_or("error: bad arguments")
-                        .trim_start_matches("error: "),
-                )
+                let first = text.lines().next().unwrap_or("error: bad arguments");
+                usage_error(first.trim_start_matches("error: "))
             }
-        }
-    }
-
-    fn check(&self) -> Result<(), String> {
-        if self.hash_key.is_some() && !matches!(self.strategy, AnyStrategy::ConsistentHash(_)) {
-            return Err(format!(
-                "--hash-key needs --strategy hash (or ip-hash), not {}",
-                self.strategy
-            ));
-        }
-        if self.workers == Some(0) {
-            return Err("--workers must be at least 1".into());
-        }
-        if self.health_interval.is_zero() || self.health_timeout.is_zero() {
-            return Err("--health-interval and --health-timeout must be above zero".into());
-        }
-        if self.unhealthy_after == 0 || self.healthy_after == 0 {
-            return Err("--unhealthy-after and --healthy-after must be at least 1".into());
-        }
-        if self.timeout.is_zero() {
-            return Err("--timeout must be above zero".into());
-        }
-        Ok(())
-    }
-
-    /// The strategy with its hash key applied.
-    pub fn strategy(&self) -> AnyStrategy {
-        match &self.hash_key {
-            Some(key) => self.strategy.clone().with_hash_key(key.clone()),
-            None => self.strategy.clone(),
         }
     }
 }
 
-fn usage_error(problem: &str) -> ! {
+/// Prints `error: <problem>` and exits with status 2.
+pub fn usage_error(problem: &str) -> ! {
     eprintln!("error: {problem}");
     std::process::exit(2);
 }

@@ -2,33 +2,56 @@
 //!
 //! ```text
 //! cargo run --release --example proxy                      # three demo backends
+//! cargo run --release --example proxy -- --config examples/proxy.toml
 //! cargo run --release --example proxy -- \
 //!     --backend http://10.0.0.1:8000 --backend http://10.0.0.2:8000,weight=2 \
-//!     --strategy least-connections --health-path /healthz
+//!     --strategy least-connections --health-path /healthz --admin 127.0.0.1:9090
 //! ```
 //!
 //! Built only from the library's public API:
 //!
 //! ```text
-//! Failover -> LoadBalance -> PassiveHealth -> Forward      (+ ActiveHealthCheck beside)
+//! Trace -> Metrics -> Failover -> LoadBalance -> PassiveHealth -> Forward
+//!          (+ ActiveHealthCheck, the admin service, config reloads beside)
 //! ```
 
 mod cli;
 mod demo;
+mod events;
+mod reload;
 mod server;
+mod settings;
 
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
 use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
 use tower_lb::failover::FailoverLayer;
-use tower_lb::health::{
-    ActiveHealthCheck, HealthEventKind, OutlierDetection, PassiveHealthLayer, Probe,
-};
+use tower_lb::health::{ActiveHealthCheck, OutlierDetection, PassiveHealthLayer, Probe};
+use tower_lb::metrics::{AdminService, MetricsLayer};
 use tower_lb::{BackendSet, Forward, LoadBalanceLayer};
+use tracing_subscriber::EnvFilter;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, usage_error};
+use crate::server::Limits;
+use crate::settings::{File, Settings};
 
 fn main() {
     let cli = Cli::parse_or_exit();
-    let runtime = match cli.workers {
+    let file = match &cli.config {
+        Some(path) => File::read(path).unwrap_or_else(|e| usage_error(&e)),
+        None => File::default(),
+    };
+    let config = cli.config.clone();
+    let settings = Settings::resolve(cli, file).unwrap_or_else(|e| usage_error(&e));
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let runtime = match settings.workers {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
@@ -40,36 +63,45 @@ fn main() {
             .enable_all()
             .build(),
     };
-    let runtime = match runtime {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(error) = runtime.block_on(run(cli)) {
+    let runtime = runtime.unwrap_or_else(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        std::process::exit(1);
+    });
+    if let Err(error) = runtime.block_on(run(settings, config)) {
         eprintln!("error: {error}");
         std::process::exit(1);
     }
+    // Do not wait for background tasks (probes, reload) to notice.
+    runtime.shutdown_timeout(Duration::from_millis(100));
 }
 
-async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let probe = match &cli.health_path {
+async fn run(
+    settings: Settings,
+    config: Option<std::path::PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let probe = match &settings.health_path {
         Some(path) => Probe::http(path)?,
         None => Probe::tcp(),
     };
-    let demo = cli.backends.is_empty();
+    let demo = settings.backends.is_empty();
     let backends = if demo {
         demo::start(3).await?
     } else {
-        cli.backends.clone()
+        settings.backends.clone()
     };
-    let listener = tokio::net::TcpListener::bind(cli.listen)
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cli.listen))?;
-    let strategy = cli.strategy();
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let admin_listener = match settings.admin {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?,
+        ),
+        None => None,
+    };
     let url = format!("http://{}/", listener.local_addr()?);
-    println!("tower-lb proxy on {url} ({strategy})");
+    println!("tower-lb proxy on {url} ({})", settings.strategy);
     for backend in &backends {
         println!(
             "  backend {} (weight {})",
@@ -77,59 +109,89 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             backend.weight()
         );
     }
+    if let Some(admin) = &admin_listener {
+        println!(
+            "  admin on http://{}/ (/metrics, /status)",
+            admin.local_addr()?
+        );
+    }
     if demo {
         println!("no --backend given: started three demo backends in this process.");
         println!("try:   for i in 1 2 3 4 5 6; do curl -s {url}; done");
     }
 
-    let set = BackendSet::new(backends).with_slow_start(cli.slow_start);
-    tokio::spawn(log_events(set.clone()));
-    let _health = ActiveHealthCheck::new(probe)
-        .interval(cli.health_interval)
-        .timeout(cli.health_timeout)
-        .unhealthy_after(cli.unhealthy_after)
-        .healthy_after(cli.healthy_after)
-        .spawn(&set)?;
-    let balance = LoadBalanceLayer::new(set.clone(), strategy).panic_routing(cli.panic_routing);
-    let passive = PassiveHealthLayer::new(set.clone(), OutlierDetection::new());
-    let forward = Forward::builder().timeout(cli.timeout);
-    if cli.retries == 0 {
-        let service = ServiceBuilder::new()
-            .layer(balance)
-            .layer(passive)
-            .service(forward.build());
-        server::serve(listener, service).await;
-    } else {
-        let service = ServiceBuilder::new()
-            .layer(FailoverLayer::new().max_retries(cli.retries))
-            .layer(balance)
-            .layer(passive)
-            .service(forward.build());
-        server::serve(listener, service).await;
+    let set = BackendSet::new(backends).with_slow_start(settings.slow_start);
+    tokio::spawn(events::log(set.clone()));
+    if let Some(path) = config {
+        reload::spawn(set.clone(), path, settings.watch)?;
     }
+    let _health = ActiveHealthCheck::new(probe)
+        .interval(settings.health_interval)
+        .timeout(settings.health_timeout)
+        .unhealthy_after(settings.unhealthy_after)
+        .healthy_after(settings.healthy_after)
+        .spawn(&set)?;
+    let mut registry = Registry::default();
+    let metrics = MetricsLayer::new(&set, &mut registry);
+    let limits = Limits {
+        header_timeout: settings.header_timeout,
+        max_header_size: settings.max_header_size,
+        idle_timeout: settings.idle_timeout,
+        max_connections: settings.max_connections,
+    };
+    if let Some(admin_listener) = admin_listener {
+        let admin = AdminService::new(set.clone(), registry);
+        tokio::spawn(server::serve(
+            admin_listener,
+            admin,
+            limits,
+            std::future::pending(),
+            Duration::ZERO,
+        ));
+    }
+
+    let balance =
+        LoadBalanceLayer::new(set.clone(), settings.strategy).panic_routing(settings.panic_routing);
+    let passive = PassiveHealthLayer::new(set.clone(), OutlierDetection::new());
+    let forward = Forward::builder().timeout(settings.timeout);
+    let stop = shutdown_signal();
+    let grace = settings.shutdown_grace;
+    let failover =
+        (settings.retries > 0).then(|| FailoverLayer::new().max_retries(settings.retries));
+    match failover {
+        None => {
+            let service = ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(metrics)
+                .layer(balance)
+                .layer(passive)
+                .service(forward.build());
+            server::serve(listener, service, limits, stop, grace).await;
+        }
+        Some(failover) => {
+            let service = ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(metrics)
+                .layer(failover)
+                .layer(balance)
+                .layer(passive)
+                .service(forward.build());
+            server::serve(listener, service, limits, stop, grace).await;
+        }
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
-/// Prints every health transition and membership change.
-async fn log_events(set: BackendSet) {
-    let mut events = set.events();
-    while let Ok(event) = events.recv().await {
-        let backend = event.backend().address();
-        match event.kind() {
-            HealthEventKind::Verdict { to, error, .. } => match error {
-                Some(error) => println!("health: {backend} is {to:?} ({error})"),
-                None => println!("health: {backend} is {to:?}"),
-            },
-            HealthEventKind::Ejected { duration, count } => {
-                println!("health: {backend} ejected for {duration:?} (ejection #{count})")
-            }
-            HealthEventKind::Returned => println!("health: {backend} let back after ejection"),
-            HealthEventKind::Share { share } => {
-                println!("health: {backend} share {:.0} %", share * 100.0)
-            }
-            HealthEventKind::Joined => println!("set: {backend} joined"),
-            HealthEventKind::Left => println!("set: {backend} left"),
-            other => println!("health: {backend} {other:?}"),
-        }
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping, in-flight requests finish"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping, in-flight requests finish"),
     }
 }

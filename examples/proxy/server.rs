@@ -1,50 +1,330 @@
-//! The accept loop: one hyper connection task per client.
+//! The accept loop and each client connection, with the limits a server
+//! facing the internet needs.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 use tower_http::add_extension::AddExtensionLayer;
 use tower_lb::ClientAddr;
 
-/// Serves `service` on `listener` until the task is dropped. HTTP/1.1 and
-/// HTTP/2 (prior knowledge) on the same port.
-pub async fn serve<S, B>(listener: TcpListener, service: S)
-where
+/// Limits on client connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A request's head must arrive within this, counted from its first
+    /// byte: a slowloris client is closed.
+    pub header_timeout: Duration,
+    /// Largest request head; hyper answers 431 past it.
+    pub max_header_size: usize,
+    /// A connection with no request in flight and no bytes moving for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; the next waits in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// Serves `service` on `listener` (HTTP/1.1 with upgrades, and h2c) until
+/// `stop` resolves; then stops accepting and gives open connections
+/// `grace` to finish their requests.
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    grace: Duration,
+) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body + Send + 'static,
+    B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(limits.max_header_size);
+    builder
+        .http2()
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut stop = pin!(stop);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                eprintln!("accept failed: {error}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = AddExtensionLayer::new(ClientAddr::new(peer)).layer(service.clone());
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let io = TokioIo::new(stream);
-            let _ = builder
-                .serve_connection(io, TowerToHyperService::new(service))
-                .await;
+        let activity = Arc::new(Activity::default());
+        let service = Counted {
+            inner: AddExtensionLayer::new(ClientAddr::new(peer)).layer(service.clone()),
+            activity: activity.clone(),
+        };
+        let io = TokioIo::new(Tracked {
+            stream,
+            activity: activity.clone(),
         });
+        let connection = builder
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _permit = permit;
+            supervise(connection, activity, limits).await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; dropping what is left"),
+    }
+}
+
+/// Runs a connection, closing it when its request head is too slow or it
+/// sits idle. It looks every quarter of the shorter limit, so a connection
+/// is closed within 1.25 times its limit, and the socket path reads no clock.
+async fn supervise<C, E>(connection: C, activity: Arc<Activity>, limits: Limits)
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut connection = pin!(connection);
+    let tick = (limits.header_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(10));
+    let mut moved = 0;
+    let mut last_active = Instant::now();
+    let mut head_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut connection => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+        let now = Instant::now();
+        let moved_now = activity.moved.load(Relaxed);
+        if moved_now != moved {
+            moved = moved_now;
+            last_active = now;
+        }
+        if activity.head_pending.load(Relaxed) {
+            let since = *head_since.get_or_insert(now);
+            if now - since > limits.header_timeout {
+                tracing::debug!("closing a connection whose request head is too slow");
+                return;
+            }
+        } else {
+            head_since = None;
+        }
+        let idle = activity.in_flight.load(Relaxed) == 0 && head_since.is_none();
+        if idle && now - last_active > limits.idle_timeout {
+            tracing::debug!("closing an idle connection");
+            return;
+        }
+    }
+}
+
+/// What a connection is doing, as the supervisor sees it.
+#[derive(Default)]
+struct Activity {
+    /// Bumped whenever bytes move either way.
+    moved: AtomicU64,
+    /// Bytes arrived while no request was in flight: a request head is on
+    /// its way.
+    head_pending: AtomicBool,
+    /// Requests whose response body has not ended.
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    #[inline]
+    fn bump(&self) {
+        // Only the connection's task touches the socket: a plain store of
+        // the next value is enough.
+        self.moved
+            .store(self.moved.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+}
+
+/// The socket, noting when bytes move.
+struct Tracked {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bump();
+            if self.activity.in_flight.load(Relaxed) == 0 {
+                self.activity.head_pending.store(true, Relaxed);
+            }
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.bump();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.bump();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The service, counting requests in flight on this connection until their
+/// response bodies end.
+#[derive(Clone)]
+struct Counted<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B> Service<Request<Incoming>> for Counted<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+{
+    type Response = Response<CountedBody<B>>;
+    type Error = Infallible;
+    type Future = CountedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Relaxed);
+        self.activity.head_pending.store(false, Relaxed);
+        CountedFuture {
+            inner: self.inner.call(request),
+            guard: Some(InFlight(self.activity.clone())),
+        }
+    }
+}
+
+/// One request's place in its connection's count.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.0.bump();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future, handing the count to the body.
+    pub struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<F, B> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<CountedBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let guard = this.guard.take();
+        Poll::Ready(Ok(response.map(|body| CountedBody {
+            body,
+            _guard: guard,
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's place in the count.
+    pub struct CountedBody<B> {
+        #[pin]
+        body: B,
+        _guard: Option<InFlight>,
+    }
+}
+
+impl<B: Body> Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

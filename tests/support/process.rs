@@ -112,6 +112,15 @@ impl ProxyProcess {
     pub fn pid(&self) -> u32 {
         self.child.id().expect("running")
     }
+
+    /// Waits for the process to exit; its exit code.
+    pub async fn wait(&mut self) -> Option<i32> {
+        self.child
+            .wait()
+            .await
+            .ok()
+            .and_then(|status| status.code())
+    }
 }
 
 /// Runs the proxy with `args` to completion: (exit code, stderr + stdout).

@@ -1,0 +1,40 @@
+//! Health and membership events, logged.
+
+use tower_lb::BackendSet;
+use tower_lb::health::HealthEventKind;
+
+/// Logs every event of `set` until it is dropped.
+pub async fn log(set: BackendSet) {
+    let mut events = set.events();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "health events came too fast to log");
+                continue;
+            }
+            Err(_) => return,
+        };
+        let backend = event.backend().address().as_str();
+        match event.kind() {
+            HealthEventKind::Verdict {
+                to,
+                error: Some(error),
+                ..
+            } => {
+                tracing::info!(backend, "health: {to:?} ({error})")
+            }
+            HealthEventKind::Verdict { to, .. } => tracing::info!(backend, "health: {to:?}"),
+            HealthEventKind::Ejected { duration, count } => {
+                tracing::warn!(backend, "ejected for {duration:?} (ejection #{count})")
+            }
+            HealthEventKind::Returned => tracing::info!(backend, "let back after ejection"),
+            HealthEventKind::Share { share } => {
+                tracing::info!(backend, "share of traffic now {:.0} %", share * 100.0)
+            }
+            HealthEventKind::Joined => tracing::info!(backend, "joined"),
+            HealthEventKind::Left => tracing::info!(backend, "left; draining"),
+            other => tracing::info!(backend, "{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The configuration file, and the settings the proxy runs with: flags over
+//! file over defaults.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use tower_lb::Backend;
+use tower_lb::balance::{AnyStrategy, HashKey};
+
+use crate::cli::{self, Cli};
+
+/// The TOML file. Keys are the flags' names; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct File {
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    #[serde(default, rename = "backend")]
+    backends: Vec<FileBackend>,
+    #[serde(default, deserialize_with = "parsed")]
+    strategy: Option<AnyStrategy>,
+    #[serde(default, deserialize_with = "parsed")]
+    hash_key: Option<HashKey>,
+    #[serde(default, deserialize_with = "networks")]
+    trusted_proxies: Vec<IpNet>,
+    #[serde(default, deserialize_with = "duration")]
+    slow_start: Option<Duration>,
+    panic_routing: Option<bool>,
+    workers: Option<usize>,
+    watch: Option<bool>,
+    #[serde(default)]
+    health: FileHealth,
+    #[serde(default)]
+    failover: FileFailover,
+    #[serde(default)]
+    server: FileServer,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileBackend {
+    url: String,
+    weight: Option<u32>,
+    protocol: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileHealth {
+    path: Option<String>,
+    #[serde(default, deserialize_with = "duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+    unhealthy_after: Option<u32>,
+    healthy_after: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileFailover {
+    retries: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileServer {
+    #[serde(default, deserialize_with = "duration")]
+    header_timeout: Option<Duration>,
+    max_header_size: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    idle_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    shutdown_grace: Option<Duration>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    cli::duration(&text).map(Some).map_err(de::Error::custom)
+}
+
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr<Err = tower_lb::Error>,
+{
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(de::Error::custom)
+}
+
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|net| {
+            net.parse().map_err(|_| {
+                de::Error::custom(format!("`{net}` is not a network such as 10.0.0.0/8"))
+            })
+        })
+        .collect()
+}
+
+impl File {
+    /// Reads and parses `path`; the error is one line naming the field.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let where_ = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("config file {where_}: cannot read it: {e}"))?;
+        let deserializer = toml::de::Deserializer::parse(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map_or(0, |span| text[..span.start].lines().count().max(1));
+            format!(
+                "config file {where_}: line {line}: {}",
+                first_line(e.message())
+            )
+        })?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            let message = first_line(e.inner().message()).to_owned();
+            format!("config file {where_}: {field}: {message}")
+        })
+    }
+
+    /// The backends the file lists, or the first one's error naming it.
+    pub fn backends(&self) -> Result<Vec<Backend>, String> {
+        self.backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut text = b.url.clone();
+                if let Some(weight) = b.weight {
+                    text.push_str(&format!(",weight={weight}"));
+                }
+                if let Some(protocol) = &b.protocol {
+                    text.push_str(&format!(",protocol={protocol}"));
+                }
+                text.parse::<Backend>()
+                    .map_err(|e| format!("backend[{i}]: {e}"))
+            })
+            .collect()
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text).trim()
+}
+
+/// Everything the proxy runs with.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub backends: Vec<Backend>,
+    pub strategy: AnyStrategy,
+    pub slow_start: Duration,
+    pub panic_routing: bool,
+    pub workers: Option<usize>,
+    pub watch: bool,
+    pub health_path: Option<String>,
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub unhealthy_after: u32,
+    pub healthy_after: u32,
+    pub retries: u32,
+    pub timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_size: usize,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Flags over file over defaults; the error names the setting.
+    pub fn resolve(cli: Cli, file: File) -> Result<Self, String> {
+        let file_backends = file.backends().map_err(|e| match &cli.config {
+            Some(path) => format!("config file {}: {e}", path.display()),
+            None => e,
+        })?;
+        let mut strategy = cli
+            .strategy
+            .or(file.strategy)
+            .unwrap_or_else(|| AnyStrategy::RoundRobin(Default::default()));
+        let hash_key = cli.hash_key.or(file.hash_key);
+        if let Some(key) = hash_key {
+            if !matches!(strategy, AnyStrategy::ConsistentHash(_)) {
+                return Err(format!(
+                    "hash-key needs strategy hash (or ip-hash), not {strategy}"
+                ));
+            }
+            strategy = strategy.with_hash_key(key);
+        }
+        if !file.trusted_proxies.is_empty() {
+            if let AnyStrategy::ConsistentHash(hash) = strategy {
+                strategy = AnyStrategy::ConsistentHash(hash.trust_proxies(file.trusted_proxies));
+            }
+        }
+        let settings = Settings {
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            admin: cli.admin.or(file.admin),
+            backends: if cli.backends.is_empty() {
+                file_backends
+            } else {
+                cli.backends
+            },
+            strategy,
+            slow_start: cli.slow_start.or(file.slow_start).unwrap_or(Duration::ZERO),
+            panic_routing: cli.panic_routing || file.panic_routing.unwrap_or(false),
+            workers: cli.workers.or(file.workers),
+            watch: cli.watch || file.watch.unwrap_or(false),
+            health_path: cli.health_path.or(file.health.path),
+            health_interval: cli
+                .health_interval
+                .or(file.health.interval)
+                .unwrap_or(Duration::from_secs(5)),
+            health_timeout: cli
+                .health_timeout
+                .or(file.health.timeout)
+                .unwrap_or(Duration::from_secs(2)),
+            unhealthy_after: cli
+                .unhealthy_after
+                .or(file.health.unhealthy_after)
+                .unwrap_or(3),
+            healthy_after: cli.healthy_after.or(file.health.healthy_after).unwrap_or(2),
+            retries: cli.retries.or(file.failover.retries).unwrap_or(2),
+            timeout: cli
+                .timeout
+                .or(file.failover.timeout)
+                .unwrap_or(Duration::from_secs(30)),
+            header_timeout: cli
+                .header_timeout
+                .or(file.server.header_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            max_header_size: cli
+                .max_header_size
+                .or(file.server.max_header_size)
+                .unwrap_or(16 * 1024),
+            idle_timeout: cli
+                .idle_timeout
+                .or(file.server.idle_timeout)
+                .unwrap_or(Duration::from_secs(60)),
+            max_connections: cli
+                .max_connections
+                .or(file.server.max_connections)
+                .unwrap_or(10_000),
+            shutdown_grace: cli
+                .shutdown_grace
+                .or(file.server.shutdown_grace)
+                .unwrap_or(Duration::from_secs(30)),
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("health.interval", self.health_interval),
+            ("health.timeout", self.health_timeout),
+            ("failover.timeout", self.timeout),
+            ("server.header-timeout", self.header_timeout),
+            ("server.idle-timeout", self.idle_timeout),
+        ];
+        for (name, value) in positive {
+            if value.is_zero() {
+                return Err(format!("{name}: must be above zero"));
+            }
+        }
+        if self.unhealthy_after == 0 {
+            return Err("health.unhealthy-after: must be at least 1".into());
+        }
+        if self.healthy_after == 0 {
+            return Err("health.healthy-after: must be at least 1".into());
+        }
+        if self.max_header_size < 8192 {
+            return Err("server.max-header-size: must be at least 8192".into());
+        }
+        if self.max_connections == 0 {
+            return Err("server.max-connections: must be at least 1".into());
+        }
+        if self.workers == Some(0) {
+            return Err("workers: must be at least 1".into());
+        }
+        if let Some(path) = &self.health_path {
+            tower_lb::health::Probe::http(path).map_err(|e| format!("health.path: {e}"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! The example proxy run as a user runs it: config files, reloads,
+//! signals, connection limits.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use support::process::{ProxyProcess, free_addr, run_proxy};
+use support::{TestBackend, client, get, tally};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config_with(backends: &[(&TestBackend, u32)], extra: &str) -> String {
+    let mut text = String::from(extra);
+    for (backend, weight) in backends {
+        text.push_str(&format!(
+            "\n[[backend]]\nurl = \"{}\"\nweight = {weight}\n",
+            backend.url()
+        ));
+    }
+    text
+}
+
+fn write_config(text: &str) -> tempfile::TempPath {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    file.into_temp_path()
+}
+
+fn signal(proxy: &ProxyProcess, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_config_file_round_trip_and_flags_override_it() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let admin = free_addr();
+    let config = write_config(&config_with(
+        &[(&a, 3), (&b, 1)],
+        &format!(
+            "strategy = \"weighted-round-robin\"\nadmin = \"{admin}\"\n[failover]\nretries = 1\n"
+        ),
+    ));
+    let path = config.to_str().unwrap();
+    let proxy = ProxyProcess::start(&["--config", path]).await;
+    let client = client();
+    let counts = tally(&client, &proxy.url("/"), 40).await;
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (Some(&30), Some(&10)),
+        "{counts:?}"
+    );
+    let status = get(&client, &format!("http://{admin}/status")).await.body;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["backends"][0]["weight"], 3);
+    drop(proxy);
+
+    // A flag wins over the file.
+    let proxy = ProxyProcess::start(&[
+        "--config",
+        path,
+        "--strategy",
+        "round-robin",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let counts = tally(&client, &proxy.url("/"), 40).await;
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (Some(&20), Some(&20)),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_2_naming_the_field() {
+    let cases: &[(&str, &str)] = &[
+        ("listen = 5\n", "listen"),
+        ("strategy = \"fastest\"\n", "unknown strategy `fastest`"),
+        ("colour = \"blue\"\n", "unknown field `colour`"),
+        ("[health]\ninterval = \"soon\"\n", "health.interval"),
+        ("[health]\nunhealthy-after = 0\n", "health.unhealthy-after"),
+        ("[[backend]]\nurl = \"ftp://x\"\n", "backend[0]"),
+        (
+            "[[backend]]\nurl = \"http://x\"\nweight = 0\n",
+            "weight must be 1",
+        ),
+        ("[server]\nmax-header-size = 10\n", "server.max-header-size"),
+        ("[failover]\nretries = -1\n", "failover.retries"),
+        ("hash-key = \"cookie:s\"\n", "hash-key needs strategy hash"),
+        ("listen = \"127.0.0.1:80\n", "line 1"),
+    ];
+    for (text, named) in cases {
+        let config = write_config(text);
+        let (code, output) = run_proxy(&["--config", config.to_str().unwrap()]).await;
+        assert_eq!(code, 2, "{text:?}: {output}");
+        assert_eq!(output.lines().count(), 1, "one line: {output}");
+        assert!(
+            output.contains(named),
+            "{text:?} should name {named}: {output}"
+        );
+    }
+    let (code, output) = run_proxy(&["--config", "/nonexistent/proxy.toml"]).await;
+    assert_eq!(code, 2);
+    assert!(output.contains("cannot read"), "{output}");
+    for (args, named) in [
+        (&["--strategy", "fastest"][..], "fastest"),
+        (&["--backend", "127.0.0.1:9000"], "missing scheme"),
+        (&["--backend", "http://127.0.0.1:9000,weight=0"], "weight"),
+        (&["--timeout", "0s"], "failover.timeout"),
+    ] {
+        let (code, output) = run_proxy(args).await;
+        assert_eq!(code, 2, "{args:?}: {output}");
+        assert_eq!(output.lines().count(), 1, "one line: {output}");
+        assert!(output.contains(named), "{args:?}: {output}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_backends_under_load_without_errors() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let c = TestBackend::start("c").await;
+    let config = write_config(&config_with(&[(&a, 1), (&b, 1)], ""));
+    let path = config.to_str().unwrap().to_owned();
+    let proxy = ProxyProcess::start(&["--config", &path]).await;
+    let client = client();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(1));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), proxy.url("/slow?ms=5"));
+        let (failed, running) = (failed.clone(), running.clone());
+        load.push(tokio::spawn(async move {
+            while running.load(Ordering::SeqCst) == 1 {
+                let answer = support::get(&client, &url).await;
+                if answer.status != 200 {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A bad file is rejected and the running set kept.
+    std::fs::write(&path, "[[backend]]\nurl = \"nonsense\"\n").unwrap();
+    signal(&proxy, "HUP");
+    proxy
+        .wait_for_output("rejected", Duration::from_secs(5))
+        .await;
+    // Swap a for c.
+    std::fs::write(&path, config_with(&[(&b, 1), (&c, 1)], "")).unwrap();
+    signal(&proxy, "HUP");
+    proxy
+        .wait_for_output("1 added, 1 removed", Duration::from_secs(5))
+        .await;
+    let a_before = a.hits();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.store(0, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "no client saw an error");
+    assert!(c.hits() > 0, "c joined and got traffic");
+    assert!(a.hits() <= a_before + 8, "a got nothing new after draining");
+    let counts = tally(&client, &proxy.url("/"), 10).await;
+    assert_eq!(counts.get("a"), None, "{counts:?}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let a = TestBackend::start("a").await;
+    let mut proxy = ProxyProcess::start(&["--backend", &a.url(), "--shutdown-grace", "10s"]).await;
+    let client = client();
+    let slow = tokio::spawn({
+        let (client, url) = (client.clone(), proxy.url("/slow?ms=1500"));
+        async move { get(&client, &url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&proxy, "TERM");
+    let answer = slow.await.unwrap();
+    assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "a"));
+    let code = tokio::time::timeout(Duration::from_secs(10), proxy.wait())
+        .await
+        .expect("exits within the grace period");
+    assert_eq!(code, Some(0), "{}", proxy.output());
+    assert!(
+        TcpStream::connect(proxy.addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_closed_while_others_are_served() {
+    let a = TestBackend::start("a").await;
+    let proxy = ProxyProcess::start(&["--backend", &a.url(), "--header-timeout", "1s"]).await;
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let trickle = async {
+        for _ in 0..40 {
+            if slow.write_all(b"X").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+        started.elapsed()
+    };
+    let others = async {
+        let client = client();
+        for _ in 0..10 {
+            assert_eq!(get(&client, &proxy.url("/")).await.status, 200);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (closed_after, ()) = tokio::join!(trickle, others);
+    assert!(
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2500),
+        "closed after {closed_after:?}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_idle_connections_close() {
+    let a = TestBackend::start("a").await;
+    let proxy = ProxyProcess::start(&["--backend", &a.url(), "--idle-timeout", "1s"]).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let big = "x".repeat(20_000);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 64];
+    let n = stream.read(&mut answer).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 431"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = vec![0; 4096];
+    let n = idle.read(&mut buffer).await.unwrap();
+    assert!(String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 200"));
+    let started = tokio::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buffer)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "closed by the proxy: {closed:?}"
+    );
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(2000),
+        "{after:?}"
+    );
+}
