@@ -1,0 +1,447 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: tower-lb's example proxy beside nginx and HAProxy.
+
+Three nginx backends answer "ok" on 127.0.0.1. In turn, each balancer
+(nginx with upstream keepalive and one worker, HAProxy with one thread and
+connection reuse, tower-lb's example proxy on one worker thread and on its
+default multi-thread runtime) does round-robin in front of them, and wrk
+drives the same load through it; the direct case (wrk straight at one
+backend) is the limit. The balancer is pinned to core 1, wrk and the
+backends to core 0. Candidates are interleaved over several rounds and the
+median of each figure is reported, with its ratio to nginx's in the same
+round:
+
+- requests per second, p50 and p99 latency (wrk --latency);
+- CPU microseconds per proxied request: the balancer's utime+stime from
+  /proc before and after the run, divided by the requests (the figure that
+  stays honest on a noisy shared machine);
+- peak RSS (VmHWM, summed over the balancer's processes).
+
+Then a 1 GiB download and a 1 GiB upload stream through tower-lb, and the
+growth of its peak RSS is reported.
+
+Every process started here is stopped by its PID at the end, also on
+Ctrl-C. Only 127.0.0.1 is used.
+
+Usage: benches/e2e.sh [--rounds N] [--duration SECONDS] [--connections N]
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKEND_PORTS = [18081, 18082, 18083]
+BALANCER_PORT = 18080
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOAD_CORE = "0"
+BALANCER_CORE = "1"
+
+started = []  # Popen objects we own
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def stop(process):
+    """Stops one process we started, by its PID: SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    try:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def stop_all(*_):
+    for process in reversed(started):
+        stop(process)
+    started.clear()
+
+
+def start(argv, core, **kwargs):
+    process = subprocess.Popen(["taskset", "-c", core] + argv, **kwargs)
+    started.append(process)
+    return process
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wait_ok(port, path="/", timeout=20.0):
+    wait_port(port, timeout)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"127.0.0.1:{port} does not answer 200")
+
+
+def pids_of(process):
+    """The process and its children (nginx's workers)."""
+    pids = [process.pid]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[1]) == process.pid:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def memory_kib(pids, key):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(text):
+    def latency(percent):
+        m = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    return {"requests": requests, "rps": rps, "p50_ms": latency(50), "p99_ms": latency(99), "errors": errors}
+
+
+def wrk(port, duration, connections):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+         f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return parse_wrk(out)
+
+
+# ----- the candidates -----
+
+NGINX_BACKENDS = """
+worker_processes 1;
+daemon off;
+pid {dir}/backends.pid;
+error_log {dir}/backends.error.log error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  {servers}
+  server {{
+    listen 127.0.0.1:18090;
+    location / {{ root {dir}; }}
+  }}
+}}
+"""
+
+NGINX_LB = """
+worker_processes 1;
+daemon off;
+pid {dir}/lb.pid;
+error_log {dir}/lb.error.log error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backends {{
+    {servers}
+    keepalive 128;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backends;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+HAPROXY = """
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  balance roundrobin
+  {servers}
+"""
+
+
+def nginx_backends(tmp):
+    servers = "\n  ".join(
+        f'server {{ listen 127.0.0.1:{p}; location / {{ return 200 "ok\\n"; }} }}' for p in BACKEND_PORTS
+    )
+    conf = os.path.join(tmp, "backends.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_BACKENDS.format(dir=tmp, servers=servers))
+    process = start(["nginx", "-p", tmp, "-c", conf], LOAD_CORE, stderr=subprocess.DEVNULL)
+    for port in BACKEND_PORTS:
+        wait_ok(port)
+    return process
+
+
+def candidates(tmp, proxy):
+    def nginx_lb():
+        servers = "\n    ".join(f"server 127.0.0.1:{p};" for p in BACKEND_PORTS)
+        conf = os.path.join(tmp, "lb.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_LB.format(dir=tmp, servers=servers, port=BALANCER_PORT))
+        return start(["nginx", "-p", tmp, "-c", conf], BALANCER_CORE, stderr=subprocess.DEVNULL)
+
+    def haproxy():
+        servers = "\n  ".join(f"server b{i} 127.0.0.1:{p}" for i, p in enumerate(BACKEND_PORTS))
+        conf = os.path.join(tmp, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(HAPROXY.format(servers=servers, port=BALANCER_PORT))
+        return start(["haproxy", "-f", conf], BALANCER_CORE, stderr=subprocess.DEVNULL)
+
+    def tower_lb(workers):
+        def launch():
+            args = [proxy, "--listen", f"127.0.0.1:{BALANCER_PORT}"]
+            for p in BACKEND_PORTS:
+                args += ["--backend", f"http://127.0.0.1:{p}"]
+            if workers:
+                args += ["--workers", str(workers)]
+            return start(args, BALANCER_CORE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=dict(os.environ, RUST_LOG="warn"))
+        return launch
+
+    return [
+        ("nginx", nginx_lb),
+        ("haproxy", haproxy),
+        ("tower-lb (1 thread)", tower_lb(1)),
+        ("tower-lb (multi-thread)", tower_lb(None)),
+    ]
+
+
+def measure(name, launch, duration, connections):
+    process = launch()
+    try:
+        wait_ok(BALANCER_PORT)
+        wrk(BALANCER_PORT, 1, connections)  # warm the pools
+        pids = pids_of(process)
+        before = cpu_seconds(pids)
+        result = wrk(BALANCER_PORT, duration, connections)
+        result["cpu_us_per_request"] = (cpu_seconds(pids) - before) * 1e6 / max(result["requests"], 1)
+        result["peak_rss_mib"] = memory_kib(pids, "VmHWM") / 1024
+        return result
+    finally:
+        stop(process)
+        started.remove(process)
+        time.sleep(0.3)
+
+
+def stream_gib(tmp, proxy):
+    """1 GiB down, then 1 GiB up, through tower-lb; the growth of its peak RSS."""
+    size = 1 << 30
+    big = os.path.join(tmp, "big.bin")
+    with open(big, "wb") as f:
+        f.truncate(size)  # sparse: no disk traffic
+    sink_port = 18091
+    sink = start([sys.executable, "-c", SINK, str(sink_port)], LOAD_CORE, stderr=subprocess.DEVNULL)
+    wait_port(sink_port)
+    results = {}
+    try:
+        for direction, backend, curl_args, field in [
+            ("download", "http://127.0.0.1:18090", [f"http://127.0.0.1:{BALANCER_PORT}/big.bin"], 1),
+            ("upload", f"http://127.0.0.1:{sink_port}", ["-T", big, f"http://127.0.0.1:{BALANCER_PORT}/upload"], 2),
+        ]:
+            process = start([proxy, "--listen", f"127.0.0.1:{BALANCER_PORT}", "--workers", "1",
+                             "--backend", backend, "--retries", "0"],
+                            BALANCER_CORE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, RUST_LOG="warn"))
+            try:
+                wait_port(BALANCER_PORT)
+                time.sleep(0.5)
+                before = memory_kib([process.pid], "VmRSS")
+                out = subprocess.run(
+                    ["taskset", "-c", LOAD_CORE, "curl", "-s", "-o", "/dev/null",
+                     "-w", "%{http_code} %{size_download} %{size_upload}"] + curl_args,
+                    capture_output=True, text=True).stdout.split()
+                peak = memory_kib([process.pid], "VmHWM")
+                results[direction] = {
+                    "ok": len(out) == 3 and out[0] == "200" and int(out[field]) == size,
+                    "rss_before_mib": before / 1024,
+                    "peak_rss_mib": peak / 1024,
+                    "growth_mib": (peak - before) / 1024,
+                }
+            finally:
+                stop(process)
+                started.remove(process)
+                time.sleep(0.3)
+    finally:
+        stop(sink)
+    return results
+
+
+SINK = r"""
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_PUT(self):
+        left = int(self.headers.get("Content-Length", "0"))
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            left -= len(chunk)
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+    def do_GET(self):
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--proxy", default=os.path.join(ROOT, "target", "release", "examples", "proxy"))
+    parser.add_argument("--skip-stream", action="store_true")
+    args = parser.parse_args()
+
+    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
+    tmp = tempfile.mkdtemp(prefix="tower-lb-e2e-")
+    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user
+    try:
+        nginx_backends(tmp)
+        runs = {}
+        order = [("direct", None)] + candidates(tmp, args.proxy)
+        for round_ in range(args.rounds):
+            # Rotate the order each round so no candidate always goes first.
+            shift = round_ % len(order)
+            for name, launch in order[shift:] + order[:shift]:
+                log(f"round {round_ + 1}/{args.rounds}: {name}")
+                if launch is None:
+                    result = wrk(BACKEND_PORTS[0], args.duration, args.connections)
+                    result["cpu_us_per_request"] = float("nan")
+                    result["peak_rss_mib"] = float("nan")
+                else:
+                    result = measure(name, launch, args.duration, args.connections)
+                runs.setdefault(name, []).append(result)
+        stream = None if args.skip_stream else stream_gib(tmp, args.proxy)
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    report(runs, stream, args)
+
+
+def report(runs, stream, args):
+    keys = ["rps", "p50_ms", "p99_ms", "cpu_us_per_request", "peak_rss_mib"]
+    nginx = runs["nginx"]
+    rows = []
+    for name, results in runs.items():
+        row = {"name": name}
+        for key in keys:
+            row[key] = statistics.median(r[key] for r in results)
+            ratios = [r[key] / n[key] for r, n in zip(results, nginx) if n[key] and n[key] == n[key]]
+            row[key + "_x_nginx"] = statistics.median(ratios) if ratios else float("nan")
+        row["errors"] = sum(r["errors"] for r in results)
+        rows.append(row)
+
+    def fmt(value, digits=1):
+        return "–" if value != value else f"{value:.{digits}f}"
+
+    print(f"\nEnd to end, {args.rounds} interleaved rounds, wrk -t1 -c{args.connections} -d{args.duration}s, "
+          f"balancer on core {BALANCER_CORE}, load and backends on core {LOAD_CORE}; medians (× nginx, same round)\n")
+    print("| balancer | CPU µs/request | × nginx | req/s | × nginx | p50 ms | p99 ms | × nginx | peak RSS MiB | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['name']} | {fmt(r['cpu_us_per_request'])} | {fmt(r['cpu_us_per_request_x_nginx'], 2)} "
+              f"| {r['rps']:.0f} | {fmt(r['rps_x_nginx'], 2)} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
+              f"| {fmt(r['p99_ms_x_nginx'], 2)} | {fmt(r['peak_rss_mib'])} | {r['errors']} |")
+    for direction, s in (stream or {}).items():
+        print(f"\n1 GiB {direction} through tower-lb (1 thread): {'ok' if s['ok'] else 'FAILED'}; "
+              f"RSS {s['rss_before_mib']:.1f} MiB before, peak {s['peak_rss_mib']:.1f} MiB, "
+              f"growth {s['growth_mib']:.1f} MiB", end="")
+    print()
+    out = os.path.join(ROOT, "target", "e2e")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"runs": runs, "summary": rows, "stream": stream}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
