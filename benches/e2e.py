@@ -251,7 +251,7 @@ def nginx_backends(tmp):
     return process
 
 
-def candidates(tmp, proxy):
+def candidates(tmp, proxy, compare=""):
     def nginx_lb():
         servers = "\n    ".join(f"server 127.0.0.1:{p};" for p in BACKEND_PORTS)
         conf = os.path.join(tmp, "lb.conf")
@@ -266,9 +266,9 @@ def candidates(tmp, proxy):
             f.write(HAPROXY.format(servers=servers, port=BALANCER_PORT))
         return start(["haproxy", "-f", conf], BALANCER_CORE, stderr=subprocess.DEVNULL)
 
-    def tower_lb(workers):
+    def tower_lb(workers, binary=proxy):
         def launch():
-            args = [proxy, "--listen", f"127.0.0.1:{BALANCER_PORT}"]
+            args = [binary, "--listen", f"127.0.0.1:{BALANCER_PORT}"]
             for p in BACKEND_PORTS:
                 args += ["--backend", f"http://127.0.0.1:{p}"]
             if workers:
@@ -277,12 +277,15 @@ def candidates(tmp, proxy):
                          env=dict(os.environ, RUST_LOG="warn"))
         return launch
 
-    return [
+    listed = [
         ("nginx", nginx_lb),
         ("haproxy", haproxy),
         ("tower-lb (1 thread)", tower_lb(1)),
         ("tower-lb (multi-thread)", tower_lb(None)),
     ]
+    if compare:
+        listed.append(("baseline (1 thread)", tower_lb(1, compare)))
+    return listed
 
 
 def measure(name, launch, duration, connections):
@@ -378,6 +381,8 @@ def main():
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--proxy", default=os.path.join(ROOT, "target", "release", "examples", "proxy"))
     parser.add_argument("--skip-stream", action="store_true")
+    parser.add_argument("--compare", default="", help="another proxy binary, run as 'baseline (1 thread)'")
+    parser.add_argument("--only", default="", help="comma-separated candidate names to run (nginx is always run)")
     args = parser.parse_args()
 
     signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
@@ -387,7 +392,10 @@ def main():
     try:
         nginx_backends(tmp)
         runs = {}
-        order = [("direct", None)] + candidates(tmp, args.proxy)
+        order = [("direct", None)] + candidates(tmp, args.proxy, args.compare)
+        if args.only:
+            wanted = {name.strip() for name in args.only.split(",")} | {"nginx"}
+            order = [(name, launch) for name, launch in order if name in wanted]
         for round_ in range(args.rounds):
             # Rotate the order each round so no candidate always goes first.
             shift = round_ % len(order)

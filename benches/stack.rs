@@ -1,5 +1,7 @@
 //! The layer stack around a no-op inner service, against the bare inner
 //! service: what tower-lb adds per request on top of the forwarding itself.
+//! Each step adds one layer, outer last: load balancing, passive health,
+//! failover, metrics (the whole stack).
 //!
 //! Run: `cargo bench --bench stack`
 
@@ -13,15 +15,19 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::Empty;
-use tower::{Layer, Service};
+use prometheus_client::registry::Registry;
+use tower::{Layer, Service, ServiceBuilder};
 use tower_lb::balance::RoundRobin;
-use tower_lb::{BackendSet, LoadBalanceLayer};
+use tower_lb::failover::FailoverLayer;
+use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
+use tower_lb::metrics::MetricsLayer;
+use tower_lb::{BackendSet, ClientAddr, LoadBalanceLayer};
 
 /// Answers 200 at once: stands for the forwarding service.
 #[derive(Clone, Copy)]
 struct NoOp;
 
-impl Service<Request<()>> for NoOp {
+impl<B> Service<Request<B>> for NoOp {
     type Response = Response<Empty<Bytes>>;
     type Error = Infallible;
     type Future = Ready<Result<Self::Response, Infallible>>;
@@ -30,48 +36,114 @@ impl Service<Request<()>> for NoOp {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: Request<()>) -> Self::Future {
+    fn call(&mut self, _request: Request<B>) -> Self::Future {
         ready(Ok(Response::new(Empty::new())))
     }
 }
 
-fn request() -> Request<()> {
-    Request::get("/index.html")
+/// A request as a server hands it over: a few headers and the client's
+/// address in the extensions.
+fn request() -> Request<Empty<Bytes>> {
+    let mut request = Request::get("/index.html?q=1")
         .header("host", "shop.example")
-        .body(())
-        .unwrap()
+        .header("user-agent", "bench/1.0")
+        .header("accept", "*/*")
+        .body(Empty::new())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(ClientAddr::new("192.0.2.1:40000".parse().unwrap()));
+    request
 }
 
-fn call<S: Service<Request<()>>>(service: &mut S, request: Request<()>) -> S::Response {
+/// Calls the service and drops the response (ending its body), as a server
+/// does with a finished exchange.
+fn exchange<S>(service: &mut S, request: Request<Empty<Bytes>>)
+where
+    S: Service<Request<Empty<Bytes>>>,
+{
     match service.call(request).now_or_never() {
-        Some(Ok(response)) => response,
+        Some(Ok(response)) => drop(black_box(response)),
         _ => panic!("the no-op stack answers at once"),
     }
 }
 
-fn stack(c: &mut Criterion) {
-    let mut group = c.benchmark_group("stack");
-    group.bench_function("bare", |b| {
-        let mut service = NoOp;
-        b.iter_batched(
-            request,
-            |r| black_box(call(&mut service, r)),
-            BatchSize::SmallInput,
-        )
-    });
-    let set = BackendSet::new([
+fn set() -> BackendSet {
+    BackendSet::new([
         "http://127.0.0.1:9001".parse().unwrap(),
         "http://127.0.0.1:9002".parse().unwrap(),
         "http://127.0.0.1:9003".parse().unwrap(),
-    ]);
-    group.bench_function("load_balance", |b| {
-        let mut service = LoadBalanceLayer::new(set.clone(), RoundRobin::new()).layer(NoOp);
+    ])
+}
+
+fn bench<S>(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut service: S,
+) where
+    S: Service<Request<Empty<Bytes>>>,
+{
+    c.bench_function(name, |b| {
         b.iter_batched(
             request,
-            |r| black_box(call(&mut service, r)),
+            |r| exchange(&mut service, r),
             BatchSize::SmallInput,
         )
     });
+}
+
+fn stack(c: &mut Criterion) {
+    // Layers that time things read tokio's clock; give them a runtime.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mut group = c.benchmark_group("stack");
+    let set = set();
+    bench(&mut group, "bare", NoOp);
+    bench(
+        &mut group,
+        "load_balance",
+        LoadBalanceLayer::new(set.clone(), RoundRobin::new()).layer(NoOp),
+    );
+    bench(
+        &mut group,
+        "load_balance+passive_health",
+        ServiceBuilder::new()
+            .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+            .layer(PassiveHealthLayer::new(
+                set.clone(),
+                OutlierDetection::new(),
+            ))
+            .service(NoOp),
+    );
+    bench(
+        &mut group,
+        "failover+load_balance+passive_health",
+        ServiceBuilder::new()
+            .layer(FailoverLayer::new())
+            .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+            .layer(PassiveHealthLayer::new(
+                set.clone(),
+                OutlierDetection::new(),
+            ))
+            .service(NoOp),
+    );
+    let mut registry = Registry::default();
+    bench(
+        &mut group,
+        "full: metrics+failover+load_balance+passive_health",
+        ServiceBuilder::new()
+            .layer(MetricsLayer::new(&set, &mut registry))
+            .layer(FailoverLayer::new())
+            .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+            .layer(PassiveHealthLayer::new(
+                set.clone(),
+                OutlierDetection::new(),
+            ))
+            .service(NoOp),
+    );
     group.finish();
 }
 

@@ -82,6 +82,7 @@ mod client_addr;
 mod clock;
 mod error;
 pub mod failover;
+mod fast_hash;
 pub mod forward;
 pub mod health;
 #[cfg(feature = "metrics")]

@@ -29,6 +29,19 @@ pub(crate) struct Tally {
 }
 
 impl Outcomes {
+    /// Records a success of a backend that is not ramped down, if the
+    /// current window holds no failure: then closing the window could change
+    /// nothing, so the clock need not be read. Returns whether it did.
+    #[inline]
+    pub(crate) fn clean_success(&self) -> bool {
+        let window = self.window.load(Relaxed);
+        if window as u32 != 0 || self.consecutive_failures.load(Relaxed) != 0 {
+            return false;
+        }
+        self.window.fetch_add(1 << 32, Relaxed);
+        true
+    }
+
     /// Records a success; returns the closed window's tally if this outcome
     /// closed one.
     pub(crate) fn success(&self, now: Nanos, window: Nanos) -> Option<Tally> {

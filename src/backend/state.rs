@@ -69,13 +69,19 @@ struct Watcher {
 }
 
 /// The runtime state of one backend: atomics read and written without locks.
+///
+/// Laid out in order (`repr(C)`): what every pick reads or every request
+/// writes (flags, in-flight, identifier, latency) shares the first cache
+/// line; what health events touch comes after.
+#[repr(C)]
 pub struct BackendState {
-    id: BackendId,
     flags: AtomicU32,
     in_flight: AtomicU32,
+    id: BackendId,
     requests: AtomicU64,
-    failures: AtomicU64,
+    watcher_count: AtomicUsize,
     ewma: PeakEwma,
+    failures: AtomicU64,
     /// End of the current passive ejection (clock nanos), meaningful while
     /// the `EJECTED` flag is set.
     ejected_until: AtomicU64,
@@ -85,7 +91,6 @@ pub struct BackendState {
     /// The share of traffic kept while ramping down, in 1/65536 units.
     ramp_down_share: AtomicU32,
     outcomes: Outcomes,
-    watcher_count: AtomicUsize,
     watchers: ArcSwap<Vec<Watcher>>,
     /// Written by the prober only; read by status views. Never on the
     /// request path, so a mutex is fine.
@@ -192,11 +197,18 @@ impl BackendState {
     /// let back on time even before the task that announces it runs.
     #[inline]
     pub(crate) fn is_eligible(&self, now: Nanos) -> bool {
+        self.is_eligible_at(|| now)
+    }
+
+    /// [`is_eligible`](Self::is_eligible), asking for the time only when an
+    /// ejection is in force.
+    #[inline]
+    pub(crate) fn is_eligible_at(&self, now: impl FnOnce() -> Nanos) -> bool {
         let flags = self.flags.load(Relaxed);
         if flags & (REMOVED | UNHEALTHY | EJECTED) == 0 {
             return true;
         }
-        flags & (REMOVED | UNHEALTHY) == 0 && now >= self.ejected_until.load(Relaxed)
+        flags & (REMOVED | UNHEALTHY) == 0 && now() >= self.ejected_until.load(Relaxed)
     }
 
     /// Eligibility by the flags alone, ignoring when an ejection ends:
@@ -218,13 +230,19 @@ impl BackendState {
     /// because part of its requests fail.
     #[inline]
     pub(crate) fn share(&self, now: Nanos) -> u32 {
+        self.share_at(|| now)
+    }
+
+    /// [`share`](Self::share), asking for the time only during slow start.
+    #[inline]
+    pub(crate) fn share_at(&self, now: impl FnOnce() -> Nanos) -> u32 {
         let flags = self.flags.load(Relaxed);
         if flags & (SLOW_START | RAMP_DOWN) == 0 {
             return FULL_SHARE;
         }
         let mut share = FULL_SHARE;
         if flags & SLOW_START != 0 {
-            share = self.slow_start_share(now);
+            share = self.slow_start_share(now());
         }
         if flags & RAMP_DOWN != 0 {
             let down = self.ramp_down_share.load(Relaxed);
@@ -248,10 +266,7 @@ impl BackendState {
     /// [`share`](Self::share), reading the clock only while ramping.
     #[inline]
     pub(crate) fn share_now(&self) -> u32 {
-        if self.flags.load(Relaxed) & (SLOW_START | RAMP_DOWN) == 0 {
-            return FULL_SHARE;
-        }
-        self.share(clock::now())
+        self.share_at(clock::now)
     }
 
     fn slow_start_share(&self, now: Nanos) -> u32 {

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 
 use super::{Candidates, RequestRef, Strategy};
 use crate::backend::{Backend, BackendId, BackendSet, Snapshot, SnapshotListener};
-use crate::clock::{self, Nanos};
+use crate::clock::Nanos;
 
 /// A [`Strategy`] bound to a [`BackendSet`]: the set rebuilds the strategy's
 /// table whenever it changes (off the request path), and
@@ -77,7 +77,7 @@ impl<S: Strategy> Balancer<S> {
             .extensions()
             .get::<super::Tried>()
             .map_or(&[][..], |t| t.as_slice());
-        self.pick_at(RequestRef::from(request), tried, clock::now())
+        self.pick_at(RequestRef::from(request), tried, None)
     }
 
     /// The pick itself, given what the service already read.
@@ -86,7 +86,7 @@ impl<S: Strategy> Balancer<S> {
         &self,
         request: RequestRef<'_>,
         tried: &[BackendId],
-        now: Nanos,
+        now: Option<Nanos>,
     ) -> Option<Backend> {
         let prepared = self.current.load();
         let backends = prepared.snapshot.backends();

@@ -16,10 +16,11 @@ use crate::backend::{Backend, BackendState, LoadWatch};
 /// reports): a backend busy with slow requests gets fewer new ones. A request
 /// counts as in flight until its response body has ended or been dropped.
 ///
-/// nginx scans every backend per pick (O(n)). Here a tournament tree over the
-/// backends' loads is updated by each backend's in-flight counter as it
-/// changes, with compare-and-swap and no lock, and a pick walks it from the
-/// root (O(log n)). Under concurrent updates a pick may see a load a few
+/// nginx scans every backend per pick (O(n)). Here an 8-ary tournament tree
+/// over the backends' loads is updated by each backend's in-flight counter
+/// as it changes, with compare-and-swap and no lock, and a pick walks it
+/// from the top, one cache line per level (O(log n); five levels at 10,000
+/// backends). Under concurrent updates a pick may see a load a few
 /// nanoseconds old; at rest it is exact. A backend in slow start or
 /// ramp-down counts with its reduced weight. When the least-loaded backend
 /// was already tried by this request, the walk backtracks to the next-best
@@ -94,7 +95,7 @@ impl Strategy for LeastConnections {
         }
         table
             .tree
-            .descend(1, candidates)
+            .descend(0, candidates)
             // Leaves marked ineligible whose ejection ran out before the
             // tree heard of it: fall back to a scan.
             .or_else(|| candidates.scan_from(fastrand::usize(..candidates.len())))
@@ -110,24 +111,54 @@ const INELIGIBLE: u64 = KEY_MAX << COUNT_BITS;
 /// In-flight counts are clamped here so keys fit their bits.
 const MAX_COUNTED: u64 = (1 << COUNT_BITS) - 1;
 
-/// A complete binary tree whose node `i` holds the minimum load of its
-/// subtree and how many leaves have it, packed in one atomic:
-/// `load << 20 | count`. Node 1 is the root; node `i` has children `2i` and
-/// `2i + 1`; leaf `j` is node `width + j`.
+/// Children per node: eight packed values fill one cache line, so each
+/// level of a walk costs one line, and 10,000 backends are five levels deep.
+const FANOUT: usize = 8;
+
+/// A complete 8-ary tree whose nodes hold the minimum load of their subtree
+/// and how many leaves have it, packed in one atomic: `load << 20 | count`.
+///
+/// Levels are stored one after another without a root: level 1 is nodes
+/// `0..8`, and the children of node `i` are `8(i + 1)..8(i + 1) + 8`, a
+/// cache-line-aligned group. Leaf `j` is node `first_leaf + j`.
 struct LoadTree {
-    width: usize,
-    nodes: Box<[AtomicU64]>,
+    first_leaf: usize,
+    nodes: Box<[Group]>,
     weights: Box<[u64]>,
 }
 
+/// Eight sibling nodes on one cache line.
+#[repr(align(64))]
+struct Group([AtomicU64; FANOUT]);
+
 impl LoadTree {
     fn new(backends: &[Backend]) -> Self {
-        let width = backends.len().next_power_of_two().max(1);
+        // Levels until there is a leaf per backend.
+        let mut width = FANOUT;
+        let mut first_leaf = 0;
+        while width < backends.len() {
+            first_leaf = FANOUT * (first_leaf + 1);
+            width *= FANOUT;
+        }
+        let groups = (first_leaf + width) / FANOUT;
         Self {
-            width,
-            nodes: (0..2 * width).map(|_| AtomicU64::new(INELIGIBLE)).collect(),
+            first_leaf,
+            nodes: (0..groups)
+                .map(|_| Group(std::array::from_fn(|_| AtomicU64::new(INELIGIBLE))))
+                .collect(),
             weights: backends.iter().map(|b| u64::from(b.weight())).collect(),
         }
+    }
+
+    #[inline]
+    fn node(&self, index: usize) -> &AtomicU64 {
+        &self.nodes[index / FANOUT].0[index % FANOUT]
+    }
+
+    /// The group holding the children of `index`.
+    #[inline]
+    fn children(&self, index: usize) -> &[AtomicU64; FANOUT] {
+        &self.nodes[index + 1].0
     }
 
     /// The packed value of a leaf: its load key and a count of 1.
@@ -144,78 +175,95 @@ impl LoadTree {
     }
 
     fn set_leaf(&self, leaf: usize, state: &BackendState) {
-        self.nodes[self.width + leaf].store(self.leaf_value(leaf, state), Relaxed);
+        self.node(self.first_leaf + leaf)
+            .store(self.leaf_value(leaf, state), Relaxed);
     }
 
     fn rebuild_inner_nodes(&self) {
-        for node in (1..self.width).rev() {
-            self.nodes[node].store(self.combined(node), Relaxed);
+        for index in (0..self.first_leaf).rev() {
+            self.node(index).store(self.combined(index), Relaxed);
         }
     }
 
-    /// The value node `node` should hold, from its children.
-    fn combined(&self, node: usize) -> u64 {
-        combine(
-            self.nodes[2 * node].load(Relaxed),
-            self.nodes[2 * node + 1].load(Relaxed),
-        )
+    /// The value node `index` should hold, from its children.
+    fn combined(&self, index: usize) -> u64 {
+        self.children(index)
+            .iter()
+            .map(|child| child.load(Relaxed))
+            .fold(INELIGIBLE, combine)
     }
 
     /// Recomputes the ancestors of `leaf`, stopping where nothing changes.
     ///
     /// Each node is replaced by compare-and-swap against the value its
     /// children gave when read, retried on conflict: whichever update runs
-    /// last reads both children after both were written, so no change is
-    /// lost to a race.
+    /// last reads all children after all were written, so no change is lost
+    /// to a race.
     fn propagate(&self, leaf: usize) {
-        let mut node = (self.width + leaf) / 2;
-        while node >= 1 {
-            let mut current = self.nodes[node].load(Relaxed);
+        let mut index = self.first_leaf + leaf;
+        while index >= FANOUT {
+            let parent = index / FANOUT - 1;
+            let node = self.node(parent);
+            let mut current = node.load(Relaxed);
             loop {
-                let wanted = self.combined(node);
+                let wanted = self.combined(parent);
                 if wanted == current {
                     return;
                 }
-                match self.nodes[node].compare_exchange_weak(current, wanted, Relaxed, Relaxed) {
+                match node.compare_exchange_weak(current, wanted, Relaxed, Relaxed) {
                     Ok(_) => break,
                     Err(actual) => current = actual,
                 }
             }
-            node /= 2;
+            index = parent;
         }
     }
 
-    /// The best available leaf under `node`: into the lower load first,
-    /// between equal loads at random weighted by how many leaves tie, and
-    /// into the other child when the first holds nothing available.
-    fn descend(&self, node: usize, candidates: &Candidates<'_>) -> Option<usize> {
-        if node >= self.width {
-            let leaf = node - self.width;
-            return (leaf < candidates.len() && candidates.is_available(leaf)).then_some(leaf);
+    /// The best available leaf in the group starting at `first`: into the
+    /// lowest load first, among equal loads at random weighted by how many
+    /// leaves tie, and on to the next best when a subtree holds nothing
+    /// available.
+    fn descend(&self, first: usize, candidates: &Candidates<'_>) -> Option<usize> {
+        let group = &self.nodes[first / FANOUT].0;
+        let mut values: [u64; FANOUT] = std::array::from_fn(|i| group[i].load(Relaxed));
+        loop {
+            let best = values.iter().map(|v| v >> COUNT_BITS).min()?;
+            if best == KEY_MAX {
+                return None;
+            }
+            let tied: u64 = values
+                .iter()
+                .filter(|v| *v >> COUNT_BITS == best)
+                .map(|v| (v & COUNT_MASK).max(1))
+                .sum();
+            let mut draw = fastrand::u64(..tied.max(1));
+            let slot = values
+                .iter()
+                .position(|v| {
+                    if v >> COUNT_BITS != best {
+                        return false;
+                    }
+                    let count = (v & COUNT_MASK).max(1);
+                    if draw < count {
+                        return true;
+                    }
+                    draw -= count;
+                    false
+                })
+                .unwrap_or(0);
+            let index = first + slot;
+            let found = if index >= self.first_leaf {
+                let leaf = index - self.first_leaf;
+                (leaf < candidates.len() && candidates.is_available(leaf)).then_some(leaf)
+            } else {
+                self.descend(FANOUT * (index + 1), candidates)
+            };
+            if found.is_some() {
+                return found;
+            }
+            // Nothing available down there: try the next best sibling.
+            values[slot] = INELIGIBLE;
         }
-        let left = self.nodes[2 * node].load(Relaxed);
-        let right = self.nodes[2 * node + 1].load(Relaxed);
-        let (first, second) = match (left >> COUNT_BITS).cmp(&(right >> COUNT_BITS)) {
-            std::cmp::Ordering::Less => (2 * node, 2 * node + 1),
-            std::cmp::Ordering::Greater => (2 * node + 1, 2 * node),
-            std::cmp::Ordering::Equal => {
-                let (l, r) = (left & COUNT_MASK, right & COUNT_MASK);
-                if fastrand::u64(..(l + r).max(1)) < l {
-                    (2 * node, 2 * node + 1)
-                } else {
-                    (2 * node + 1, 2 * node)
-                }
-            }
-        };
-        for child in [first, second] {
-            if self.nodes[child].load(Relaxed) >> COUNT_BITS == KEY_MAX {
-                continue;
-            }
-            if let Some(leaf) = self.descend(child, candidates) {
-                return Some(leaf);
-            }
-        }
-        None
     }
 }
 

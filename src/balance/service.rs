@@ -68,7 +68,7 @@ where
             .map_or(&[][..], Tried::as_slice);
         let picked = self
             .balancer
-            .pick_at(RequestRef::from(&request), tried, now);
+            .pick_at(RequestRef::from(&request), tried, Some(now));
         let tried = tried.len();
         let Some(backend) = picked else {
             return ResponseFuture::failed(Error::new(ErrorKind::NoBackend));

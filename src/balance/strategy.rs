@@ -2,8 +2,10 @@
 
 use http::{Extensions, HeaderMap, Method, Request, Uri};
 
+use std::cell::Cell;
+
 use crate::backend::{Backend, BackendId, FULL_SHARE};
-use crate::clock::Nanos;
+use crate::clock::{self, Nanos};
 
 /// A balancing strategy: given the candidates for one request, pick one.
 ///
@@ -78,22 +80,25 @@ pub struct Candidates<'a> {
     backends: &'a [Backend],
     request: RequestRef<'a>,
     tried: &'a [BackendId],
-    now: Nanos,
+    /// The time, read on first need (0: not yet): most picks need none.
+    now: Cell<Nanos>,
     panic: bool,
 }
 
 impl<'a> Candidates<'a> {
+    /// Candidates at time `now`, or at the time read on first need when
+    /// `now` is `None`.
     pub(crate) fn new(
         backends: &'a [Backend],
         request: RequestRef<'a>,
         tried: &'a [BackendId],
-        now: Nanos,
+        now: Option<Nanos>,
     ) -> Self {
         Self {
             backends,
             request,
             tried,
-            now,
+            now: Cell::new(now.unwrap_or(0)),
             panic: false,
         }
     }
@@ -131,7 +136,13 @@ impl<'a> Candidates<'a> {
     }
 
     pub(crate) fn now(&self) -> Nanos {
-        self.now
+        let now = self.now.get();
+        if now != 0 {
+            return now;
+        }
+        let now = clock::now();
+        self.now.set(now);
+        now
     }
 
     /// Whether backend `index` may take this request: eligible (or, in panic
@@ -143,7 +154,7 @@ impl<'a> Candidates<'a> {
         let ok = if self.panic {
             state.is_routable()
         } else {
-            state.is_eligible(self.now)
+            state.is_eligible_at(|| self.now())
         };
         ok && (self.tried.is_empty() || !self.tried.contains(&backend.id()))
     }
@@ -152,7 +163,7 @@ impl<'a> Candidates<'a> {
     /// (65536 = full): lower during slow start and ramp-down.
     #[inline]
     pub fn share(&self, index: usize) -> u32 {
-        self.backends[index].state().share(self.now)
+        self.backends[index].state().share_at(|| self.now())
     }
 
     /// [`is_available`](Self::is_available), and a random draw against the

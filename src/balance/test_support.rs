@@ -52,7 +52,7 @@ impl<S: Strategy> Fixture<S> {
             &self.backends,
             RequestRef::from(request),
             &tried,
-            clock::now(),
+            Some(clock::now()),
         );
         let pick = self.strategy.pick(&self.table, &candidates);
         if let Some(index) = pick {

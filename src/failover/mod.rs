@@ -14,6 +14,7 @@
 
 mod attempts;
 mod budget;
+mod future;
 mod layer;
 mod policy;
 mod replay;
@@ -21,6 +22,7 @@ mod service;
 
 pub use attempts::Attempts;
 pub use budget::RetryBudget;
+pub use future::ResponseFuture;
 pub use layer::FailoverLayer;
 pub use replay::ReplayBody;
-pub use service::{Failover, ResponseFuture};
+pub use service::Failover;

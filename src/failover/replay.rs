@@ -33,6 +33,8 @@ pub struct ReplayBody<B> {
 enum Kind<B> {
     /// No body at all (most GETs): nothing to keep, nothing to lock.
     Empty,
+    /// Passed straight through, never replayed (failover without retries).
+    Direct(B),
     Shared {
         shared: Arc<Mutex<Shared<B>>>,
         /// Data frames this clone has yielded.
@@ -86,11 +88,19 @@ impl<B: Body> ReplayBody<B> {
 }
 
 impl<B> ReplayBody<B> {
+    /// `body` passed through as it is, kept for no replay.
+    pub(crate) fn direct(body: B) -> Self {
+        Self {
+            kind: Kind::Direct(body),
+        }
+    }
+
     /// Whether a clone can still send the whole body: nothing beyond the
     /// bound was read and reading did not fail.
     pub fn is_replayable(&self) -> bool {
         match &self.kind {
             Kind::Empty => true,
+            Kind::Direct(_) => false,
             Kind::Shared { shared, .. } => {
                 let shared = shared.lock().unwrap_or_else(PoisonError::into_inner);
                 !shared.overflowed && !shared.failed
@@ -100,10 +110,12 @@ impl<B> ReplayBody<B> {
 }
 
 impl<B> Clone for ReplayBody<B> {
-    /// A body that starts over from the first byte.
+    /// A body that starts over from the first byte. (A pass-through body
+    /// cannot start over: its clone is empty, and only the original is ever
+    /// sent.)
     fn clone(&self) -> Self {
         match &self.kind {
-            Kind::Empty => Self { kind: Kind::Empty },
+            Kind::Empty | Kind::Direct(_) => Self { kind: Kind::Empty },
             Kind::Shared {
                 shared, size_hint, ..
             } => Self {
@@ -142,14 +154,19 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let Kind::Shared {
-            shared,
-            position,
-            trailers_sent,
-            ..
-        } = &mut self.get_mut().kind
-        else {
-            return Poll::Ready(None);
+        let (shared, position, trailers_sent) = match &mut self.get_mut().kind {
+            Kind::Empty => return Poll::Ready(None),
+            Kind::Direct(body) => {
+                return Pin::new(body)
+                    .poll_frame(cx)
+                    .map(|frame| frame.map(|f| f.map_err(Into::into)));
+            }
+            Kind::Shared {
+                shared,
+                position,
+                trailers_sent,
+                ..
+            } => (shared, position, trailers_sent),
         };
         let mut state = shared.lock().unwrap_or_else(PoisonError::into_inner);
         // Replay what an earlier attempt read.
@@ -212,6 +229,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Empty => true,
+            Kind::Direct(body) => body.is_end_stream(),
             Kind::Shared {
                 shared,
                 position,
@@ -229,6 +247,7 @@ where
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Empty => SizeHint::with_exact(0),
+            Kind::Direct(body) => body.size_hint(),
             Kind::Shared { size_hint, .. } => *size_hint,
         }
     }
@@ -238,6 +257,7 @@ impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Empty => f.write_str("ReplayBody(empty)"),
+            Kind::Direct(_) => f.write_str("ReplayBody(direct)"),
             Kind::Shared { position, .. } => f
                 .debug_struct("ReplayBody")
                 .field("position", position)

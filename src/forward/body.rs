@@ -1,28 +1,32 @@
 //! The forwarding service's response body.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use super::pool::Lease;
+
 pin_project! {
-    /// The backend's body, streamed as it arrives; or a short local body
-    /// (an error answer).
-    pub struct ResponseBody {
+    /// The backend's body, streamed as it arrives, holding its pooled
+    /// connection until the last byte (then the connection goes back to the
+    /// pool); or a short local body (an error answer).
+    pub struct ResponseBody<B> {
         #[pin]
-        kind: Kind,
+        kind: Kind<B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind {
+    enum Kind<B> {
         Upstream {
             #[pin]
             body: Incoming,
+            lease: Option<Lease<B>>,
         },
         Local {
             data: Option<Bytes>,
@@ -30,15 +34,24 @@ pin_project! {
     }
 }
 
-impl ResponseBody {
-    pub(crate) fn upstream(body: Incoming) -> Self {
+impl<B> ResponseBody<B> {
+    pub(crate) fn upstream(body: Incoming, lease: Option<Lease<B>>) -> Self {
+        // A body that is empty from the start (HEAD, 204, 304, length 0)
+        // may never be polled: the exchange is already over.
+        let lease = match lease {
+            Some(lease) if body.is_end_stream() => {
+                lease.release();
+                None
+            }
+            lease => lease,
+        };
         Self {
-            kind: Kind::Upstream { body },
+            kind: Kind::Upstream { body, lease },
         }
     }
 }
 
-impl From<Bytes> for ResponseBody {
+impl<B> From<Bytes> for ResponseBody<B> {
     fn from(data: Bytes) -> Self {
         Self {
             kind: Kind::Local { data: Some(data) },
@@ -46,7 +59,7 @@ impl From<Bytes> for ResponseBody {
     }
 }
 
-impl Body for ResponseBody {
+impl<B> Body for ResponseBody<B> {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -55,21 +68,36 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project().kind.project() {
-            KindProj::Upstream { body } => body.poll_frame(cx),
+            KindProj::Upstream { mut body, lease } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                let ended = match &frame {
+                    None => true,
+                    Some(Ok(_)) => body.is_end_stream(),
+                    // A broken body: the connection is not reused.
+                    Some(Err(_)) => {
+                        lease.take();
+                        false
+                    }
+                };
+                if ended && let Some(lease) = lease.take() {
+                    lease.release();
+                }
+                Poll::Ready(frame)
+            }
             KindProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
             Kind::Local { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body } => body.size_hint(),
+            Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Local { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -77,7 +105,7 @@ impl Body for ResponseBody {
     }
 }
 
-impl std::fmt::Debug for ResponseBody {
+impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
             Kind::Upstream { .. } => "upstream",

@@ -8,6 +8,7 @@
 mod body;
 mod future;
 mod headers;
+mod pool;
 mod service;
 mod tunnel;
 

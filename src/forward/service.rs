@@ -1,4 +1,4 @@
-//! The forwarding service: hyper-util's pooled client behind the proxy rules.
+//! The forwarding service: pooled backend connections behind the proxy rules.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, Version};
+use http::header::UPGRADE;
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -15,10 +17,11 @@ use tower_service::Service;
 use hyper::upgrade::OnUpgrade;
 
 use super::headers::{add_forwarded, keep_upgrade, requested_upgrade, strip_hop_by_hop};
+use super::pool::{Lease, Pool};
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
 use crate::backend::Protocol;
-use crate::{BoxError, ClientAddr, Target};
+use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 
 /// Sends each request to the backend its URI names, over pooled keep-alive
 /// connections, following the rules of a reverse proxy:
@@ -42,9 +45,12 @@ use crate::{BoxError, ClientAddr, Target};
 /// passive health checking to read). That makes it a ready
 /// `fallback_service` for an axum `Router`.
 ///
-/// Backends are spoken to in cleartext HTTP/1.1, or HTTP/2 with prior
-/// knowledge for backends whose [`Protocol`](crate::backend::Protocol) says
-/// so (over a second pool).
+/// Backends are spoken to in cleartext HTTP/1.1 over a pool of keep-alive
+/// connections per backend (on hyper's `client::conn`: lock-free checkout,
+/// a connection returns when its response body ends), or in HTTP/2 with
+/// prior knowledge for backends whose
+/// [`Protocol`](crate::backend::Protocol) says so (hyper-util's client,
+/// which multiplexes).
 ///
 /// ```
 /// use std::time::Duration;
@@ -56,13 +62,14 @@ use crate::{BoxError, ClientAddr, Target};
 ///     .build();
 /// ```
 pub struct Forward<B> {
-    http1: Client<HttpConnector, B>,
-    http2: Client<HttpConnector, B>,
-    settings: Arc<Settings>,
+    // One Arc: servers clone the whole service stack per request (hyper's
+    // service glue does), and a legacy client is several Arcs to clone.
+    shared: Arc<Shared<B>>,
 }
 
-#[derive(Debug)]
-struct Settings {
+struct Shared<B> {
+    http1: Pool<B>,
+    http2: Client<HttpConnector, B>,
     timeout: Option<Duration>,
     proto: HeaderValue,
 }
@@ -178,12 +185,16 @@ impl ForwardBuilder {
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host);
-        let http1 = builder.build(connector.clone());
+        let http1 = Pool::new(
+            self.connect_timeout,
+            self.pool_idle_timeout,
+            self.pool_max_idle_per_host,
+        );
         let http2 = builder.http2_only(true).build(connector);
         Forward {
-            http1,
-            http2,
-            settings: Arc::new(Settings {
+            shared: Arc::new(Shared {
+                http1,
+                http2,
                 timeout: self.timeout,
                 proto: HeaderValue::from_static(self.forwarded_proto),
             }),
@@ -197,21 +208,21 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<ResponseBody>;
+    type Response = Response<ResponseBody<B>>;
     type Error = Infallible;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<B>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> ResponseFuture {
+    fn call(&mut self, request: Request<B>) -> ResponseFuture<B> {
         // Split so the headers can be edited while the extensions are read.
         let (mut parts, body) = request.into_parts();
         let upgrade = requested_upgrade(&parts.headers);
         strip_hop_by_hop(&mut parts.headers);
         let client = parts.extensions.get::<ClientAddr>();
-        add_forwarded(&mut parts.headers, client, &self.settings.proto);
+        add_forwarded(&mut parts.headers, client, &self.shared.proto);
         let target = parts.extensions.get::<Target>();
         let http2 =
             upgrade.is_none() && target.is_some_and(|t| t.backend().protocol() == Protocol::Http2);
@@ -231,18 +242,75 @@ where
         } else {
             Version::HTTP_11
         };
-        let client = if http2 { &self.http2 } else { &self.http1 };
         let request = Request::from_parts(parts, body);
-        ResponseFuture::new(client.request(request), self.settings.timeout, tunnel)
+        let shared = Arc::clone(&self.shared);
+        ResponseFuture::new(Box::pin(async move {
+            let exchange = async {
+                if http2 {
+                    match shared.http2.request(request).await {
+                        Ok(response) => Ok((response, None)),
+                        Err(error) => Err(legacy_failure(error)),
+                    }
+                } else {
+                    let (response, lease) = shared.http1.send(request).await?;
+                    Ok((response, Some(lease)))
+                }
+            };
+            let result = match shared.timeout {
+                Some(limit) => tokio::time::timeout(limit, exchange)
+                    .await
+                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout))),
+                None => exchange.await,
+            };
+            match result {
+                Ok((response, lease)) => answer(response, lease, tunnel),
+                Err(error) => error.to_response(),
+            }
+        }))
     }
+}
+
+/// The backend's response with hop-by-hop headers removed; on `101` the
+/// tunnel is started and the upgrade headers kept.
+fn answer<B>(
+    mut response: Response<Incoming>,
+    lease: Option<Lease<B>>,
+    tunnel: Option<Tunnel>,
+) -> Response<ResponseBody<B>> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upgrade = match (switching, tunnel) {
+        (true, Some(tunnel)) => {
+            tunnel.spawn(hyper::upgrade::on(&mut response));
+            response.headers().get(UPGRADE).cloned()
+        }
+        _ => None,
+    };
+    // An upgraded connection is the tunnel's now, never the pool's.
+    let lease = if switching { None } else { lease };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        keep_upgrade(&mut parts.headers, protocol);
+    }
+    Response::from_parts(parts, ResponseBody::upstream(body, lease))
+}
+
+/// Connect failures (the backend never saw the request) are told apart from
+/// failures after the request was sent: only the former are always safe to
+/// retry.
+fn legacy_failure(error: hyper_util::client::legacy::Error) -> Error {
+    let kind = if error.is_connect() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Upstream
+    };
+    Error::new(kind).with_source(error)
 }
 
 impl<B> Clone for Forward<B> {
     fn clone(&self) -> Self {
         Self {
-            http1: self.http1.clone(),
-            http2: self.http2.clone(),
-            settings: Arc::clone(&self.settings),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -250,7 +318,8 @@ impl<B> Clone for Forward<B> {
 impl<B> fmt::Debug for Forward<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Forward")
-            .field("settings", &self.settings)
+            .field("timeout", &self.shared.timeout)
+            .field("forwarded_proto", &self.shared.proto)
             .finish_non_exhaustive()
     }
 }

@@ -1,6 +1,5 @@
 //! The metric families and the per-backend handles the request path uses.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use prometheus_client::registry::Registry;
 use super::collector::BackendCollector;
 use super::histogram::LatencyHistogram;
 use crate::backend::{Backend, BackendId, BackendSet, Snapshot, SnapshotListener};
+use crate::fast_hash::FastMap;
 
 /// Status classes, the `code` label: bounded cardinality, what dashboards
 /// and autoscalers group by anyway.
@@ -29,6 +29,8 @@ struct RequestLabels {
 struct BackendLabel {
     backend: String,
 }
+
+type IdMap<V> = FastMap<BackendId, V>;
 
 /// One backend's handles, looked up once per backend when the set changes
 /// (label strings are built then, never per request).
@@ -59,7 +61,7 @@ pub(crate) struct Recorder {
     pub(crate) retries: Counter,
     pub(crate) budget_exhausted: Counter,
     pub(crate) no_backend: Counter,
-    backends: ArcSwap<HashMap<BackendId, Arc<BackendMetrics>>>,
+    backends: ArcSwap<IdMap<Arc<BackendMetrics>>>,
 }
 
 impl Recorder {

@@ -1,0 +1,225 @@
+//! The failover service's response future: every try of one request.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::layer::Settings;
+use super::policy::Verdict;
+use super::{Attempts, ReplayBody};
+use crate::balance::{Target, Tried};
+use crate::{Error, ErrorKind};
+
+pin_project! {
+    /// Resolves to the answer of the try that ended the request: the first
+    /// good one, the last failure when no retry is allowed, or a 504 when
+    /// the deadline passed. Carries an [`Attempts`] extension.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<ReplayBody<B>>>,
+    {
+        // The try in flight.
+        #[pin]
+        call: Option<S::Future>,
+        // The per-try or overall deadline while calling; the pause while
+        // backing off.
+        #[pin]
+        timer: Option<Sleep>,
+        backing_off: bool,
+        service: S,
+        settings: Arc<Settings>,
+        // What every try is built from. `None` when no retry can happen.
+        parts: Option<Parts>,
+        body: ReplayBody<B>,
+        idempotent: bool,
+        deadline: Option<Instant>,
+        tried: Tried,
+        attempts: Attempts,
+        // The last failure, kept while the next try runs: if no backend is
+        // left to try, it is the answer.
+        previous: Option<S::Response>,
+    }
+}
+
+impl<S, B, RB> ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    B: http_body::Body,
+{
+    pub(crate) fn new(mut service: S, settings: Arc<Settings>, request: Request<B>) -> Self {
+        settings.budget.deposit();
+        let now =
+            (settings.deadline.is_some() || settings.per_try_timeout.is_some()).then(Instant::now);
+        let deadline = now.zip(settings.deadline).map(|(now, d)| now + d);
+        let (parts, body) = request.into_parts();
+        let idempotent = settings.policy.is_idempotent(&parts);
+        let retries = settings.max_retries > 0;
+        let body = if retries {
+            ReplayBody::new(body, settings.replay_limit)
+        } else {
+            ReplayBody::direct(body)
+        };
+        let (first, parts) = if retries {
+            (parts.clone(), Some(parts))
+        } else {
+            (parts, None)
+        };
+        let call = service.call(Request::from_parts(first, body.clone()));
+        let timer = now
+            .and_then(|now| try_deadline(&settings, now, deadline).map(tokio::time::sleep_until));
+        Self {
+            call: Some(call),
+            timer,
+            backing_off: false,
+            service,
+            settings,
+            parts,
+            body,
+            idempotent,
+            deadline,
+            tried: Tried::new(),
+            attempts: Attempts {
+                answered_by: 1,
+                retries: 0,
+                budget_exhausted: false,
+            },
+            previous: None,
+        }
+    }
+}
+
+/// When the try starting at `now` must have answered: the per-try timeout
+/// or the overall deadline, whichever is first.
+fn try_deadline(settings: &Settings, now: Instant, deadline: Option<Instant>) -> Option<Instant> {
+    let per_try = settings.per_try_timeout.map(|t| now + t);
+    match (per_try, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    B: http_body::Body,
+    RB: From<Bytes>,
+{
+    type Output = Result<Response<RB>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if *this.backing_off {
+                if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                    ready!(timer.poll(cx));
+                }
+                *this.backing_off = false;
+            }
+            if let Some(call) = this.call.as_mut().as_pin_mut() {
+                let response = match call.poll(cx) {
+                    Poll::Ready(result) => result?,
+                    Poll::Pending => {
+                        let Some(timer) = this.timer.as_mut().as_pin_mut() else {
+                            return Poll::Pending;
+                        };
+                        ready!(timer.poll(cx));
+                        this.call.set(None);
+                        if this.deadline.is_some_and(|d| Instant::now() >= d) {
+                            let response = Error::new(ErrorKind::Timeout).to_response();
+                            return Poll::Ready(Ok(finish(response, *this.attempts)));
+                        }
+                        // The per-try timeout: a timeout like any other.
+                        Error::new(ErrorKind::Timeout).to_response()
+                    }
+                };
+                this.call.set(None);
+                // Judge the try.
+                if let Some(target) = response.extensions().get::<Target>() {
+                    this.tried.push(target.backend().id());
+                }
+                let verdict = this.settings.policy.judge(&response, *this.idempotent);
+                match verdict {
+                    Verdict::Exhausted => {
+                        let answer = this.previous.take().unwrap_or(response);
+                        return Poll::Ready(Ok(finish(answer, *this.attempts)));
+                    }
+                    Verdict::Done => {
+                        this.attempts.answered_by = this.attempts.retries + 1;
+                        return Poll::Ready(Ok(finish(response, *this.attempts)));
+                    }
+                    Verdict::Retry => {}
+                }
+                this.attempts.answered_by = this.attempts.retries + 1;
+                let out_of_time = this.deadline.is_some_and(|d| Instant::now() >= d);
+                if this.parts.is_none()
+                    || this.attempts.retries >= this.settings.max_retries
+                    || !this.body.is_replayable()
+                    || out_of_time
+                {
+                    return Poll::Ready(Ok(finish(response, *this.attempts)));
+                }
+                if !this.settings.budget.withdraw() {
+                    this.attempts.budget_exhausted = true;
+                    return Poll::Ready(Ok(finish(response, *this.attempts)));
+                }
+                *this.previous = Some(response);
+                this.attempts.retries += 1;
+                match backoff(this.settings, this.attempts.retries) {
+                    Some(pause) => {
+                        let until = Instant::now() + pause;
+                        let until = this.deadline.map_or(until, |d| d.min(until));
+                        this.timer.set(Some(tokio::time::sleep_until(until)));
+                        *this.backing_off = true;
+                        continue;
+                    }
+                    None => this.timer.set(None),
+                }
+            }
+            // The next try: on a backend this request has not tried.
+            ready!(this.service.poll_ready(cx))?;
+            let Some(parts) = this.parts.as_ref() else {
+                unreachable!("a retry is only planned when the parts were kept");
+            };
+            let mut request = Request::from_parts(parts.clone(), this.body.clone());
+            request.extensions_mut().insert(this.tried.clone());
+            this.call.set(Some(this.service.call(request)));
+            let now = Instant::now();
+            let timer =
+                try_deadline(this.settings, now, *this.deadline).map(tokio::time::sleep_until);
+            this.timer.set(timer);
+        }
+    }
+}
+
+/// Full jitter: a random pause up to base × 2^(retry-1), at most max.
+fn backoff(settings: &Settings, retry: u32) -> Option<Duration> {
+    let (base, max) = settings.backoff?;
+    let ceiling = base.saturating_mul(1 << (retry - 1).min(20)).min(max);
+    Some(ceiling.mul_f64(fastrand::f64()))
+}
+
+fn finish<RB>(mut response: Response<RB>, attempts: Attempts) -> Response<RB> {
+    response.extensions_mut().insert(attempts);
+    response
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<ReplayBody<B>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
