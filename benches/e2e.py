@@ -238,6 +238,15 @@ backend be
 """
 
 
+def port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def nginx_backends(tmp):
     servers = "\n  ".join(
         f'server {{ listen 127.0.0.1:{p}; location / {{ return 200 "ok\\n"; }} }}' for p in BACKEND_PORTS
@@ -248,6 +257,9 @@ def nginx_backends(tmp):
     process = start(["nginx", "-p", tmp, "-c", conf], LOAD_CORE, stderr=subprocess.DEVNULL)
     for port in BACKEND_PORTS:
         wait_ok(port)
+    wait_port(18090)
+    if process.poll() is not None:
+        raise RuntimeError("the backend nginx exited (see its error log)")
     return process
 
 
@@ -335,6 +347,7 @@ def stream_gib(tmp, proxy):
                 peak = memory_kib([process.pid], "VmHWM")
                 results[direction] = {
                     "ok": len(out) == 3 and out[0] == "200" and int(out[field]) == size,
+                    "curl": " ".join(out),
                     "rss_before_mib": before / 1024,
                     "peak_rss_mib": peak / 1024,
                     "growth_mib": (peak - before) / 1024,
@@ -387,6 +400,9 @@ def main():
 
     signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
+    busy = [p for p in BACKEND_PORTS + [BALANCER_PORT, 18090, 18091] if not port_free(p)]
+    if busy:
+        sys.exit(f"ports in use on 127.0.0.1: {busy}; stop what holds them first")
     tmp = tempfile.mkdtemp(prefix="tower-lb-e2e-")
     os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user
     try:

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::Request;
 use tower_lb::backend::{Backend, Verdict};
-use tower_lb::balance::{AnyStrategy, Balancer, Tried};
+use tower_lb::balance::{AnyStrategy, Balancer, RoundRobin, Tried, WeightedRoundRobin};
 use tower_lb::{BackendSet, ClientAddr};
 
 const SIZES: [usize; 4] = [3, 100, 1_000, 10_000];
@@ -109,8 +109,22 @@ fn contention(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick_threads");
     let set = BackendSet::new(backends(100));
     let requests = requests();
-    for name in STRATEGIES {
-        let balancer = balancer(name, &set);
+    let per_thread = [
+        (
+            "round-robin-per-thread",
+            AnyStrategy::RoundRobin(RoundRobin::per_thread()),
+        ),
+        (
+            "weighted-round-robin-per-thread",
+            AnyStrategy::WeightedRoundRobin(WeightedRoundRobin::per_thread()),
+        ),
+    ];
+    let all = STRATEGIES
+        .iter()
+        .map(|&name| (name, name.parse::<AnyStrategy>().unwrap()))
+        .chain(per_thread);
+    for (name, strategy) in all {
+        let balancer = Balancer::new(&set, strategy);
         for threads in [1usize, 2] {
             group.throughput(Throughput::Elements(threads as u64));
             group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {

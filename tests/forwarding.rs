@@ -161,3 +161,35 @@ async fn error_answers_carry_the_error_for_outer_layers() {
         format!("http://{addr}")
     );
 }
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let backend = support::counting::CountingBackend::start(false).await;
+    let set = BackendSet::new([backend.url().parse().unwrap()]);
+    let proxy = TestProxy::start(set, RoundRobin::new()).await;
+    let client = client();
+    for _ in 0..20 {
+        let answer = get(&client, &proxy.url("/")).await;
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "ok"));
+    }
+    assert_eq!(
+        backend.connections(),
+        1,
+        "one connection for 20 sequential requests"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_the_backend_closed_while_idle_costs_nothing() {
+    let backend = support::counting::CountingBackend::start(true).await;
+    let set = BackendSet::new([backend.url().parse().unwrap()]);
+    let proxy = TestProxy::start(set, RoundRobin::new()).await;
+    let client = client();
+    for _ in 0..20 {
+        let answer = get(&client, &proxy.url("/")).await;
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "ok"));
+        // Let the backend's hang-up arrive before the next request.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(backend.connections(), 20);
+}
