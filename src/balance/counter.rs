@@ -36,10 +36,12 @@ impl Counter {
     }
 
     /// One position per thread (threads spread over eight padded slots).
+    /// The slots start at different places in the sequence, so threads do
+    /// not walk it in lockstep onto the same backend at the same moment.
     pub(crate) fn per_thread() -> Self {
         Self {
             per_thread: true,
-            ..Self::default()
+            slots: std::array::from_fn(|k| Slot(AtomicUsize::new(k.wrapping_mul(0x9e37_79b9)))),
         }
     }
 
