@@ -85,6 +85,7 @@ pub mod failover;
 mod fast_hash;
 pub mod forward;
 pub mod health;
+mod local_body;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 

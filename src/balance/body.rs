@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::local_body::LocalBody;
+
 use crate::backend::InFlight;
 
 pin_project! {
@@ -28,7 +30,7 @@ pin_project! {
             in_flight: Option<InFlight>,
         },
         Local {
-            data: Option<Bytes>,
+            body: LocalBody,
         },
     }
 }
@@ -47,7 +49,9 @@ impl<B> ResponseBody<B> {
 impl<B> From<Bytes> for ResponseBody<B> {
     fn from(data: Bytes) -> Self {
         Self {
-            kind: Kind::Local { data: Some(data) },
+            kind: Kind::Local {
+                body: LocalBody::new(data),
+            },
         }
     }
 }
@@ -69,23 +73,21 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
                 }
                 Poll::Ready(frame)
             }
-            KindProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Local { body } => Poll::Ready(body.next_frame().map(Ok)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Backend { body, .. } => body.is_end_stream(),
-            Kind::Local { data } => data.is_none(),
+            Kind::Local { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Backend { body, .. } => body.size_hint(),
-            Kind::Local { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Local { body } => body.size_hint(),
         }
     }
 }

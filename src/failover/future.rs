@@ -237,37 +237,43 @@ mod tests {
     use crate::failover::FailoverLayer;
     use crate::{BackendSet, LoadBalanceLayer};
 
-    /// A stack whose "forwarding" answers by backend port: 1 never answers,
-    /// 2 answers 200 after `delay`.
+    /// The "forwarding" answers by backend port: 1 never answers, any other
+    /// answers 200 after 100 ms.
     async fn answer(
         request: Request<ReplayBody<Empty<Bytes>>>,
     ) -> Result<Response<Empty<Bytes>>, Infallible> {
-        let port = request.uri().port_u16().unwrap_or(0);
-        if port == 1 {
+        if request.uri().port_u16() == Some(1) {
             std::future::pending::<()>().await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(Response::new(Empty::new()))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_try_past_its_timeout_is_retried_elsewhere() {
-        let set = BackendSet::new([
-            "http://127.0.0.1:1".parse().unwrap(),
-            "http://127.0.0.1:2".parse().unwrap(),
-        ]);
-        let stack = FailoverLayer::new()
-            .per_try_timeout(Duration::from_secs(1))
-            .layer(LoadBalanceLayer::new(set, RoundRobin::new()).layer(service_fn(answer)));
+    /// Sends one request through `failover` over backends on `ports`;
+    /// the response and how long it took.
+    async fn through(failover: FailoverLayer, ports: &[u16]) -> (Response<impl Sized>, Duration) {
+        let set = BackendSet::new(
+            ports
+                .iter()
+                .map(|port| format!("http://127.0.0.1:{port}").parse().unwrap()),
+        );
+        let stack =
+            failover.layer(LoadBalanceLayer::new(set, RoundRobin::new()).layer(service_fn(answer)));
         let started = Instant::now();
         let response = stack
             .oneshot(Request::new(Empty::<Bytes>::new()))
             .await
             .unwrap();
+        (response, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_try_past_its_timeout_is_retried_elsewhere() {
+        let failover = FailoverLayer::new().per_try_timeout(Duration::from_secs(1));
+        let (response, took) = through(failover, &[1, 2]).await;
         assert_eq!(response.status(), 200);
         let attempts = response.extensions().get::<Attempts>().unwrap();
         assert_eq!((attempts.answered_by(), attempts.retries()), (2, 1));
-        let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(1100) && took < Duration::from_millis(1200),
             "{took:?}"
@@ -276,38 +282,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_deadline_ends_every_try() {
-        let set = BackendSet::new(["http://127.0.0.1:1".parse().unwrap()]);
-        let stack = FailoverLayer::new()
-            .deadline(Duration::from_secs(3))
-            .layer(LoadBalanceLayer::new(set, RoundRobin::new()).layer(service_fn(answer)));
-        let started = Instant::now();
-        let response = stack
-            .oneshot(Request::new(Empty::<Bytes>::new()))
-            .await
-            .unwrap();
+        let failover = FailoverLayer::new().deadline(Duration::from_secs(3));
+        let (response, took) = through(failover, &[1]).await;
         assert_eq!(response.status(), 504);
-        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(took, Duration::from_secs(3));
     }
 
     #[tokio::test(start_paused = true)]
     async fn back_off_waits_between_tries() {
-        let set = BackendSet::new([
-            "http://127.0.0.1:1".parse().unwrap(),
-            "http://127.0.0.1:2".parse().unwrap(),
-        ]);
-        let stack = FailoverLayer::new()
+        let failover = FailoverLayer::new()
             .per_try_timeout(Duration::from_secs(1))
             .backoff(Duration::from_secs(10), Duration::from_secs(10))
-            .unwrap()
-            .layer(LoadBalanceLayer::new(set, RoundRobin::new()).layer(service_fn(answer)));
-        let started = Instant::now();
-        let response = stack
-            .oneshot(Request::new(Empty::<Bytes>::new()))
-            .await
             .unwrap();
+        let (response, took) = through(failover, &[1, 2]).await;
         assert_eq!(response.status(), 200);
         // 1 s timed out, up to 10 s of jittered pause, 100 ms answer.
-        let took = started.elapsed();
         assert!(
             took >= Duration::from_millis(1100) && took <= Duration::from_millis(11_100),
             "{took:?}"

@@ -8,6 +8,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::local_body::LocalBody;
+
 use super::pool::Lease;
 
 pin_project! {
@@ -29,7 +31,7 @@ pin_project! {
             lease: Option<Lease<B>>,
         },
         Local {
-            data: Option<Bytes>,
+            body: LocalBody,
         },
     }
 }
@@ -54,7 +56,9 @@ impl<B> ResponseBody<B> {
 impl<B> From<Bytes> for ResponseBody<B> {
     fn from(data: Bytes) -> Self {
         Self {
-            kind: Kind::Local { data: Some(data) },
+            kind: Kind::Local {
+                body: LocalBody::new(data),
+            },
         }
     }
 }
@@ -84,23 +88,21 @@ impl<B> Body for ResponseBody<B> {
                 }
                 Poll::Ready(frame)
             }
-            KindProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Local { body } => Poll::Ready(body.next_frame().map(Ok)),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream { body, .. } => body.is_end_stream(),
-            Kind::Local { data } => data.is_none(),
+            Kind::Local { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream { body, .. } => body.size_hint(),
-            Kind::Local { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Local { body } => body.size_hint(),
         }
     }
 }
