@@ -7,7 +7,7 @@
 //!        -> LoadBalance   picks a backend (strategy over a snapshot of the set),
 //!                         points the request at it, counts it in flight until
 //!                         the response body ends
-//!        -> Forward       pooled hyper-util client, proxy header rules
+//!        -> Forward       pooled keep-alive connections, proxy header rules
 //!        -> backend
 //! ```
 //!

@@ -1,7 +1,7 @@
 //! Forwarding: the service at the bottom of the stack that talks to backends.
 //!
 //! [`Forward`] sends a request (already pointed at a backend by
-//! [`LoadBalance`](crate::LoadBalance)) over hyper-util's pooled client and
+//! [`LoadBalance`](crate::LoadBalance)) over pooled keep-alive connections and
 //! applies a reverse proxy's header rules. Any other service that takes an
 //! `http::Request` can take its place.
 

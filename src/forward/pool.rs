@@ -108,25 +108,22 @@ where
         if let Some(host) = self.hosts.load().get(authority) {
             return Arc::clone(host);
         }
-        let mut made = None;
-        self.hosts.rcu(|hosts| {
+        let made = Arc::new(Host {
+            authority: authority.clone(),
+            idle: SegQueue::new(),
+            idle_count: AtomicUsize::new(0),
+            max_idle: self.max_idle,
+            idle_timeout: self.idle_timeout,
+        });
+        let previous = self.hosts.rcu(|hosts| {
             let mut hosts = FastMap::clone(hosts);
-            let host = hosts
+            hosts
                 .entry(authority.clone())
-                .or_insert_with(|| {
-                    Arc::new(Host {
-                        authority: authority.clone(),
-                        idle: SegQueue::new(),
-                        idle_count: AtomicUsize::new(0),
-                        max_idle: self.max_idle,
-                        idle_timeout: self.idle_timeout,
-                    })
-                })
-                .clone();
-            made = Some(host);
+                .or_insert_with(|| Arc::clone(&made));
             hosts
         });
-        made.unwrap_or_else(|| unreachable!("rcu ran its closure"))
+        // Another thread may have added it first: use the one in the map.
+        previous.get(authority).cloned().unwrap_or(made)
     }
 
     /// Sends `request` (whose URI names the backend) on an idle connection
