@@ -60,7 +60,7 @@ async fn a_failing_probe_takes_a_backend_out_and_a_passing_one_brings_it_back_sl
     ];
     let b_url = backends[1].backend().address().as_str().to_owned();
     let set = BackendSet::new(backends.iter().map(TestBackend::backend))
-        .with_slow_start(Duration::from_secs(3));
+        .with_slow_start(Duration::from_secs(2));
     let mut events = set.events();
     let _checks = ActiveHealthCheck::new(Probe::http("/health").unwrap())
         .interval(INTERVAL)
@@ -86,7 +86,7 @@ async fn a_failing_probe_takes_a_backend_out_and_a_passing_one_brings_it_back_sl
     let detection = out - flipped;
     println!("detection: {detection:?}");
     assert!(
-        detection <= INTERVAL * 3 + Duration::from_millis(300),
+        detection <= INTERVAL * 3 + Duration::from_millis(600),
         "{detection:?}"
     );
     let counts = tally(&client, &proxy.url("/"), 30).await;
@@ -101,14 +101,15 @@ async fn a_failing_probe_takes_a_backend_out_and_a_passing_one_brings_it_back_sl
     let recovery = back - fixed;
     println!("recovery: {recovery:?}");
     assert!(
-        recovery <= INTERVAL * 2 + Duration::from_millis(300),
+        recovery <= INTERVAL * 2 + Duration::from_millis(600),
         "{recovery:?}"
     );
 
-    // Slow start: b's share over successive 600 ms windows rises.
+    // Slow start over 2 s: b's share over successive windows rises (about
+    // 0.10, 0.18, 0.25, 0.31 of all traffic), then is its full third.
     let mut shares = Vec::new();
-    for _ in 0..4 {
-        let window = Instant::now() + Duration::from_millis(600);
+    for _ in 0..5 {
+        let window = Instant::now() + Duration::from_millis(500);
         let mut counts: HashMap<String, usize> = HashMap::new();
         while Instant::now() < window {
             let answer = get(&client, &proxy.url("/")).await;
@@ -118,9 +119,12 @@ async fn a_failing_probe_takes_a_backend_out_and_a_passing_one_brings_it_back_sl
         shares.push(counts.get("b").copied().unwrap_or(0) as f64 / total as f64);
     }
     println!("b's share per window: {shares:?}");
-    assert!(shares[0] < shares[3], "{shares:?}");
-    assert!(shares[0] < 0.25, "starts well under its third: {shares:?}");
-    assert!(shares[3] > 0.25, "ends near its third: {shares:?}");
+    assert!(shares[0] < 0.2, "starts well under its third: {shares:?}");
+    assert!(
+        shares[0] < shares[2] && shares[0] < shares[4],
+        "rises: {shares:?}"
+    );
+    assert!(shares[4] > 0.22, "ends at about its third: {shares:?}");
 }
 
 #[tokio::test]
@@ -200,7 +204,7 @@ async fn failing_responses_eject_and_the_backend_returns_after_the_ejection() {
     let returned = wait_for(&mut events, &b_url, |k| *k == HealthEventKind::Returned).await;
     let ejection = returned - ejected;
     assert!(
-        ejection >= Duration::from_millis(450) && ejection < Duration::from_millis(900),
+        ejection >= Duration::from_millis(450) && ejection < Duration::from_millis(1500),
         "{ejection:?}"
     );
 }

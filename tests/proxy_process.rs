@@ -226,7 +226,7 @@ async fn a_slowloris_client_is_closed_while_others_are_served() {
     };
     let (closed_after, ()) = tokio::join!(trickle, others);
     assert!(
-        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2500),
+        closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(4000),
         "closed after {closed_after:?}"
     );
 }
@@ -262,7 +262,7 @@ async fn oversized_headers_get_431_and_idle_connections_close() {
     );
     let after = started.elapsed();
     assert!(
-        after >= Duration::from_millis(900) && after < Duration::from_millis(2000),
+        after >= Duration::from_millis(900) && after < Duration::from_millis(3500),
         "{after:?}"
     );
 }
