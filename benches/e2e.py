@@ -240,6 +240,8 @@ backend be
 
 def port_free(port):
     with socket.socket() as s:
+        # Connections of an earlier run in TIME_WAIT do not make a port busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
             return True
