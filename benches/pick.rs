@@ -1,20 +1,28 @@
 //! One pick per strategy, through the public `Balancer::pick` (snapshot load,
 //! strategy, backend clone): at 3, 100, 1,000 and 10,000 backends; with a
 //! tenth of the backends ineligible; with an exclude set of one (a retry);
-//! two threads against one; and the cost of a backend-set update.
+//! two threads against one; and the cost of a backend-set update. Every
+//! backend has been timed once, as in a running proxy.
 //!
 //! Run: `cargo bench --bench pick`
 
+use std::convert::Infallible;
+use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use http::Request;
+use futures_util::FutureExt;
+use http::{Request, Response};
+use http_body_util::Empty;
+use tower::{Layer, Service};
 use tower_lb::backend::{Backend, Verdict};
 use tower_lb::balance::{AnyStrategy, Balancer, RoundRobin, Tried, WeightedRoundRobin};
-use tower_lb::{BackendSet, ClientAddr};
+use tower_lb::{BackendSet, ClientAddr, LoadBalanceLayer};
 
 const SIZES: [usize; 4] = [3, 100, 1_000, 10_000];
 const STRATEGIES: [&str; 6] = [
@@ -54,6 +62,46 @@ fn requests() -> Vec<Request<()>> {
         .collect()
 }
 
+/// Answers 200 at once: lets `LoadBalance` time every backend.
+#[derive(Clone, Copy)]
+struct NoOp;
+
+impl Service<Request<()>> for NoOp {
+    type Response = Response<Empty<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _request: Request<()>) -> Self::Future {
+        ready(Ok(Response::new(Empty::new())))
+    }
+}
+
+/// Sends one request to every backend through `LoadBalance`, so each has a
+/// measured latency as in a running proxy (p2c compares those; a backend
+/// never timed would take a shortcut).
+fn time_every_backend(set: &BackendSet) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mut service = LoadBalanceLayer::new(set.clone(), RoundRobin::new()).layer(NoOp);
+    for _ in 0..set.snapshot().len() {
+        let response = service.call(Request::new(())).now_or_never();
+        drop(response.expect("the no-op stack answers at once"));
+    }
+    let timed = set
+        .snapshot()
+        .backends()
+        .iter()
+        .all(|b| b.state().latency().is_some());
+    assert!(timed, "every backend has a latency");
+}
+
 fn balancer(name: &str, set: &BackendSet) -> Arc<Balancer<AnyStrategy>> {
     Balancer::new(set, name.parse().unwrap())
 }
@@ -66,6 +114,7 @@ fn pick_loop(
     let mut group = c.benchmark_group(group_name);
     for &n in &SIZES {
         let set = BackendSet::new(backends(n));
+        time_every_backend(&set);
         let mut requests = requests();
         prepare(&set, &mut requests);
         for name in STRATEGIES {
@@ -108,6 +157,7 @@ fn pick_retry(c: &mut Criterion) {
 fn contention(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick_threads");
     let set = BackendSet::new(backends(100));
+    time_every_backend(&set);
     let requests = requests();
     let per_thread = [
         (

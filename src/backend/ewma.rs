@@ -44,6 +44,18 @@ impl PeakEwma {
 
     /// The estimate at time `now`, decayed for the time since the last
     /// sample; `None` until a first sample arrived.
+    /// The last estimate and when it was taken (no decay applied), or `None`
+    /// until a first sample: enough to compare two estimates without
+    /// reading the clock (see [`decay_between`]).
+    #[inline]
+    pub(crate) fn sample(&self) -> Option<(f64, Nanos)> {
+        let stamp = self.stamp.load(Relaxed);
+        if stamp == 0 {
+            return None;
+        }
+        Some((f64::from_bits(self.estimate_bits.load(Relaxed)), stamp))
+    }
+
     pub(crate) fn estimate_at(&self, now: Nanos) -> Option<f64> {
         let stamp = self.stamp.load(Relaxed);
         if stamp == 0 {
@@ -58,6 +70,26 @@ impl PeakEwma {
     #[cfg(test)]
     pub(crate) fn last_estimate(&self) -> f64 {
         f64::from_bits(self.estimate_bits.load(Relaxed))
+    }
+}
+
+/// How much an estimate stamped `from` has decayed by the time `to`,
+/// relative to one stamped `to`: `exp(-(to - from) / τ)` for any later
+/// `now`, since both decay by the same factor from `to` on. It lets two
+/// estimates be compared as of any common time without reading the clock.
+/// (The exponent is clamped so that stamps hours apart give 0 or a large
+/// finite number, never infinity.)
+///
+/// Backends that all take traffic have stamps a few milliseconds apart, an
+/// exponent below 1/1000: there a five-term Taylor series is exact to 1e-15
+/// and costs a fraction of `exp`.
+#[inline]
+pub(crate) fn decay_between(from: Nanos, to: Nanos) -> f64 {
+    let x = (from as f64 - to as f64) / DECAY_NS;
+    if x.abs() < 1.0 / 1024.0 {
+        1.0 + x * (1.0 + x * (0.5 + x * (1.0 / 6.0 + x * (1.0 / 24.0))))
+    } else {
+        x.clamp(-700.0, 700.0).exp()
     }
 }
 
@@ -84,6 +116,35 @@ mod tests {
         let expected = 100.0 * MS as f64 * (-1.0f64).exp();
         let got = ewma.last_estimate();
         assert!((got - expected).abs() < 1.0, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn relative_decay_orders_estimates_as_of_any_time() {
+        let (a, b) = (PeakEwma::default(), PeakEwma::default());
+        a.observe(40 * MS, 1);
+        b.observe(30 * MS, 1 + 5_000 * MS);
+        let (ea, sa) = a.sample().unwrap();
+        let (eb, sb) = b.sample().unwrap();
+        for now in [sb, sb + 1_000 * MS, sb + 60_000 * MS] {
+            let direct = a.estimate_at(now).unwrap() / b.estimate_at(now).unwrap();
+            let relative = ea * decay_between(sa, sb) / eb;
+            assert!(
+                (direct / relative - 1.0).abs() < 1e-9,
+                "{direct} vs {relative}"
+            );
+        }
+        assert_eq!(decay_between(0, u64::MAX), (-700f64).exp());
+        for elapsed in [0, 1, 1_000, MS, 9 * MS, 10 * MS, 11 * MS, 5_000 * MS] {
+            let exact = (-(elapsed as f64) / DECAY_NS).exp();
+            assert!(
+                (decay_between(0, elapsed) / exact - 1.0).abs() < 1e-14,
+                "{elapsed}"
+            );
+            assert!(
+                (decay_between(elapsed, 0) * exact - 1.0).abs() < 1e-14,
+                "{elapsed}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 mod address;
 mod discover;
-mod ewma;
+pub(crate) mod ewma;
 mod in_flight;
 mod member;
 mod outcomes;

@@ -1,15 +1,14 @@
 //! Power of two choices on peak-EWMA latency.
 
+use std::cmp::Ordering;
+
 use super::{Candidates, Strategy};
-use crate::backend::{Backend, FULL_SHARE};
+use crate::backend::Backend;
+use crate::backend::ewma::decay_between;
+use crate::clock::Nanos;
 
 /// How many random draws look for an available backend before a scan.
 const DRAWS: usize = 4;
-
-/// The cost of a backend never timed that already has a request pending:
-/// above any measured cost, so an unknown backend gets one request at a time
-/// until its first response tells its latency (Finagle's rule).
-const UNMEASURED_PENALTY: f64 = 1e15;
 
 /// Power of two choices: draw two backends at random, send to the one with
 /// the lower *cost*, its peak-EWMA latency times its requests in flight plus
@@ -58,7 +57,7 @@ impl Strategy for PowerOfTwoChoices {
         let a = draw(candidates, None);
         let b = draw(candidates, a);
         match (a, b) {
-            (Some(a), Some(b)) => Some(if cost(candidates, b) < cost(candidates, a) {
+            (Some(a), Some(b)) => Some(if Cost::of(candidates, b) < Cost::of(candidates, a) {
                 b
             } else {
                 a
@@ -86,19 +85,87 @@ fn draw(candidates: &Candidates<'_>, not: Option<usize>) -> Option<usize> {
         .find(|&i| candidates.is_available(i))
 }
 
-/// Latency × (pending + 1) / (weight × share).
-fn cost(candidates: &Candidates<'_>, index: usize) -> f64 {
-    let backend = &candidates.backends()[index];
-    let state = backend.state();
-    let pending = f64::from(state.in_flight());
-    let capacity = f64::from(backend.weight()) * f64::from(candidates.share(index).max(1))
-        / f64::from(FULL_SHARE);
-    let load = match state.ewma().estimate_at(candidates.now()) {
-        Some(latency) => latency * (pending + 1.0),
-        None if pending == 0.0 => 0.0,
-        None => UNMEASURED_PENALTY + pending,
-    };
-    load / capacity
+/// A backend's cost, latency × (pending + 1) / (weight × share), kept as a
+/// fraction with the latency undecayed at its last sample. Comparing two
+/// costs cross-multiplies (no division) and applies the decay between their
+/// stamps (both decay alike from then on), so a pick reads no clock and
+/// computes at most one exponential.
+#[derive(Clone, Copy, Debug)]
+enum Cost {
+    /// Never timed and idle: free, so a new backend gets its first request.
+    Free,
+    /// Timed: `load / capacity` as of `stamp`.
+    Measured {
+        load: f64,
+        capacity: f64,
+        stamp: Nanos,
+    },
+    /// Never timed with requests pending: above any measured cost (lower
+    /// with fewer pending), so an unknown backend gets one request at a
+    /// time until its first response tells its latency (Finagle's rule).
+    Penalised { pending: u32 },
+}
+
+impl Cost {
+    #[inline]
+    fn of(candidates: &Candidates<'_>, index: usize) -> Self {
+        let backend = &candidates.backends()[index];
+        let state = backend.state();
+        let pending = state.in_flight();
+        match state.ewma().sample() {
+            Some((latency, stamp)) => Cost::Measured {
+                load: latency * (f64::from(pending) + 1.0),
+                capacity: (u64::from(backend.weight()) * u64::from(candidates.share(index).max(1)))
+                    as f64,
+                stamp,
+            },
+            None if pending == 0 => Cost::Free,
+            None => Cost::Penalised { pending },
+        }
+    }
+}
+
+impl PartialEq for Cost {
+    fn eq(&self, other: &Self) -> bool {
+        self.partial_cmp(other) == Some(Ordering::Equal)
+    }
+}
+
+impl PartialOrd for Cost {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        use Cost::*;
+        match (*self, *other) {
+            (Free, Free) => Some(Ordering::Equal),
+            (Free, _) => Some(Ordering::Less),
+            (_, Free) => Some(Ordering::Greater),
+            (Penalised { pending: a }, Penalised { pending: b }) => Some(a.cmp(&b)),
+            (Penalised { .. }, Measured { .. }) => Some(Ordering::Greater),
+            (Measured { .. }, Penalised { .. }) => Some(Ordering::Less),
+            (
+                Measured {
+                    load: a,
+                    capacity: ca,
+                    stamp: sa,
+                },
+                Measured {
+                    load: b,
+                    capacity: cb,
+                    stamp: sb,
+                },
+            ) => {
+                // a / ca against b / cb, both as of the later stamp (the
+                // older one has decayed more).
+                let (a, b) = (a * cb, b * ca);
+                let (a, b) = if sa <= sb {
+                    (a * decay_between(sa, sb), b)
+                } else {
+                    (a, b * decay_between(sb, sa))
+                };
+                a.partial_cmp(&b)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
