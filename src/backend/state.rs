@@ -263,6 +263,13 @@ impl BackendState {
         f64::from(self.share(clock::now())) / f64::from(FULL_SHARE)
     }
 
+    /// Whether the share may be below full: in slow start or ramp-down,
+    /// when it moves with time and outcomes, not only with the load.
+    #[inline]
+    pub(crate) fn is_ramping(&self) -> bool {
+        self.flags.load(Relaxed) & (SLOW_START | RAMP_DOWN) != 0
+    }
+
     /// [`share`](Self::share), reading the clock only while ramping.
     #[inline]
     pub(crate) fn share_now(&self) -> u32 {

@@ -1,11 +1,13 @@
 //! Least-connections: the fewest requests in flight per unit of weight.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use super::{Candidates, Strategy};
 use crate::backend::{Backend, BackendState, LoadWatch};
+use crate::clock;
 
 /// Sends each request to the backend with the fewest requests in flight per
 /// unit of weight, `(in_flight + 1) / weight` as HAProxy counts it; equal
@@ -22,7 +24,8 @@ use crate::backend::{Backend, BackendState, LoadWatch};
 /// from the top, one cache line per level (O(log n); five levels at 10,000
 /// backends). Under concurrent updates a pick may see a load a few
 /// nanoseconds old; at rest it is exact. A backend in slow start or
-/// ramp-down counts with its reduced weight. When the least-loaded backend
+/// ramp-down counts with its reduced weight, recomputed at least every
+/// 10 ms while it ramps (also when its load stands still). When the least-loaded backend
 /// was already tried by this request, the walk backtracks to the next-best
 /// subtree.
 ///
@@ -93,12 +96,97 @@ impl Strategy for LeastConnections {
         if candidates.is_empty() {
             return None;
         }
+        if table.tree.ramps.due(candidates) {
+            table.refresh_ramps();
+        }
         table
             .tree
             .descend(0, candidates)
             // Leaves marked ineligible whose ejection ran out before the
             // tree heard of it: fall back to a scan.
             .or_else(|| candidates.scan_from(fastrand::usize(..candidates.len())))
+    }
+}
+
+impl LeastConnectionsTable {
+    /// Recomputes the leaves of ramping backends, whose shares moved since
+    /// their loads last did, and stops listing those whose ramp is over.
+    fn refresh_ramps(&self) {
+        let ramps = &self.tree.ramps;
+        // Another pick is refreshing: this one need not wait.
+        let Ok(mut leaves) = ramps.leaves.try_lock() else {
+            return;
+        };
+        leaves.retain(|&leaf| {
+            let state = self.backends[leaf].state();
+            self.tree.store_leaf(leaf, state);
+            self.tree.propagate(leaf);
+            if state.is_ramping() {
+                return true;
+            }
+            ramps.listed[leaf].store(false, Relaxed);
+            // A ramp that began since the test above finds the leaf still
+            // listed (and keeps it), or lists it again itself.
+            if state.is_ramping() && !ramps.listed[leaf].swap(true, Relaxed) {
+                return true;
+            }
+            ramps.count.fetch_sub(1, Relaxed);
+            false
+        });
+    }
+}
+
+/// How often picks refresh the leaves of ramping backends: often enough
+/// for ramps that last seconds, rare enough to cost nothing per pick.
+const REFRESH: Duration = Duration::from_millis(10);
+
+/// The backends in slow start or ramp-down. Their share of traffic moves
+/// with time (and ramp-down with outcomes), which no load change announces:
+/// at rest, a backend whose slow start began at 10 % would keep that key
+/// and never win a pick. So a pick every [`REFRESH`] recomputes their
+/// leaves. The list's mutex is taken when a ramp starts and by that one
+/// refreshing pick (others skip it), never on the common path, which reads
+/// one counter.
+struct Ramps {
+    listed: Box<[AtomicBool]>,
+    count: AtomicUsize,
+    leaves: Mutex<Vec<usize>>,
+    /// When the next refresh is due (clock nanos).
+    next: AtomicU64,
+}
+
+impl Ramps {
+    fn new(leaves: usize) -> Self {
+        Self {
+            listed: (0..leaves).map(|_| AtomicBool::new(false)).collect(),
+            count: AtomicUsize::new(0),
+            leaves: Mutex::new(Vec::new()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn list(&self, leaf: usize) {
+        if !self.listed[leaf].swap(true, Relaxed) {
+            self.count.fetch_add(1, Relaxed);
+            let mut leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
+            leaves.push(leaf);
+        }
+    }
+
+    /// Whether this pick should refresh: something ramps, the time has come,
+    /// and no other pick claimed this refresh.
+    #[inline]
+    fn due(&self, candidates: &Candidates<'_>) -> bool {
+        if self.count.load(Relaxed) == 0 {
+            return false;
+        }
+        let now = candidates.now();
+        let next = self.next.load(Relaxed);
+        now >= next
+            && self
+                .next
+                .compare_exchange(next, now + clock::nanos(REFRESH), Relaxed, Relaxed)
+                .is_ok()
     }
 }
 
@@ -125,6 +213,7 @@ struct LoadTree {
     first_leaf: usize,
     nodes: Box<[Group]>,
     weights: Box<[u64]>,
+    ramps: Ramps,
 }
 
 /// Eight sibling nodes on one cache line.
@@ -147,6 +236,7 @@ impl LoadTree {
                 .map(|_| Group(std::array::from_fn(|_| AtomicU64::new(INELIGIBLE))))
                 .collect(),
             weights: backends.iter().map(|b| u64::from(b.weight())).collect(),
+            ramps: Ramps::new(backends.len()),
         }
     }
 
@@ -174,7 +264,15 @@ impl LoadTree {
         (key << COUNT_BITS) | 1
     }
 
+    /// Stores the leaf's value, and lists it while its backend ramps.
     fn set_leaf(&self, leaf: usize, state: &BackendState) {
+        self.store_leaf(leaf, state);
+        if state.is_ramping() {
+            self.ramps.list(leaf);
+        }
+    }
+
+    fn store_leaf(&self, leaf: usize, state: &BackendState) {
         self.node(self.first_leaf + leaf)
             .store(self.leaf_value(leaf, state), Relaxed);
     }
@@ -292,7 +390,7 @@ fn combine(a: u64, b: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::InFlight;
+    use crate::backend::{FULL_SHARE, InFlight};
     use crate::balance::test_support::Fixture;
 
     fn hold(fixture: &Fixture<LeastConnections>) -> (usize, InFlight) {
@@ -364,6 +462,38 @@ mod tests {
             Some(true)
         );
         assert_eq!(fixture.pick_excluding(&[0, 1, 3, 4]), None);
+    }
+
+    #[test]
+    fn a_backend_whose_ramp_ended_at_rest_gets_its_traffic() {
+        // Nothing in flight, so no load change tells the tree that the
+        // ramp moved on: the tree must look by itself.
+        let fixture = Fixture::new(LeastConnections, &[1, 1]);
+        let window = 30_000_000;
+        fixture.backends[1]
+            .state()
+            .start_slow_start(clock::now(), window);
+        assert_eq!(fixture.tally(100), [100, 0], "at 10 % it loses every tie");
+        std::thread::sleep(Duration::from_nanos(window) + REFRESH * 2);
+        fixture.tally(1);
+        std::thread::sleep(REFRESH * 2);
+        let tally = fixture.tally(1000);
+        assert!((400..=600).contains(&tally[1]), "{tally:?}");
+    }
+
+    #[test]
+    fn a_deepening_ramp_down_is_seen_at_rest() {
+        let fixture = Fixture::new(LeastConnections, &[1, 1]);
+        let state = fixture.backends[1].state();
+        state.set_ramp_down(FULL_SHARE / 2);
+        let _held = InFlight::begin(fixture.backends[0].clone());
+        // Backend 0 at (1 + 1) / 1 beats backend 1 at (0 + 1) / 0.5 only
+        // on a tie; at a quarter share, backend 1 costs 4 and loses.
+        state.set_ramp_down(FULL_SHARE / 4);
+        std::thread::sleep(REFRESH * 2);
+        fixture.tally(1);
+        std::thread::sleep(REFRESH * 2);
+        assert_eq!(fixture.tally(100), [100, 0]);
     }
 
     #[test]
