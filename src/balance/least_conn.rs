@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crossbeam_queue::SegQueue;
 
 use super::{Candidates, Strategy};
 use crate::backend::{Backend, BackendState, LoadWatch};
@@ -117,6 +119,9 @@ impl LeastConnectionsTable {
         let Ok(mut leaves) = ramps.leaves.try_lock() else {
             return;
         };
+        while let Some(leaf) = ramps.started.pop() {
+            leaves.push(leaf);
+        }
         leaves.retain(|&leaf| {
             let state = self.backends[leaf].state();
             self.tree.store_leaf(leaf, state);
@@ -144,12 +149,15 @@ const REFRESH: Duration = Duration::from_millis(10);
 /// with time (and ramp-down with outcomes), which no load change announces:
 /// at rest, a backend whose slow start began at 10 % would keep that key
 /// and never win a pick. So a pick every [`REFRESH`] recomputes their
-/// leaves. The list's mutex is taken when a ramp starts and by that one
-/// refreshing pick (others skip it), never on the common path, which reads
-/// one counter.
+/// leaves. A ramp that starts queues its leaf without a lock; the list
+/// itself belongs to the refreshing pick, whose mutex others never wait for
+/// (`try_lock`). The common path reads one counter.
 struct Ramps {
     listed: Box<[AtomicBool]>,
     count: AtomicUsize,
+    /// Leaves whose ramp started since the last refresh.
+    started: SegQueue<usize>,
+    /// The leaves being refreshed; held only by the refreshing pick.
     leaves: Mutex<Vec<usize>>,
     /// When the next refresh is due (clock nanos).
     next: AtomicU64,
@@ -160,6 +168,7 @@ impl Ramps {
         Self {
             listed: (0..leaves).map(|_| AtomicBool::new(false)).collect(),
             count: AtomicUsize::new(0),
+            started: SegQueue::new(),
             leaves: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
         }
@@ -168,8 +177,7 @@ impl Ramps {
     fn list(&self, leaf: usize) {
         if !self.listed[leaf].swap(true, Relaxed) {
             self.count.fetch_add(1, Relaxed);
-            let mut leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
-            leaves.push(leaf);
+            self.started.push(leaf);
         }
     }
 

@@ -5,9 +5,9 @@
 //! the pool, connector and executor indirections. A load balancer knows its
 //! backends and only speaks HTTP/1.1 to most of them, so this pool is the
 //! minimum: per backend, a lock-free queue of idle connections
-//! (crossbeam's `SegQueue`, which grows in blocks
-//! as needed, so a thousand backends cost nothing until they are used), found through a map that is read without a
-//! lock and copied on the rare insert of a new backend.
+//! (crossbeam's `SegQueue`, which grows in blocks as needed, so a thousand
+//! backends cost nothing until they are used), found through a map that is
+//! read without a lock and copied on the rare insert of a new backend.
 //!
 //! A connection is checked out for one exchange and returned when the
 //! response body has been read to its end (HTTP/1.1 cannot start another
