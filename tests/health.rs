@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use support::rude::RudeBackend;
 use support::{TestBackend, TestProxy, client, get, tally};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -16,7 +19,7 @@ use tower_lb::health::{
     ActiveHealthCheck, HealthEvent, HealthEventKind, OutlierDetection, PassiveHealthLayer, Probe,
     Verdict,
 };
-use tower_lb::{BackendSet, Forward, LoadBalanceLayer};
+use tower_lb::{Backend, BackendSet, Forward, LoadBalanceLayer};
 
 const INTERVAL: Duration = Duration::from_millis(100);
 
@@ -45,6 +48,15 @@ async fn until(condition: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "condition not met in 5 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Round-robin with passive health over `Forward`, served on a port.
+async fn passive_proxy(set: &BackendSet, detection: OutlierDetection) -> TestProxy {
+    let service = ServiceBuilder::new()
+        .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+        .layer(PassiveHealthLayer::new(set.clone(), detection))
+        .service(Forward::new());
+    TestProxy::serve(set.clone(), service).await
 }
 
 fn became(verdict: Verdict) -> impl Fn(&HealthEventKind) -> bool {
@@ -184,11 +196,7 @@ async fn failing_responses_eject_and_the_backend_returns_after_the_ejection() {
     let detection = OutlierDetection::new()
         .consecutive_failures(3)
         .base_ejection(Duration::from_millis(500));
-    let service = ServiceBuilder::new()
-        .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
-        .layer(PassiveHealthLayer::new(set.clone(), detection))
-        .service(Forward::new());
-    let proxy = TestProxy::serve(set.clone(), service).await;
+    let proxy = passive_proxy(&set, detection).await;
     let client = client();
     // Round-robin alternates: b answers 503 to every other request.
     b.stop();
@@ -206,6 +214,44 @@ async fn failing_responses_eject_and_the_backend_returns_after_the_ejection() {
     assert!(
         ejection >= Duration::from_millis(450) && ejection < Duration::from_millis(1500),
         "{ejection:?}"
+    );
+}
+
+#[tokio::test]
+async fn bodies_cut_short_count_as_failures() {
+    let good = TestBackend::start("a").await;
+    let cut = RudeBackend::cut_short().await;
+    let cut_backend: Backend = cut.url().parse().unwrap();
+    let cut_url = cut_backend.address().as_str().to_owned();
+    let set = BackendSet::new([good.backend(), cut_backend]);
+    let mut events = set.events();
+    let detection = OutlierDetection::new().consecutive_failures(3);
+    let proxy = passive_proxy(&set, detection).await;
+    let client = client();
+    // Round-robin alternates: every other response is cut short, which the
+    // client sees as a broken body under a 200.
+    let mut cut_bodies = 0;
+    for _ in 0..6 {
+        let request = http::Request::get(proxy.url("/"))
+            .body(Full::<Bytes>::default().boxed())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        if response.into_body().collect().await.is_err() {
+            cut_bodies += 1;
+        }
+    }
+    assert_eq!(cut_bodies, 3);
+    assert_eq!(cut.hits(), 3);
+    wait_for(&mut events, &cut_url, |k| {
+        matches!(k, HealthEventKind::Ejected { .. })
+    })
+    .await;
+    let counts = tally(&client, &proxy.url("/"), 10).await;
+    assert_eq!(
+        counts.get("a"),
+        Some(&10),
+        "the cut backend is ejected: {counts:?}"
     );
 }
 

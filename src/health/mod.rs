@@ -24,6 +24,7 @@ mod active;
 mod event;
 mod outlier;
 mod passive;
+mod passive_body;
 mod probe;
 
 pub use crate::backend::Verdict;
@@ -32,4 +33,5 @@ pub use event::{HealthEvent, HealthEventKind};
 pub use outlier::OutlierDetection;
 pub(crate) use outlier::let_back;
 pub use passive::{PassiveHealth, PassiveHealthLayer, ResponseFuture};
+pub use passive_body::ResponseBody;
 pub use probe::Probe;

@@ -7,17 +7,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::OutlierDetection;
 use super::outlier::Outcome;
-use crate::backend::{Backend, BackendSet};
+use super::passive_body::{ResponseBody, Watch};
+use crate::backend::BackendSet;
 use crate::balance::Target;
 
 /// Watches each response from a backend and applies [`OutlierDetection`]:
 /// ejects backends that fail in a row, ramps down those that fail often.
+/// An exchange fails on a connect error, a timeout, a configured status,
+/// or a body the backend broke off (see [`ResponseBody`]); it succeeds when
+/// the response body ended.
 ///
 /// It sits under [`LoadBalance`](crate::LoadBalance) (it reads the
 /// [`Target`] the balancer put on the request) and over the forwarding
@@ -43,9 +48,9 @@ pub struct PassiveHealthLayer {
 }
 
 #[derive(Debug)]
-struct Shared {
-    set: BackendSet,
-    detection: OutlierDetection,
+pub(super) struct Shared {
+    pub(super) set: BackendSet,
+    pub(super) detection: OutlierDetection,
 }
 
 impl PassiveHealthLayer {
@@ -88,8 +93,9 @@ impl<S: fmt::Debug> fmt::Debug for PassiveHealth<S> {
 impl<S, B, RB> Service<Request<B>> for PassiveHealth<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
+    RB: Body,
 {
-    type Response = Response<RB>;
+    type Response = Response<ResponseBody<RB>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -104,37 +110,60 @@ where
             .map(|target| target.backend().clone());
         ResponseFuture {
             future: self.inner.call(request),
-            watch: backend.map(|backend| (backend, Arc::clone(&self.shared))),
+            watch: backend.map(|backend| Watch {
+                backend,
+                shared: Arc::clone(&self.shared),
+            }),
         }
     }
 }
 
 pin_project! {
-    /// Records the outcome when the response (headers) arrives.
+    /// Records a failed exchange when the response (headers) arrives, and
+    /// hands a good one's outcome to its body.
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        watch: Option<(Backend, Arc<Shared>)>,
+        watch: Option<Watch>,
     }
 }
 
 impl<F, RB, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<RB>, E>>,
+    RB: Body,
 {
-    type Output = Result<Response<RB>, E>;
+    type Output = Result<Response<ResponseBody<RB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.future.poll(cx));
-        if let Some((backend, shared)) = this.watch.take() {
-            let outcome = match &result {
-                Ok(response) => shared.detection.outcome(response),
-                Err(_) => Outcome::Failure,
-            };
-            shared.detection.record(&shared.set, &backend, outcome);
-        }
-        Poll::Ready(result)
+        let Some(watch) = this.watch.take() else {
+            return Poll::Ready(
+                result.map(|response| response.map(|b| ResponseBody::new(b, None))),
+            );
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                watch.record(Outcome::Failure);
+                return Poll::Ready(Err(error));
+            }
+        };
+        let watch = match watch.shared.detection.outcome(&response) {
+            Outcome::Failure => {
+                watch.record(Outcome::Failure);
+                None
+            }
+            // Nothing left to read: the exchange is over.
+            Outcome::Success if response.body().is_end_stream() => {
+                watch.record(Outcome::Success);
+                None
+            }
+            // The body decides.
+            Outcome::Success => Some(watch),
+        };
+        Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, watch))))
     }
 }
 

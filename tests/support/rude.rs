@@ -1,11 +1,12 @@
-//! A backend that reads the whole request, then hangs up without answering:
-//! the request reached it, and the exchange still failed.
+//! A backend that reads the whole request, then hangs up without answering
+//! (the request reached it, and the exchange still failed), or after the
+//! head and the first bytes of a longer body (a response cut short).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -18,6 +19,17 @@ pub struct RudeBackend {
 
 impl RudeBackend {
     pub async fn start() -> Self {
+        Self::answering(b"").await
+    }
+
+    /// Answers 200 with `Content-Length: 100`, sends 10 bytes and hangs up.
+    #[allow(dead_code)] // (not every test file that has the support uses it)
+    pub async fn cut_short() -> Self {
+        Self::answering(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789").await
+    }
+
+    /// Writes `answer` once the request is read, then hangs up.
+    async fn answering(answer: &'static [u8]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -48,7 +60,8 @@ impl RudeBackend {
                                 .unwrap_or(0);
                             if request.len() >= end + 4 + length {
                                 counter.fetch_add(1, Ordering::SeqCst);
-                                return; // drop the connection unanswered
+                                let _ = stream.write_all(answer).await;
+                                return; // hang up
                             }
                         }
                     }
