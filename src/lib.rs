@@ -82,7 +82,6 @@ mod client_addr;
 mod clock;
 mod error;
 pub mod failover;
-mod fast_hash;
 pub mod forward;
 pub mod health;
 mod local_body;

@@ -167,8 +167,10 @@ struct Activity {
 impl Activity {
     #[inline]
     fn bump(&self) {
-        // Only the connection's task touches the socket: a plain store of
-        // the next value is enough.
+        // A plain store of the next value, not an atomic add: the socket
+        // side runs on the connection's task, and should a body end on
+        // another task (an h2 stream) at the same moment, a lost increment
+        // still changes the value, which is all the supervisor looks at.
         self.moved
             .store(self.moved.load(Relaxed).wrapping_add(1), Relaxed);
     }

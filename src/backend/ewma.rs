@@ -42,8 +42,6 @@ impl PeakEwma {
         self.estimate_bits.store(next.to_bits(), Relaxed);
     }
 
-    /// The estimate at time `now`, decayed for the time since the last
-    /// sample; `None` until a first sample arrived.
     /// The last estimate and when it was taken (no decay applied), or `None`
     /// until a first sample: enough to compare two estimates without
     /// reading the clock (see [`decay_between`]).
@@ -56,6 +54,8 @@ impl PeakEwma {
         Some((f64::from_bits(self.estimate_bits.load(Relaxed)), stamp))
     }
 
+    /// The estimate at time `now`, decayed for the time since the last
+    /// sample; `None` until a first sample arrived.
     pub(crate) fn estimate_at(&self, now: Nanos) -> Option<f64> {
         let stamp = self.stamp.load(Relaxed);
         if stamp == 0 {

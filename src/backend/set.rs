@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
 use super::{Address, Backend, Snapshot};
 use crate::clock::{self, Nanos};
-use crate::fast_hash::FastMap;
 use crate::health::{HealthEvent, HealthEventKind};
 
 /// How many events a slow subscriber may fall behind before it misses some.
@@ -75,7 +75,7 @@ struct Shared {
 struct Writer {
     members: Vec<Backend>,
     /// Where each member is in `members`: inserts stay O(1) at 10,000.
-    index: FastMap<Address, usize>,
+    index: FxHashMap<Address, usize>,
     draining: Vec<Backend>,
     version: u64,
     listeners: Vec<Weak<dyn SnapshotListener>>,
@@ -87,7 +87,7 @@ impl BackendSet {
     pub fn new(backends: impl IntoIterator<Item = Backend>) -> Self {
         let mut writer = Writer {
             members: Vec::new(),
-            index: FastMap::default(),
+            index: FxHashMap::default(),
             draining: Vec::new(),
             version: 0,
             listeners: Vec::new(),

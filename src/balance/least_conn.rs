@@ -27,9 +27,9 @@ use crate::clock;
 /// backends). Under concurrent updates a pick may see a load a few
 /// nanoseconds old; at rest it is exact. A backend in slow start or
 /// ramp-down counts with its reduced weight, recomputed at least every
-/// 10 ms while it ramps (also when its load stands still). When the least-loaded backend
-/// was already tried by this request, the walk backtracks to the next-best
-/// subtree.
+/// 10 ms while it ramps (also when its load stands still). When the
+/// least-loaded backend was already tried by this request, the walk
+/// backtracks to the next-best subtree.
 ///
 /// ```
 /// use tower_lb::balance::LeastConnections;

@@ -30,15 +30,15 @@ use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use crate::clock::{self, Nanos};
-use crate::fast_hash::FastMap;
 use crate::{BoxError, Error, ErrorKind};
 
 /// The pool of one forwarder.
 pub(crate) struct Pool<B> {
-    hosts: ArcSwap<FastMap<Authority, Arc<Host<B>>>>,
+    hosts: ArcSwap<FxHashMap<Authority, Arc<Host<B>>>>,
     connect_timeout: Duration,
     idle_timeout: Nanos,
     max_idle: usize,
@@ -116,7 +116,7 @@ where
             idle_timeout: self.idle_timeout,
         });
         let previous = self.hosts.rcu(|hosts| {
-            let mut hosts = FastMap::clone(hosts);
+            let mut hosts = FxHashMap::clone(hosts);
             hosts
                 .entry(authority.clone())
                 .or_insert_with(|| Arc::clone(&made));

@@ -9,11 +9,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
 
 use super::collector::BackendCollector;
 use super::histogram::LatencyHistogram;
 use crate::backend::{Backend, BackendId, BackendSet, Snapshot, SnapshotListener};
-use crate::fast_hash::FastMap;
 
 /// Status classes, the `code` label: bounded cardinality, what dashboards
 /// and autoscalers group by anyway.
@@ -30,7 +30,7 @@ struct BackendLabel {
     backend: String,
 }
 
-type IdMap<V> = FastMap<BackendId, V>;
+type IdMap<V> = FxHashMap<BackendId, V>;
 
 /// One backend's handles, looked up once per backend when the set changes
 /// (label strings are built then, never per request).
