@@ -41,6 +41,11 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// A setting or an argument was invalid; the message names it.
     Config,
+    /// The client broke its own request: a body framed wrongly (a bad chunk
+    /// size, a chunk without its CRLF) or cut short. The backend is not to
+    /// blame: it is not counted against the backend and never retried, and
+    /// the client gets 400.
+    Client,
 }
 
 /// The error type of tower-lb.
@@ -129,14 +134,21 @@ impl Error {
         self.kind == ErrorKind::Config
     }
 
+    /// The client broke its own request; the backend is not to blame.
+    pub fn is_client(&self) -> bool {
+        self.kind == ErrorKind::Client
+    }
+
     /// The status a proxy answers with: 503 for no backend, 504 for a
-    /// timeout, 413 for a body too large, 502 for every backend failure.
+    /// timeout, 413 for a body too large, 400 for a request the client
+    /// broke, 502 for every backend failure.
     pub fn status(&self) -> StatusCode {
         match self.kind {
             ErrorKind::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Client => StatusCode::BAD_REQUEST,
             ErrorKind::Connect | ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
         }
     }
@@ -153,6 +165,7 @@ impl Error {
             ErrorKind::Upstream => "backend failed\n",
             ErrorKind::BodyTooLarge => "request body too large\n",
             ErrorKind::Config => "proxy misconfigured\n",
+            ErrorKind::Client => "bad request\n",
         }
     }
 
@@ -201,6 +214,7 @@ impl fmt::Display for Error {
             ErrorKind::Upstream => "backend failed",
             ErrorKind::BodyTooLarge => "body too large to buffer",
             ErrorKind::Config => "invalid configuration",
+            ErrorKind::Client => "the client broke its request",
         };
         f.write_str(what)?;
         if let Some(backend) = &self.backend {
@@ -242,6 +256,10 @@ mod tests {
         assert_eq!(
             Error::new(ErrorKind::Timeout).status(),
             StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            Error::new(ErrorKind::Client).status(),
+            StatusCode::BAD_REQUEST
         );
     }
 

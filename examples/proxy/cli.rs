@@ -105,6 +105,12 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub shutdown_grace: Option<Duration>,
 
+    /// A protocol clients may switch to with an HTTP/1.1 `Upgrade`; repeat
+    /// for more, `none` for none. Replaces the file's list. h2c is never
+    /// allowed [default: websocket].
+    #[arg(long = "upgrade", value_name = "PROTOCOL")]
+    pub upgrades: Vec<String>,
+
     /// Worker threads; 1 runs everything on one thread (the most efficient
     /// per core) [default: one per core].
     #[arg(long, value_name = "N")]

@@ -153,7 +153,9 @@ async fn run(
     let balance =
         LoadBalanceLayer::new(set.clone(), settings.strategy).panic_routing(settings.panic_routing);
     let passive = PassiveHealthLayer::new(set.clone(), OutlierDetection::new());
-    let forward = Forward::builder().timeout(settings.timeout);
+    let forward = Forward::builder()
+        .timeout(settings.timeout)
+        .upgrades(&settings.upgrades);
     let stop = shutdown_signal();
     let grace = settings.shutdown_grace;
     let failover =

@@ -32,6 +32,7 @@ pub struct File {
     panic_routing: Option<bool>,
     workers: Option<usize>,
     watch: Option<bool>,
+    upgrades: Option<Vec<String>>,
     #[serde(default)]
     health: FileHealth,
     #[serde(default)]
@@ -175,6 +176,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// Protocols a client may switch to with `Upgrade`.
+    pub upgrades: Vec<String>,
 }
 
 impl Settings {
@@ -202,6 +205,12 @@ impl Settings {
                 strategy = AnyStrategy::ConsistentHash(hash.trust_proxies(file.trusted_proxies));
             }
         }
+        let upgrades = match (cli.upgrades.as_slice(), file.upgrades) {
+            ([], Some(list)) => list,
+            ([], None) => vec!["websocket".to_string()],
+            ([none], _) if none == "none" => Vec::new(),
+            (flags, _) => flags.to_vec(),
+        };
         let settings = Settings {
             listen: cli
                 .listen
@@ -257,6 +266,7 @@ impl Settings {
                 .shutdown_grace
                 .or(file.server.shutdown_grace)
                 .unwrap_or(Duration::from_secs(30)),
+            upgrades,
         };
         settings.check()?;
         Ok(settings)
@@ -289,6 +299,20 @@ impl Settings {
         }
         if self.workers == Some(0) {
             return Err("workers: must be at least 1".into());
+        }
+        for protocol in &self.upgrades {
+            if protocol.trim().eq_ignore_ascii_case("h2c") {
+                return Err(
+                    "upgrades: h2c is never allowed (a tunnel would bypass the proxy; \
+                            h2c clients are served with prior knowledge)"
+                        .into(),
+                );
+            }
+            if protocol.trim().is_empty() || protocol.contains([',', ' ', '/']) {
+                return Err(format!(
+                    "upgrades: `{protocol}` is not a protocol name (write e.g. websocket)"
+                ));
+            }
         }
         if let Some(path) = &self.health_path {
             tower_lb::health::Probe::http(path).map_err(|e| format!("health.path: {e}"))?;

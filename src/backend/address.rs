@@ -10,8 +10,12 @@ use http::uri::{Authority, Scheme};
 
 use crate::Error;
 
-/// A backend's address: a scheme (`http` or `https`) and an authority
-/// (`host:port`), such as `http://10.0.0.5:8080`.
+/// A backend's address: a scheme (`http`) and an authority (`host:port`),
+/// such as `http://10.0.0.5:8080`.
+///
+/// `https://` is refused with a configuration error until TLS to backends
+/// is built: accepting it would send the request in cleartext to a port
+/// that expects TLS, a silent downgrade.
 ///
 /// Addresses compare and hash by their canonical text (scheme and host are
 /// case-insensitive, the default port is made explicit), so
@@ -26,7 +30,7 @@ pub struct Address {
 }
 
 impl Address {
-    /// The scheme, `http` or `https`.
+    /// The scheme (`http`).
     pub fn scheme(&self) -> &Scheme {
         &self.scheme
     }
@@ -56,8 +60,16 @@ impl FromStr for Address {
             .ok_or_else(|| invalid("missing scheme (write http://...)"))?;
         let default_port = match scheme.as_str() {
             "http" => 80,
-            "https" => 443,
-            _ => return Err(invalid("scheme must be http or https")),
+            // Refused, never downgraded: until TLS to backends is built, an
+            // `https://` backend would get the request (credentials and
+            // all) in cleartext.
+            "https" => {
+                return Err(invalid(
+                    "https backends are not supported yet (TLS to backends is not built); \
+                     refusing to send cleartext to an https URL",
+                ));
+            }
+            _ => return Err(invalid("scheme must be http")),
         };
         let authority = uri
             .authority()
@@ -144,7 +156,8 @@ mod tests {
     fn bad_addresses_say_why() {
         for (text, why) in [
             ("127.0.0.1:80", "missing scheme"),
-            ("ftp://x", "http or https"),
+            ("ftp://x", "scheme must be http"),
+            ("https://x", "https backends are not supported"),
             ("http://x/path", "no path"),
             ("http://u:p@x", "credentials"),
             ("not a url", "not a URL"),
@@ -152,6 +165,7 @@ mod tests {
             let error = text.parse::<Address>().unwrap_err();
             assert!(error.is_config());
             assert!(error.to_string().contains(why), "{text}: {error}");
+            assert!(error.to_string().contains(text), "names the URL: {error}");
         }
     }
 }

@@ -94,12 +94,17 @@ where
 }
 
 /// Rewrites the URI to the backend's scheme and authority. The client's
-/// authority survives as the `Host` header (HTTP/2 clients send none).
+/// authority survives as the `Host` header. When the client's URI names an
+/// authority (an HTTP/1.1 absolute-form target, or HTTP/2's `:authority`)
+/// that authority is the `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1), so a
+/// backend never sees a `Host` other than the one the proxy acted on.
 fn point_at<B>(request: &mut Request<B>, address: &Address) -> Result<(), Error> {
-    if !request.headers().contains_key(HOST)
-        && let Some(authority) = request.uri().authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    if let Some(authority) = request.uri().authority()
+        && request.headers().get(HOST).map(HeaderValue::as_bytes)
+            != Some(authority.as_str().as_bytes())
     {
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| Error::new(ErrorKind::Client).with_source(e))?;
         request.headers_mut().insert(HOST, host);
     }
     let mut parts = std::mem::take(request.uri_mut()).into_parts();

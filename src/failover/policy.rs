@@ -45,7 +45,8 @@ impl Policy {
     /// Judges an attempt's response.
     ///
     /// A connect failure means the backend never saw the request: always
-    /// retryable. A timeout, a broken exchange or a retryable status means
+    /// retryable. A request the client broke is never retried: another
+    /// backend would get the same broken request. A timeout, a broken exchange or a retryable status means
     /// the backend may have acted on it: retryable only when idempotent.
     pub(crate) fn judge<B>(&self, response: &Response<B>, idempotent: bool) -> Verdict {
         match response.extensions().get::<Error>().map(Error::kind) {
@@ -101,6 +102,7 @@ mod tests {
         assert_eq!(p.judge(&failed(ErrorKind::Upstream), false), Verdict::Done);
         assert_eq!(p.judge(&failed(ErrorKind::Upstream), true), Verdict::Retry);
         assert_eq!(p.judge(&failed(ErrorKind::Timeout), true), Verdict::Retry);
+        assert_eq!(p.judge(&failed(ErrorKind::Client), true), Verdict::Done);
         assert_eq!(
             p.judge(&failed(ErrorKind::NoBackend), true),
             Verdict::Exhausted

@@ -15,8 +15,14 @@ pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-for
 /// `X-Forwarded-Host`.
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The protocol an HTTP/1.1 `Upgrade` may never switch to: h2c clients are
+/// served with prior knowledge, and an h2c tunnel would let a client speak
+/// raw HTTP/2 to a backend past every rule of the proxy.
+pub(crate) const H2C: &str = "h2c";
+
 /// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1, plus the
-/// non-standard `Keep-Alive` and `Proxy-Connection`): it describes one
+/// non-standard `Keep-Alive` and `Proxy-Connection`, and `HTTP2-Settings`,
+/// which only means something to an h2c upgrade): it describes one
 /// connection and must not be forwarded over another.
 #[inline]
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -29,9 +35,21 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_AUTHENTICATE
         || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
+        || name.as_str() == "http2-settings"
 }
 
-/// Removes hop-by-hop headers and every header that `Connection` names.
+/// Whether `name` is one the proxy keeps or sets itself, so that naming it
+/// in `Connection` cannot remove it: `Connection: Host` must not make the
+/// backend see the backend's address as `Host`, nor drop the client's
+/// `X-Forwarded-*` chain. `Host` is never hop-by-hop.
+#[inline]
+fn is_protected(name: &HeaderName) -> bool {
+    name == HOST || name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST
+}
+
+/// Removes hop-by-hop headers and every header that `Connection` names,
+/// except the ones the proxy keeps or sets itself ([`is_protected`]). Runs
+/// on the client's headers before the proxy adds its own.
 ///
 /// The common case (none present) costs one pass over the header names and
 /// no allocation.
@@ -45,6 +63,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !is_protected(name))
         .collect();
     for name in listed {
         headers.remove(name);
@@ -59,19 +78,56 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The protocol a request asks to switch to (`Upgrade: websocket` with
-/// `Connection: upgrade`), if it does.
-pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+/// The protocol a request asks to switch to (`Upgrade: <protocol>` with
+/// `Connection: upgrade`), if it does and the protocol is one of `allowed`
+/// (names compared without case, a `/version` suffix ignored). `h2c` is
+/// never allowed, whatever `allowed` says. A request whose upgrade is not
+/// allowed is forwarded as an ordinary request, its `Upgrade` dropped.
+///
+/// Only a single protocol is taken: a list (`Upgrade: h2c, websocket`)
+/// leaves the choice to the backend, which could pick one the proxy did
+/// not allow.
+pub(crate) fn requested_upgrade(headers: &HeaderMap, allowed: &[Box<str>]) -> Option<HeaderValue> {
     let asks = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(UPGRADE).cloned()
-    } else {
-        None
+    if !asks {
+        return None;
+    }
+    let mut values = headers.get_all(UPGRADE).iter();
+    let (value, None) = (values.next()?, values.next()) else {
+        return None;
+    };
+    let name = protocol_name(value)?;
+    let permitted =
+        !name.eq_ignore_ascii_case(H2C) && allowed.iter().any(|a| a.eq_ignore_ascii_case(name));
+    permitted.then(|| value.clone())
+}
+
+/// The protocol name of a single-protocol `Upgrade` value
+/// (`websocket`, `foo/2` → `foo`); `None` for a list or an empty value.
+fn protocol_name(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?.trim();
+    if text.is_empty() || text.contains(',') {
+        return None;
+    }
+    Some(text.split('/').next().unwrap_or(text).trim())
+}
+
+/// Whether a `101 Switching Protocols` answers the upgrade the client asked
+/// for: the backend's `Upgrade` names the same protocol. A backend that
+/// switches to anything else (or with no upgrade asked) gets no tunnel.
+pub(crate) fn switches_to(response: &HeaderMap, requested: &HeaderValue) -> bool {
+    let mut values = response.get_all(UPGRADE).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => match (protocol_name(value), protocol_name(requested)) {
+            (Some(got), Some(asked)) => got.eq_ignore_ascii_case(asked),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -150,13 +206,84 @@ mod tests {
         assert_eq!(left, ["x-kept"]);
     }
 
+    fn websocket_only() -> Vec<Box<str>> {
+        vec!["websocket".into()]
+    }
+
     #[test]
     fn an_upgrade_needs_both_headers() {
+        let allowed = websocket_only();
         let mut headers = HeaderMap::new();
         headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        assert_eq!(requested_upgrade(&headers), None);
+        assert_eq!(requested_upgrade(&headers, &allowed), None);
         headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
-        assert_eq!(requested_upgrade(&headers).unwrap(), "websocket");
+        assert_eq!(requested_upgrade(&headers, &allowed).unwrap(), "websocket");
+    }
+
+    #[test]
+    fn only_allowed_single_protocols_upgrade_and_h2c_never() {
+        let upgrade = |value: &'static str, allowed: &[Box<str>]| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                CONNECTION,
+                HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+            );
+            headers.insert(UPGRADE, HeaderValue::from_static(value));
+            requested_upgrade(&headers, allowed)
+        };
+        let allowed = websocket_only();
+        assert_eq!(upgrade("h2c", &allowed), None);
+        assert_eq!(upgrade("H2C", &["h2c".into()]), None);
+        assert_eq!(upgrade("h2c, websocket", &allowed), None);
+        assert_eq!(upgrade("foo/2", &allowed), None);
+        assert_eq!(upgrade("foo/2", &["foo".into()]).unwrap(), "foo/2");
+        assert_eq!(upgrade("WebSocket", &allowed).unwrap(), "WebSocket");
+        assert_eq!(upgrade("websocket", &[]), None);
+    }
+
+    #[test]
+    fn a_switch_must_name_the_protocol_asked_for() {
+        let asked = HeaderValue::from_static("websocket");
+        let mut response = HeaderMap::new();
+        assert!(!switches_to(&response, &asked));
+        response.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!switches_to(&response, &asked));
+        response.insert(UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(switches_to(&response, &asked));
+    }
+
+    #[test]
+    fn connection_cannot_strip_what_the_proxy_keeps() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (
+                "connection",
+                "Host, X-Forwarded-For, x-forwarded-host, x-forwarded-proto, x-a",
+            ),
+            ("host", "shop.example"),
+            ("x-forwarded-for", "203.0.113.5"),
+            ("x-forwarded-host", "edge.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-a", "1"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto"
+            ]
+        );
     }
 
     #[test]

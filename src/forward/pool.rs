@@ -233,8 +233,16 @@ fn origin_form<B>(request: &mut Request<B>, authority: &Authority) {
     *request.uri_mut() = Uri::from(path);
 }
 
+/// A failed exchange: the client's when its own request body failed (hyper
+/// reports the body's error as a user error: a bad chunk, a body cut short),
+/// the backend's otherwise.
 fn upstream(error: hyper::Error) -> Error {
-    Error::new(ErrorKind::Upstream).with_source(error)
+    let kind = if error.is_user() {
+        ErrorKind::Client
+    } else {
+        ErrorKind::Upstream
+    };
+    Error::new(kind).with_source(error)
 }
 
 impl<B> fmt::Debug for Pool<B> {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::UPGRADE;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -16,7 +15,9 @@ use tower_service::Service;
 
 use hyper::upgrade::OnUpgrade;
 
-use super::headers::{add_forwarded, keep_upgrade, requested_upgrade, strip_hop_by_hop};
+use super::headers::{
+    H2C, add_forwarded, keep_upgrade, requested_upgrade, strip_hop_by_hop, switches_to,
+};
 use super::pool::{Lease, Pool};
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
@@ -34,10 +35,19 @@ use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 ///   `Upgrade`, `Proxy-Authorization`, `Proxy-Authenticate`) are dropped in
 ///   both directions;
 /// - bodies stream both ways, never buffered whole;
-/// - an HTTP/1.1 `Upgrade` (WebSocket) is passed to the backend with its
-///   `Upgrade` and `Connection` headers, and on `101 Switching Protocols`
-///   the two connections are joined: the tunnel stays on that backend for
-///   its whole life and counts as one request in flight there.
+/// - `Host` and the `X-Forwarded-*` headers cannot be removed by naming
+///   them in `Connection`;
+/// - an HTTP/1.1 `Upgrade` to a protocol the forwarder allows (WebSocket by
+///   default, see [`ForwardBuilder::upgrades`]; `h2c` never) is passed to
+///   the backend with its `Upgrade` and `Connection` headers, and on
+///   `101 Switching Protocols` naming that protocol the two connections are
+///   joined: the tunnel stays on that backend for its whole life and counts
+///   as one request in flight there. Any other upgrade is forwarded as an
+///   ordinary request without its `Upgrade`; a `101` the client did not ask
+///   for, or for another protocol, is a 502 and no tunnel;
+/// - a request body the client frames wrongly or cuts short is answered
+///   400 and carries an [`ErrorKind::Client`] error: not the backend's
+///   failure, never retried.
 ///
 /// It never fails: a backend that cannot be reached answers 502, one that
 /// breaks the exchange 502, one that does not answer in time 504, each with
@@ -72,6 +82,7 @@ struct Shared<B> {
     http2: Client<HttpConnector, B>,
     timeout: Option<Duration>,
     proto: HeaderValue,
+    upgrades: Box<[Box<str>]>,
 }
 
 impl<B> Forward<B>
@@ -114,6 +125,7 @@ pub struct ForwardBuilder {
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
     forwarded_proto: &'static str,
+    upgrades: Vec<Box<str>>,
 }
 
 impl Default for ForwardBuilder {
@@ -124,6 +136,7 @@ impl Default for ForwardBuilder {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: usize::MAX,
             forwarded_proto: "http",
+            upgrades: vec!["websocket".into()],
         }
     }
 }
@@ -169,6 +182,26 @@ impl ForwardBuilder {
         self
     }
 
+    /// The protocols a client may switch to with an HTTP/1.1 `Upgrade`
+    /// (names compared without case). Default `["websocket"]`: the one
+    /// upgrade browsers make. An empty list turns upgrades off. `h2c` is
+    /// left out whatever the list says: a tunnel would let the client speak
+    /// raw HTTP/2 to the backend past every rule of the proxy (h2c clients
+    /// are served with prior knowledge instead).
+    pub fn upgrades<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<str>,
+    {
+        self.upgrades = protocols
+            .into_iter()
+            .map(|p| p.as_ref().trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty() && p != H2C)
+            .map(String::into_boxed_str)
+            .collect();
+        self
+    }
+
     /// Builds the forwarder. Needs no runtime until the first request.
     pub fn build<B>(self) -> Forward<B>
     where
@@ -197,6 +230,7 @@ impl ForwardBuilder {
                 http2,
                 timeout: self.timeout,
                 proto: HeaderValue::from_static(self.forwarded_proto),
+                upgrades: self.upgrades.into_boxed_slice(),
             }),
         }
     }
@@ -219,7 +253,7 @@ where
     fn call(&mut self, request: Request<B>) -> ResponseFuture<B> {
         // Split so the headers can be edited while the extensions are read.
         let (mut parts, body) = request.into_parts();
-        let upgrade = requested_upgrade(&parts.headers);
+        let upgrade = requested_upgrade(&parts.headers, &self.shared.upgrades);
         strip_hop_by_hop(&mut parts.headers);
         let client = parts.extensions.get::<ClientAddr>();
         add_forwarded(&mut parts.headers, client, &self.shared.proto);
@@ -228,12 +262,12 @@ where
             upgrade.is_none() && target.is_some_and(|t| t.backend().protocol() == Protocol::Http2);
         let tunnel = match upgrade {
             Some(protocol) => {
-                keep_upgrade(&mut parts.headers, protocol);
+                keep_upgrade(&mut parts.headers, protocol.clone());
                 let backend = target.map(|t| t.backend().clone());
                 parts
                     .extensions
                     .remove::<OnUpgrade>()
-                    .map(|client| Tunnel::new(client, backend))
+                    .map(|client| Tunnel::new(client, backend, protocol))
             }
             None => None,
         };
@@ -270,20 +304,32 @@ where
     }
 }
 
-/// The backend's response with hop-by-hop headers removed; on `101` the
-/// tunnel is started and the upgrade headers kept.
+/// The backend's response with hop-by-hop headers removed; on a `101` that
+/// answers the upgrade the client asked for, the tunnel is started and the
+/// upgrade headers kept. Any other `101` is the backend's failure: 502, and
+/// neither a tunnel nor the connection's reuse.
 fn answer<B>(
     mut response: Response<Incoming>,
     lease: Option<Lease<B>>,
     tunnel: Option<Tunnel>,
 ) -> Response<ResponseBody<B>> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let upgrade = match (switching, tunnel) {
-        (true, Some(tunnel)) => {
-            tunnel.spawn(hyper::upgrade::on(&mut response));
-            response.headers().get(UPGRADE).cloned()
+    let upgrade = if switching {
+        match tunnel {
+            Some(tunnel) if switches_to(response.headers(), tunnel.protocol()) => {
+                let protocol = tunnel.protocol().clone();
+                tunnel.spawn(hyper::upgrade::on(&mut response));
+                Some(protocol)
+            }
+            // The upgraded connection is dropped with the response.
+            _ => {
+                return Error::new(ErrorKind::Upstream)
+                    .with_message("backend switched protocols to one the client did not ask for")
+                    .to_response();
+            }
         }
-        _ => None,
+    } else {
+        None
     };
     // An upgraded connection is the tunnel's now, never the pool's.
     let lease = if switching { None } else { lease };

@@ -1,6 +1,7 @@
 //! Joining a client and a backend after `101 Switching Protocols`.
 
 use futures_util::future::try_join;
+use http::HeaderValue;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -11,11 +12,22 @@ use crate::backend::{Backend, InFlight};
 pub(crate) struct Tunnel {
     client: OnUpgrade,
     backend: Option<Backend>,
+    /// The protocol the client asked for (and the forwarder allowed).
+    protocol: HeaderValue,
 }
 
 impl Tunnel {
-    pub(crate) fn new(client: OnUpgrade, backend: Option<Backend>) -> Self {
-        Self { client, backend }
+    pub(crate) fn new(client: OnUpgrade, backend: Option<Backend>, protocol: HeaderValue) -> Self {
+        Self {
+            client,
+            backend,
+            protocol,
+        }
+    }
+
+    /// The protocol the client asked to switch to.
+    pub(crate) fn protocol(&self) -> &HeaderValue {
+        &self.protocol
     }
 
     /// Once both sides have switched, copies bytes both ways until either

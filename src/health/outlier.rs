@@ -122,20 +122,23 @@ impl OutlierDetection {
         self
     }
 
-    /// What `response` (or the error it carries) says of the backend.
-    pub(crate) fn outcome<B>(&self, response: &Response<B>) -> Outcome {
+    /// What `response` (or the error it carries) says of the backend;
+    /// nothing when the client broke its own request (a hostile client must
+    /// not get healthy backends ejected).
+    pub(crate) fn outcome<B>(&self, response: &Response<B>) -> Option<Outcome> {
         let failed = match response.extensions().get::<Error>() {
+            Some(error) if error.is_client() => return None,
             Some(error) => matches!(
                 error.kind(),
                 ErrorKind::Connect | ErrorKind::Timeout | ErrorKind::Upstream
             ),
             None => self.failure_statuses.contains(&response.status().as_u16()),
         };
-        if failed {
+        Some(if failed {
             Outcome::Failure
         } else {
             Outcome::Success
-        }
+        })
     }
 
     /// Records one outcome of a request to `backend`.

@@ -151,17 +151,19 @@ where
             }
         };
         let watch = match watch.shared.detection.outcome(&response) {
-            Outcome::Failure => {
+            // The client's fault: nothing to record of the backend.
+            None => None,
+            Some(Outcome::Failure) => {
                 watch.record(Outcome::Failure);
                 None
             }
             // Nothing left to read: the exchange is over.
-            Outcome::Success if response.body().is_end_stream() => {
+            Some(Outcome::Success) if response.body().is_end_stream() => {
                 watch.record(Outcome::Success);
                 None
             }
             // The body decides.
-            Outcome::Success => Some(watch),
+            Some(Outcome::Success) => Some(watch),
         };
         Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, watch))))
     }

@@ -106,13 +106,7 @@ impl Probe {
         match &self.kind {
             Kind::Tcp => {
                 let authority = backend.address().authority();
-                let port = authority.port_u16().unwrap_or(
-                    if backend.address().scheme().as_str() == "https" {
-                        443
-                    } else {
-                        80
-                    },
-                );
+                let port = authority.port_u16().unwrap_or(80);
                 TcpStream::connect((authority.host(), port))
                     .await
                     .map(drop)

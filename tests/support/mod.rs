@@ -5,6 +5,7 @@
 
 pub mod counting;
 pub mod process;
+pub mod raw;
 pub mod rude;
 
 use std::collections::HashMap;
