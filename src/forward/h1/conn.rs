@@ -50,7 +50,7 @@ const MAX_INTERIM: usize = 16;
 #[derive(Debug)]
 pub(crate) struct Conn<S> {
     pub(super) io: S,
-    write_buf: Vec<u8>,
+    pub(super) write_buf: Vec<u8>,
     pub(super) read_buf: BytesMut,
     max_head: usize,
     /// Whether the connection may carry another exchange: false from the
@@ -254,7 +254,7 @@ where
             }
             Some(Err(error)) => {
                 self.body_started = true;
-                Err(Error::client_body("it failed").with_source(error))
+                Err(Error::client_body("it yielded an error").with_source(error))
             }
         }
     }

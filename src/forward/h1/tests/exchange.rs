@@ -451,3 +451,50 @@ fn a_real_backend_over_duplex() {
         assert!(seen[1].starts_with("DELETE /path HTTP/1.1\r\n"));
     });
 }
+
+#[test]
+fn the_idle_check_on_a_real_socket() {
+    run(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut conns = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            conns.push(Conn::new(client));
+            servers.push(server);
+        }
+        let mut servers = servers.into_iter();
+        let (quiet, mut chatty, closing) = (
+            servers.next().unwrap(),
+            servers.next().unwrap(),
+            servers.next().unwrap(),
+        );
+        chatty.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        drop(closing);
+        // Let the reactor see the bytes and the FIN.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let verdicts: Vec<bool> = conns.iter_mut().map(Conn::is_reusable_now).collect();
+        assert_eq!(verdicts, [true, false, false]);
+        drop(quiet);
+    });
+}
+
+/// The exchange's future and the body can move across threads (a
+/// multi-thread runtime, a spawned tunnel) when the stream and the request
+/// body can.
+#[allow(dead_code)]
+fn futures_and_bodies_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn sync<T: Sync>() {}
+    let (client, _) = tokio::io::duplex(1);
+    let parts = request("GET", &[]);
+    let mut body = Box::pin(Full::new(Bytes::new()));
+    let head = head(&parts, BodyFraming::Empty);
+    let future = Conn::new(client).send(&head, body.as_mut());
+    send(&future);
+    sync::<Error>();
+    sync::<crate::forward::h1::BodyReader<tokio::net::TcpStream>>();
+    send(&Error::malformed("x"));
+}

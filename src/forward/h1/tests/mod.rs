@@ -3,6 +3,7 @@
 mod exchange;
 mod mock;
 mod props;
+mod steady;
 
 use std::pin::pin;
 use std::sync::LazyLock;
