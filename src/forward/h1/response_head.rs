@@ -1,0 +1,564 @@
+//! Parsing a response head, and deciding how its body is framed.
+//!
+//! The head is parsed in place in the connection's read buffer; once it is
+//! complete, its bytes are frozen into one `Bytes` and every header value
+//! is a slice of it, so no value is copied. Names are `HeaderName`s (the
+//! standard ones cost nothing; others are copied, as hyper does).
+//!
+//! Strict, because a response read two ways by two parties is how a
+//! connection gets desynchronised (RFC 9112 §6.3, §11.2): a framing that is
+//! not exactly one `Content-Length` of digits or exactly `chunked` is an
+//! error, as are both together, and so are bare LF line ends and empty
+//! lines before the status line, which `httparse` tolerates.
+
+use bytes::{Buf, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+
+use super::error::{Error, Kind};
+use super::request_head::{list_contains, trim_ows};
+
+/// At most this many header fields in a head (hyper's default).
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// How a response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body: a response to HEAD, a 1xx, 204, 304, or `Content-Length: 0`.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the backend closes the connection (so it cannot be reused).
+    Close,
+}
+
+/// A final (or `101`) response head.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    /// The end-to-end headers: hop-by-hop ones and those the response's
+    /// `Connection` names are left out; `Content-Length` is kept.
+    pub(crate) headers: HeaderMap,
+    pub(crate) framing: Framing,
+    /// Whether the connection may carry another exchange after this one
+    /// (HTTP/1.1 without `Connection: close`, or HTTP/1.0 with
+    /// `keep-alive`; never when the body ends at the close).
+    pub(crate) keep_alive: bool,
+    /// The `Upgrade` header, for a `101` (left out of `headers`, being
+    /// hop-by-hop): the caller checks it against what it allowed.
+    pub(crate) upgrade: Option<HeaderValue>,
+}
+
+/// What the read buffer holds.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Not a complete head yet: read more.
+    Partial,
+    /// An interim 1xx response (not 101), already removed from the buffer.
+    Interim,
+    /// A final or `101` head, removed from the buffer; the body follows.
+    Head(ResponseHead),
+}
+
+/// Parses the head at the start of `buf`, for a request that was a HEAD or
+/// not. A complete head is split off the buffer.
+pub(crate) fn parse(
+    buf: &mut BytesMut,
+    head_request: bool,
+    max_head: usize,
+) -> Result<Parsed, Error> {
+    if buf.is_empty() {
+        return Ok(Parsed::Partial);
+    }
+    if buf[0] == b'\r' || buf[0] == b'\n' {
+        // httparse skips them; a stray line end after a body is a sign of a
+        // backend that miscounted its body, so it is not passed over.
+        return Err(Error::malformed("empty line before the status line"));
+    }
+    let scanned = match scan(buf, head_request)? {
+        Some(scanned) => scanned,
+        None if buf.len() >= max_head => return Err(Error::new(Kind::HeadTooLarge)),
+        None => return Ok(Parsed::Partial),
+    };
+    if scanned.len > max_head {
+        return Err(Error::new(Kind::HeadTooLarge));
+    }
+    if (100..200).contains(&scanned.code) && scanned.code != 101 {
+        buf.advance(scanned.len);
+        return Ok(Parsed::Interim);
+    }
+    let head = buf.split_to(scanned.len).freeze();
+    let value = |(start, end): (usize, usize)| {
+        HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| Error::malformed("invalid header value"))
+    };
+    let mut headers = HeaderMap::with_capacity(scanned.kept);
+    for (name, start, end) in scanned.entries.into_iter().take(scanned.kept) {
+        if let Some(name) = name {
+            headers.append(name, value((start, end))?);
+        }
+    }
+    let status =
+        StatusCode::from_u16(scanned.code).map_err(|_| Error::malformed("invalid status code"))?;
+    Ok(Parsed::Head(ResponseHead {
+        status,
+        version: scanned.version,
+        headers,
+        framing: scanned.framing,
+        keep_alive: scanned.keep_alive,
+        upgrade: scanned.upgrade.map(value).transpose()?,
+    }))
+}
+
+/// Whether `buf` can hold a complete head (or trailer section): whether it
+/// has an empty line (LF, optional CR, LF), looked for from `searched` on,
+/// which is then moved to where the next look starts. Parsing only then
+/// keeps a head that trickles in a byte per read from costing a parse of
+/// the whole buffer per byte.
+pub(crate) fn has_empty_line(buf: &[u8], searched: &mut usize) -> bool {
+    let from = (*searched).min(buf.len()).saturating_sub(2);
+    let found = buf[from..].windows(2).enumerate().any(|(i, pair)| {
+        pair[0] == b'\n'
+            && (pair[1] == b'\n' || (pair[1] == b'\r' && buf.get(from + i + 2) == Some(&b'\n')))
+    });
+    *searched = buf.len();
+    found
+}
+
+/// What one pass of httparse found, as offsets into the buffer so that the
+/// buffer can be split and frozen once the parser no longer borrows it.
+struct Scanned {
+    len: usize,
+    code: u16,
+    version: Version,
+    framing: Framing,
+    keep_alive: bool,
+    upgrade: Option<(usize, usize)>,
+    entries: [(Option<HeaderName>, usize, usize); MAX_HEADERS],
+    kept: usize,
+}
+
+fn scan(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Error> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut fields);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::malformed("more than 100 header fields"));
+        }
+        Err(error) => return Err(Error::malformed("invalid head").with_source(error)),
+    };
+    if has_bare_lf(&buf[..len]) {
+        return Err(Error::malformed("line ended by a bare LF"));
+    }
+    let code = response.code.unwrap_or(0);
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let fields: &[httparse::Header<'_>] = response.headers;
+    let offset = |slice: &[u8]| {
+        let start = slice.as_ptr() as usize - buf.as_ptr() as usize;
+        (start, start + slice.len())
+    };
+
+    let mut content_length = None;
+    let mut chunked = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut upgrade = None;
+    for field in fields {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return Err(Error::malformed("content-length repeated"));
+            }
+            content_length = Some(parse_length(field.value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if chunked {
+                return Err(Error::malformed("transfer-encoding repeated"));
+            }
+            // Exactly `chunked`: another coding before it (`gzip, chunked`)
+            // would reach the client undecoded once the hop-by-hop header is
+            // dropped, and anything else cannot be framed at all.
+            if !trim_ows(field.value).eq_ignore_ascii_case(b"chunked") {
+                return Err(Error::malformed("transfer-encoding other than chunked"));
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= list_contains(field.value, b"close");
+            keep_alive_token |= list_contains(field.value, b"keep-alive");
+        } else if name.eq_ignore_ascii_case(b"upgrade") && upgrade.is_none() {
+            upgrade = Some(offset(field.value));
+        }
+    }
+    if chunked && content_length.is_some() {
+        return Err(Error::malformed(
+            "both transfer-encoding and content-length",
+        ));
+    }
+    let framing = framing(head_request, code, content_length, chunked);
+    let keep_alive =
+        framing != Framing::Close && !close && (version == Version::HTTP_11 || keep_alive_token);
+
+    let mut entries = [const { (None, 0, 0) }; MAX_HEADERS];
+    let mut kept = 0;
+    for field in fields {
+        let name = field.name.as_bytes();
+        if is_hop_by_hop(name) || listed_in_connection(fields, name) {
+            continue;
+        }
+        let name =
+            HeaderName::from_bytes(name).map_err(|_| Error::malformed("invalid header name"))?;
+        let (start, end) = offset(field.value);
+        entries[kept] = (Some(name), start, end);
+        kept += 1;
+    }
+    Ok(Some(Scanned {
+        len,
+        code,
+        version,
+        framing,
+        keep_alive,
+        upgrade,
+        entries,
+        kept,
+    }))
+}
+
+/// The body framing of a response (RFC 9112 §6.3), once its headers are
+/// known to be unambiguous.
+pub(crate) fn framing(
+    head_request: bool,
+    code: u16,
+    content_length: Option<u64>,
+    chunked: bool,
+) -> Framing {
+    if head_request || code < 200 || code == 204 || code == 304 {
+        return Framing::Empty;
+    }
+    match (chunked, content_length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(0)) => Framing::Empty,
+        (false, Some(length)) => Framing::Length(length),
+        (false, None) => Framing::Close,
+    }
+}
+
+/// A `Content-Length` value: digits only (no sign, no list, no spaces
+/// inside), and no more than a `u64` holds.
+fn parse_length(value: &[u8]) -> Result<u64, Error> {
+    if value.is_empty() {
+        return Err(Error::malformed("empty content-length"));
+    }
+    value.iter().try_fold(0u64, |length, &b| {
+        if !b.is_ascii_digit() {
+            return Err(Error::malformed("content-length not all digits"));
+        }
+        length
+            .checked_mul(10)
+            .and_then(|length| length.checked_add(u64::from(b - b'0')))
+            .ok_or_else(|| Error::malformed("content-length too large"))
+    })
+}
+
+/// Whether a line in `head` ends with LF alone.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+}
+
+/// Response headers that describe one connection (as in
+/// `forward::headers`): never passed on to the client.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    [
+        &b"connection"[..],
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    ]
+    .iter()
+    .any(|hop| name.eq_ignore_ascii_case(hop))
+}
+
+fn listed_in_connection(fields: &[httparse::Header<'_>], name: &[u8]) -> bool {
+    fields.iter().any(|field| {
+        field.name.eq_ignore_ascii_case("connection") && list_contains(field.value, name)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(bytes: &[u8], head_request: bool) -> Result<Parsed, Error> {
+        let mut buf = BytesMut::from(bytes);
+        parse(&mut buf, head_request, 64 * 1024)
+    }
+
+    fn head(bytes: &[u8], head_request: bool) -> Result<ResponseHead, Error> {
+        match parse_all(bytes, head_request)? {
+            Parsed::Head(head) => Ok(head),
+            other => panic!("not a head: {other:?}"),
+        }
+    }
+
+    fn framing_of(fields: &str, head_request: bool, status: u16) -> Result<Framing, String> {
+        let bytes = format!("HTTP/1.1 {status} X\r\n{fields}\r\n");
+        head(bytes.as_bytes(), head_request)
+            .map(|head| head.framing)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn framing_decisions() {
+        use Framing::*;
+        let table: &[(&str, bool, u16, Option<Framing>)] = &[
+            ("content-length: 5\r\n", false, 200, Some(Length(5))),
+            ("Content-Length: 0\r\n", false, 200, Some(Empty)),
+            ("content-length: 5\r\n", true, 200, Some(Empty)),
+            ("content-length: 5\r\n", false, 204, Some(Empty)),
+            ("content-length: 5\r\n", false, 304, Some(Empty)),
+            ("transfer-encoding: chunked\r\n", false, 200, Some(Chunked)),
+            ("Transfer-Encoding: CHUNKED \r\n", false, 500, Some(Chunked)),
+            ("transfer-encoding: chunked\r\n", true, 200, Some(Empty)),
+            ("", false, 200, Some(Close)),
+            ("", false, 404, Some(Close)),
+            ("", false, 204, Some(Empty)),
+            ("", true, 200, Some(Empty)),
+            (
+                "content-length: 18446744073709551615\r\n",
+                false,
+                200,
+                Some(Length(u64::MAX)),
+            ),
+            // Ambiguous or unreadable: refused, whatever the status.
+            ("content-length: 18446744073709551616\r\n", false, 200, None),
+            (
+                "transfer-encoding: chunked\r\ncontent-length: 5\r\n",
+                false,
+                200,
+                None,
+            ),
+            (
+                "content-length: 5\r\ntransfer-encoding: chunked\r\n",
+                true,
+                200,
+                None,
+            ),
+            (
+                "content-length: 5\r\ncontent-length: 5\r\n",
+                false,
+                200,
+                None,
+            ),
+            (
+                "content-length: 5\r\ncontent-length: 6\r\n",
+                false,
+                200,
+                None,
+            ),
+            ("content-length: 5, 5\r\n", false, 200, None),
+            ("content-length: +5\r\n", false, 200, None),
+            ("content-length: -1\r\n", false, 200, None),
+            ("content-length: 0x5\r\n", false, 200, None),
+            ("content-length: 5 5\r\n", false, 200, None),
+            ("content-length:\r\n", false, 200, None),
+            ("transfer-encoding: \"chunked\"\r\n", false, 200, None),
+            ("transfer-encoding: xchunked\r\n", false, 200, None),
+            ("transfer-encoding: chunked, gzip\r\n", false, 200, None),
+            ("transfer-encoding: gzip, chunked\r\n", false, 200, None),
+            ("transfer-encoding: chunked, chunked\r\n", false, 200, None),
+            (
+                "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n",
+                false,
+                200,
+                None,
+            ),
+            ("transfer-encoding: identity\r\n", false, 200, None),
+            ("transfer-encoding: chunked;q=1\r\n", false, 200, None),
+        ];
+        for (fields, head_request, status, expected) in table {
+            let got = framing_of(fields, *head_request, *status);
+            match expected {
+                Some(framing) => assert_eq!(got.as_ref(), Ok(framing), "{fields:?} {status}"),
+                None => assert!(got.is_err(), "{fields:?} {status} accepted as {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        let cases: &[(&str, bool)] = &[
+            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", true),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 0\r\n\r\n",
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: x, close\r\ncontent-length: 0\r\n\r\n",
+                false,
+            ),
+            ("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false),
+            (
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false),
+        ];
+        for (bytes, keep_alive) in cases {
+            let head = head(bytes.as_bytes(), false).unwrap();
+            assert_eq!(head.keep_alive, *keep_alive, "{bytes:?}");
+        }
+        let head = head(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false).unwrap();
+        assert_eq!(head.version, Version::HTTP_10);
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_left_out() {
+        let head = head(
+            b"HTTP/1.1 101 Switching Protocols\r\n\
+              Connection: upgrade, X-Internal\r\n\
+              Upgrade: websocket\r\n\
+              Keep-Alive: timeout=5\r\n\
+              Proxy-Connection: keep-alive\r\n\
+              X-Internal: secret\r\n\
+              Trailer: x-sum\r\n\
+              Proxy-Authenticate: Basic\r\n\
+              Sec-WebSocket-Accept: abc\r\n\
+              X-Kept: 1\r\n\
+              x-kept: 2\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(head.upgrade.as_ref().unwrap(), "websocket");
+        let names: Vec<&str> = head.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["sec-websocket-accept", "x-kept"]);
+        let kept: Vec<_> = head.headers.get_all("x-kept").iter().collect();
+        assert_eq!(kept, ["1", "2"]);
+        let head = super::tests::head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(head.headers.get("transfer-encoding").is_none());
+        let head =
+            super::tests::head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", false).unwrap();
+        assert_eq!(head.headers["content-length"], "12");
+    }
+
+    #[test]
+    fn values_share_the_read_buffer() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\nx-a: hello\r\ncontent-length: 2\r\n\r\nhi"[..]);
+        let start = buf.as_ptr() as usize;
+        let Parsed::Head(head) = parse(&mut buf, false, 1024).unwrap() else {
+            panic!("no head");
+        };
+        let value = head.headers["x-a"].as_bytes().as_ptr() as usize;
+        assert_eq!(value - start, b"HTTP/1.1 200 OK\r\nx-a: ".len());
+        assert_eq!(&buf[..], b"hi");
+    }
+
+    #[test]
+    fn interim_responses_are_removed_and_partial_heads_wait() {
+        let mut buf =
+            BytesMut::from(&b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 2"[..]);
+        assert!(matches!(parse(&mut buf, false, 1024), Ok(Parsed::Interim)));
+        assert_eq!(&buf[..], b"HTTP/1.1 2");
+        assert!(matches!(parse(&mut buf, false, 1024), Ok(Parsed::Partial)));
+        let mut empty = BytesMut::new();
+        assert!(matches!(
+            parse(&mut empty, false, 1024),
+            Ok(Parsed::Partial)
+        ));
+    }
+
+    #[test]
+    fn the_head_limit_holds_for_partial_and_complete_heads() {
+        let long = format!("HTTP/1.1 200 OK\r\nx-long: {}\r\n", "a".repeat(200));
+        let mut buf = BytesMut::from(long.as_bytes());
+        let error = parse(&mut buf, false, 100).unwrap_err();
+        assert_eq!(error.kind(), Kind::HeadTooLarge);
+        let complete = format!("{long}\r\n");
+        let mut buf = BytesMut::from(complete.as_bytes());
+        assert_eq!(
+            parse(&mut buf, false, 150).unwrap_err().kind(),
+            Kind::HeadTooLarge
+        );
+        let mut buf = BytesMut::from(complete.as_bytes());
+        assert!(matches!(parse(&mut buf, false, 1024), Ok(Parsed::Head(_))));
+        let many: String = (0..101).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let bytes = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert_eq!(
+            parse_all(bytes.as_bytes(), false).unwrap_err().kind(),
+            Kind::Malformed
+        );
+    }
+
+    #[test]
+    fn httparse_and_our_checks_refuse_what_could_be_read_two_ways() {
+        let bad: &[&[u8]] = &[
+            // Obsolete line folding.
+            b"HTTP/1.1 200 OK\r\nx-a: 1\r\n folded\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: 1\r\n\tfolded\r\ncontent-length: 0\r\n\r\n",
+            // Bare CR, bare LF, NUL, DEL.
+            b"HTTP/1.1 200 OK\r\nx-a: 1\rcontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: 1\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\n",
+            b"HTTP/1.1 200 OK\r\nx-a: 1\x002\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-a: 1\x7f\r\ncontent-length: 0\r\n\r\n",
+            // A space before the colon, an empty name, a bad version.
+            b"HTTP/1.1 200 OK\r\ncontent-length : 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\n: 0\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1  200 OK\r\n\r\n",
+            // Empty lines before the status line.
+            b"\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"hello",
+        ];
+        for bytes in bad {
+            let result = parse_all(bytes, false);
+            assert!(
+                matches!(&result, Err(e) if e.kind() == Kind::Malformed),
+                "{:?} gave {result:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_line_is_found_across_reads() {
+        let mut searched = 0;
+        let mut buf = b"HTTP/1.1 200 OK\r\nx: 1\r".to_vec();
+        assert!(!has_empty_line(&buf, &mut searched));
+        buf.extend_from_slice(b"\n\r");
+        assert!(!has_empty_line(&buf, &mut searched));
+        buf.extend_from_slice(b"\n");
+        assert!(has_empty_line(&buf, &mut searched));
+        assert!(has_empty_line(b"a\n\n", &mut 0));
+        assert!(!has_empty_line(b"a\r\n\r", &mut 0));
+        assert!(!has_empty_line(b"", &mut 0));
+    }
+
+    #[test]
+    fn the_framing_function_alone() {
+        assert_eq!(framing(false, 101, None, false), Framing::Empty);
+        assert_eq!(framing(false, 200, Some(3), false), Framing::Length(3));
+        assert_eq!(framing(false, 200, None, true), Framing::Chunked);
+        assert_eq!(framing(false, 205, None, false), Framing::Close);
+    }
+}
