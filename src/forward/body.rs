@@ -7,28 +7,38 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
+use tokio::net::TcpStream;
 
-use crate::local_body::LocalBody;
-
+use super::h1::BodyReader;
 use super::pool::Lease;
+use crate::local_body::LocalBody;
+use crate::{Error, ErrorKind};
 
 pin_project! {
-    /// The backend's body, streamed as it arrives, holding its pooled
-    /// connection until the last byte (then the connection goes back to the
-    /// pool); or a short local body (an error answer).
-    pub struct ResponseBody<B> {
+    /// The backend's body, streamed as it arrives: read straight from its
+    /// HTTP/1.1 connection, which goes back to the pool after the last
+    /// byte, or from hyper's HTTP/2 client; or a short local body (an error
+    /// answer).
+    ///
+    /// Its errors are [`Error`]s of kind [`Upstream`](ErrorKind::Upstream):
+    /// the backend broke the body off or framed it wrongly.
+    pub struct ResponseBody {
         #[pin]
-        kind: Kind<B>,
+        kind: Kind,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<B> {
-        Upstream {
+    enum Kind {
+        Http1 {
+            #[pin]
+            body: BodyReader<TcpStream>,
+            lease: Option<Lease>,
+        },
+        Http2 {
             #[pin]
             body: Incoming,
-            lease: Option<Lease<B>>,
         },
         Local {
             body: LocalBody,
@@ -36,24 +46,31 @@ pin_project! {
     }
 }
 
-impl<B> ResponseBody<B> {
-    pub(crate) fn upstream(body: Incoming, lease: Option<Lease<B>>) -> Self {
+impl ResponseBody {
+    pub(crate) fn http1(mut body: BodyReader<TcpStream>, lease: Lease) -> Self {
         // A body that is empty from the start (HEAD, 204, 304, length 0)
         // may never be polled: the exchange is already over.
-        let lease = match lease {
-            Some(lease) if body.is_end_stream() => {
-                lease.release();
-                None
+        let lease = if body.is_end_stream() {
+            if let Some(conn) = body.take_reusable() {
+                lease.release(conn);
             }
-            lease => lease,
+            None
+        } else {
+            Some(lease)
         };
         Self {
-            kind: Kind::Upstream { body, lease },
+            kind: Kind::Http1 { body, lease },
+        }
+    }
+
+    pub(crate) fn http2(body: Incoming) -> Self {
+        Self {
+            kind: Kind::Http2 { body },
         }
     }
 }
 
-impl<B> From<Bytes> for ResponseBody<B> {
+impl From<Bytes> for ResponseBody {
     fn from(data: Bytes) -> Self {
         Self {
             kind: Kind::Local {
@@ -63,30 +80,38 @@ impl<B> From<Bytes> for ResponseBody<B> {
     }
 }
 
-impl<B> Body for ResponseBody<B> {
+fn broken(error: impl Into<crate::BoxError>) -> Error {
+    Error::new(ErrorKind::Upstream).with_source(error)
+}
+
+impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         match self.project().kind.project() {
-            KindProj::Upstream { mut body, lease } => {
+            KindProj::Http1 { mut body, lease } => {
                 let frame = ready!(body.as_mut().poll_frame(cx));
+                // After its last frame the connection may carry another
+                // exchange; after an error the reader has closed it.
                 let ended = match &frame {
                     None => true,
                     Some(Ok(_)) => body.is_end_stream(),
-                    // A broken body: the connection is not reused.
-                    Some(Err(_)) => {
-                        lease.take();
-                        false
-                    }
+                    Some(Err(_)) => false,
                 };
-                if ended && let Some(lease) = lease.take() {
-                    lease.release();
+                if ended
+                    && let Some(lease) = lease.take()
+                    && let Some(conn) = body.take_reusable()
+                {
+                    lease.release(conn);
                 }
-                Poll::Ready(frame)
+                Poll::Ready(frame.map(|f| f.map_err(broken)))
+            }
+            KindProj::Http2 { body } => {
+                Poll::Ready(ready!(body.poll_frame(cx)).map(|f| f.map_err(broken)))
             }
             KindProj::Local { body } => Poll::Ready(body.next_frame().map(Ok)),
         }
@@ -94,23 +119,26 @@ impl<B> Body for ResponseBody<B> {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Http1 { body, .. } => body.is_end_stream(),
+            Kind::Http2 { body } => body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Http1 { body, .. } => body.size_hint(),
+            Kind::Http2 { body } => body.size_hint(),
             Kind::Local { body } => body.size_hint(),
         }
     }
 }
 
-impl<B> std::fmt::Debug for ResponseBody<B> {
+impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
-            Kind::Upstream { .. } => "upstream",
+            Kind::Http1 { .. } => "http1",
+            Kind::Http2 { .. } => "http2",
             Kind::Local { .. } => "local",
         };
         f.debug_struct("ResponseBody").field("kind", &kind).finish()

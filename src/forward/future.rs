@@ -11,27 +11,25 @@ use super::ResponseBody;
 
 /// Resolves to the backend's response (hop-by-hop headers removed), or to a
 /// 502 / 504 answer carrying the [`Error`](crate::Error). Never fails.
-pub struct ResponseFuture<B> {
-    inner: Pin<Box<dyn Future<Output = Response<ResponseBody<B>>> + Send>>,
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>,
 }
 
-impl<B> ResponseFuture<B> {
-    pub(crate) fn new(
-        inner: Pin<Box<dyn Future<Output = Response<ResponseBody<B>>> + Send>>,
-    ) -> Self {
+impl ResponseFuture {
+    pub(crate) fn new(inner: Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>) -> Self {
         Self { inner }
     }
 }
 
-impl<B> Future for ResponseFuture<B> {
-    type Output = Result<Response<ResponseBody<B>>, std::convert::Infallible>;
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, std::convert::Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.inner.as_mut().poll(cx).map(Ok)
     }
 }
 
-impl<B> fmt::Debug for ResponseFuture<B> {
+impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

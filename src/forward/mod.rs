@@ -4,13 +4,12 @@
 //! [`LoadBalance`](crate::LoadBalance)) over pooled keep-alive connections and
 //! applies a reverse proxy's header rules. Any other service that takes an
 //! `http::Request` can take its place.
+//!
+//! HTTP/1.1 backends are spoken to by our own codec (`h1`, on `httparse`),
+//! driven inside the request's task; HTTP/2 backends by hyper-util's client.
 
 mod body;
 mod future;
-// The HTTP/1.1 codec that will replace hyper's client under `Forward`; not
-// used until it is integrated there, so its items (and re-exports) are dead
-// code until then.
-#[allow(dead_code, unused_imports)]
 mod h1;
 mod headers;
 mod pool;

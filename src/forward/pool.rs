@@ -1,110 +1,109 @@
-//! Pooled HTTP/1.1 connections to backends, on hyper's `client::conn`.
+//! Pooled HTTP/1.1 connections to backends, driven in the request's task.
 //!
-//! hyper-util's legacy client pools connections too, but pays for being a
-//! general client on every request: a pool checkout future, a mutex around
-//! the pool, connector and executor indirections. A load balancer knows its
-//! backends and only speaks HTTP/1.1 to most of them, so this pool is the
-//! minimum: per backend, a lock-free queue of idle connections
-//! (crossbeam's `SegQueue`, which grows in blocks as needed, so a thousand
-//! backends cost nothing until they are used), found through a map that is
-//! read without a lock and copied on the rare insert of a new backend.
+//! hyper's client spends a task per backend connection and a channel hop
+//! per request and per response body; a load balancer that knows its
+//! backends needs neither. Here a connection is a [`Conn`] (our codec on
+//! `httparse`, with its reused buffers): the request's own future writes
+//! the head, streams the body and reads the response head; the response
+//! body reads straight from the connection, and hands it back to the pool
+//! when it ends cleanly.
 //!
-//! A connection is checked out for one exchange and returned when the
-//! response body has been read to its end (HTTP/1.1 cannot start another
-//! exchange before). A body dropped half-read closes the connection, as
-//! hyper does. A request that a reused connection could not send (the
-//! backend had closed it while idle) goes out on the next connection, the
-//! way hyper-util's client retries such requests.
+//! Per backend the idle connections sit in a lock-free queue (crossbeam's
+//! `SegQueue`, which grows in blocks as needed, so a thousand backends
+//! cost nothing until they are used), found through a map that is read
+//! without a lock and copied on the rare insert of a new backend. A
+//! forwarder's pool serves whichever threads use the forwarder; the
+//! example proxy builds one forwarder per worker thread, so there a
+//! backend connection never crosses threads.
+//!
+//! A request that a reused connection could not carry (the backend had
+//! closed it while idle) goes out again on the next connection when that
+//! is safe: nothing of it was written, or it is idempotent and neither its
+//! body nor any answer had started.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
 use crossbeam_queue::SegQueue;
-use http::header::HOST;
-use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::Method;
+use http::uri::Authority;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
+use super::h1::{self, Answer, Conn, RequestHead};
 use crate::clock::{self, Nanos};
 use crate::{BoxError, Error, ErrorKind};
 
 /// The pool of one forwarder.
-pub(crate) struct Pool<B> {
-    hosts: ArcSwap<FxHashMap<Authority, Arc<Host<B>>>>,
+pub(crate) struct Pool {
+    hosts: ArcSwap<FxHashMap<Authority, Arc<Host>>>,
     connect_timeout: Duration,
     idle_timeout: Nanos,
     max_idle: usize,
+    max_head: usize,
 }
 
 /// One backend's idle connections.
-pub(crate) struct Host<B> {
+pub(crate) struct Host {
     authority: Authority,
-    idle: SegQueue<Idle<B>>,
+    idle: SegQueue<Idle>,
     /// Idle connections queued (the queue itself keeps no exact count).
     idle_count: AtomicUsize,
     max_idle: usize,
     idle_timeout: Nanos,
 }
 
-struct Idle<B> {
-    sender: SendRequest<B>,
+struct Idle {
+    conn: Conn<TcpStream>,
     since: Nanos,
 }
 
-/// A connection lent to one exchange; back to the pool when the response
+/// Where a connection lent to one exchange goes back to when the response
 /// body ends.
-pub(crate) struct Lease<B> {
-    host: Arc<Host<B>>,
-    sender: SendRequest<B>,
+pub(crate) struct Lease {
+    host: Arc<Host>,
     /// When the exchange began; stands for the start of the idle time, so
     /// returning the connection reads no clock (a long exchange only makes
     /// the connection look idle longer than it was).
     since: Nanos,
 }
 
-impl<B> Lease<B> {
-    /// Returns the connection to the pool (or closes it when the pool is
-    /// full).
-    pub(crate) fn release(self) {
-        if self.sender.is_closed() {
-            return;
-        }
+impl Lease {
+    /// Returns `conn` to the pool (or closes it when the pool is full).
+    pub(crate) fn release(self, conn: Conn<TcpStream>) {
         if self.host.idle_count.fetch_add(1, Relaxed) >= self.host.max_idle {
             self.host.idle_count.fetch_sub(1, Relaxed);
             return;
         }
         self.host.idle.push(Idle {
-            sender: self.sender,
+            conn,
             since: self.since,
         });
     }
 }
 
-impl<B> Pool<B>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    pub(crate) fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+impl Pool {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+        max_head: usize,
+    ) -> Self {
         Self {
             hosts: ArcSwap::default(),
             connect_timeout,
             idle_timeout: clock::nanos(idle_timeout),
             max_idle: max_idle.max(1),
+            max_head,
         }
     }
 
     /// The pool of `authority`, made on first use.
-    fn host(&self, authority: &Authority) -> Arc<Host<B>> {
+    fn host(&self, authority: &Authority) -> Arc<Host> {
         if let Some(host) = self.hosts.load().get(authority) {
             return Arc::clone(host);
         }
@@ -126,74 +125,87 @@ where
         previous.get(authority).cloned().unwrap_or(made)
     }
 
-    /// Sends `request` (whose URI names the backend) on an idle connection
-    /// or a new one.
-    pub(crate) async fn send(
+    /// One exchange with the backend `head.backend`: on an idle connection
+    /// or a new one. The body is borrowed so that a request a dead idle
+    /// connection never carried can go out on the next.
+    pub(crate) async fn send<B>(
         &self,
-        mut request: Request<B>,
-    ) -> Result<(Response<Incoming>, Lease<B>), Error> {
-        let Some(authority) = request.uri().authority().cloned() else {
-            return Err(
-                Error::new(ErrorKind::Upstream).with_message("request URI names no backend")
-            );
-        };
-        origin_form(&mut request, &authority);
-        let host = self.host(&authority);
+        head: &RequestHead<'_>,
+        mut body: Pin<&mut B>,
+    ) -> Result<(Answer<TcpStream>, Lease), Error>
+    where
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
+    {
+        let host = self.host(head.backend);
         let now = clock::now();
-        while let Some(idle) = host.idle.pop() {
-            host.idle_count.fetch_sub(1, Relaxed);
-            if now.saturating_sub(idle.since) > host.idle_timeout || idle.sender.is_closed() {
-                continue;
-            }
-            let mut sender = idle.sender;
-            // Ready at once, unless the last exchange's end is still being
-            // processed by the connection's task.
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let lease = Lease {
-                        host,
-                        sender,
-                        since: now,
-                    };
-                    return Ok((response, lease));
+        let lease = |host| Lease { host, since: now };
+        while let Some(conn) = host.checkout(now) {
+            match conn.send(head, body.as_mut()).await {
+                Ok(answer) => return Ok((answer, lease(host))),
+                Err(error) if may_resend(&error, &head.parts.method) => {
+                    tracing::debug!(%error, "idle backend connection was closed; resending");
                 }
-                Err(mut failed) => match failed.take_message() {
-                    // Never sent: the connection had died while idle.
-                    Some(unsent) => request = unsent,
-                    None => return Err(upstream(failed.into_error())),
-                },
+                Err(error) => return Err(failure(error, false)),
             }
         }
-        let mut sender = host.connect(self.connect_timeout).await?;
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok((
-                response,
-                Lease {
-                    host,
-                    sender,
-                    since: now,
-                },
-            )),
-            // A fresh connection that could not take the request: the
-            // backend never saw it.
-            Err(failed) if failed.message().is_some() => {
-                Err(Error::new(ErrorKind::Connect).with_source(failed.into_error()))
-            }
-            Err(failed) => Err(upstream(failed.into_error())),
+        let conn = host
+            .connect(self.connect_timeout)
+            .await?
+            .with_max_head(self.max_head);
+        match conn.send(head, body).await {
+            Ok(answer) => Ok((answer, lease(host))),
+            Err(error) => Err(failure(error, true)),
         }
     }
 }
 
-impl<B> Host<B>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    async fn connect(&self, timeout: Duration) -> Result<SendRequest<B>, Error> {
+/// Whether a request that failed on a reused connection may go out again
+/// on another: the backend saw nothing of it, or it closed the connection
+/// without a byte of answer (it had timed the connection out as we sent)
+/// and the request is idempotent with no body taken yet.
+fn may_resend(error: &h1::Error, method: &Method) -> bool {
+    if error.is_client() || error.body_started() || error.response_started() {
+        return false;
+    }
+    let idempotent = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    let dead = matches!(error.kind(), h1::Kind::Io | h1::Kind::ClosedBeforeResponse);
+    dead && (!error.request_sent() || idempotent)
+}
+
+/// The crate's error for a failed exchange: the client's when its own body
+/// failed; a connect failure when a fresh connection carried nothing (the
+/// backend never saw the request, so any request may be retried); the
+/// backend's otherwise.
+fn failure(error: h1::Error, fresh: bool) -> Error {
+    let kind = if error.is_client() {
+        ErrorKind::Client
+    } else if fresh && !error.request_sent() {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Upstream
+    };
+    Error::new(kind).with_source(error)
+}
+
+impl Host {
+    /// An idle connection that is still good, if there is one; stale and
+    /// closed ones are dropped on the way.
+    fn checkout(&self, now: Nanos) -> Option<Conn<TcpStream>> {
+        while let Some(idle) = self.idle.pop() {
+            self.idle_count.fetch_sub(1, Relaxed);
+            let mut conn = idle.conn;
+            if now.saturating_sub(idle.since) <= self.idle_timeout && conn.is_reusable_now() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<Conn<TcpStream>, Error> {
         let port = self.authority.port_u16().unwrap_or(80);
         let connect = TcpStream::connect((self.authority.host(), port));
         let stream = match tokio::time::timeout(timeout, connect).await {
@@ -205,47 +217,11 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Connect).with_source(e))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "backend connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(stream))
     }
 }
 
-/// HTTP/1.1 to a backend is origin-form (`/path?query`) with a `Host`.
-fn origin_form<B>(request: &mut Request<B>, authority: &Authority) {
-    if !request.headers().contains_key(HOST)
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        request.headers_mut().insert(HOST, host);
-    }
-    let path = request
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    *request.uri_mut() = Uri::from(path);
-}
-
-/// A failed exchange: the client's when its own request body failed (hyper
-/// reports the body's error as a user error: a bad chunk, a body cut short),
-/// the backend's otherwise.
-fn upstream(error: hyper::Error) -> Error {
-    let kind = if error.is_user() {
-        ErrorKind::Client
-    } else {
-        ErrorKind::Upstream
-    };
-    Error::new(kind).with_source(error)
-}
-
-impl<B> fmt::Debug for Pool<B> {
+impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hosts = self.hosts.load();
         let mut d = f.debug_map();
@@ -256,7 +232,7 @@ impl<B> fmt::Debug for Pool<B> {
     }
 }
 
-impl<B> fmt::Debug for Lease<B> {
+impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
             .field("backend", &self.host.authority.as_str())

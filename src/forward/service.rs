@@ -6,19 +6,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use hyper::upgrade::OnUpgrade;
+use tokio::net::TcpStream;
 
+use super::h1::{Answer, BodyFraming, DEFAULT_MAX_HEAD, RequestHead, Upgraded};
 use super::headers::{
     H2C, add_forwarded, keep_upgrade, requested_upgrade, strip_hop_by_hop, switches_to,
 };
-use super::pool::{Lease, Pool};
+use super::pool::Pool;
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
 use crate::backend::Protocol;
@@ -78,7 +84,7 @@ pub struct Forward<B> {
 }
 
 struct Shared<B> {
-    http1: Pool<B>,
+    http1: Pool,
     http2: Client<HttpConnector, B>,
     timeout: Option<Duration>,
     proto: HeaderValue,
@@ -89,7 +95,7 @@ impl<B> Forward<B>
 where
     B: http_body::Body + Send + 'static + Unpin,
     B::Data: Send,
-    B::Error: Into<BoxError>,
+    B::Error: Into<BoxError> + Send,
 {
     /// A forwarder with the default settings (see [`ForwardBuilder`]).
     pub fn new() -> Self {
@@ -109,7 +115,7 @@ impl<B> Default for Forward<B>
 where
     B: http_body::Body + Send + 'static + Unpin,
     B::Data: Send,
-    B::Error: Into<BoxError>,
+    B::Error: Into<BoxError> + Send,
 {
     fn default() -> Self {
         Self::new()
@@ -222,6 +228,7 @@ impl ForwardBuilder {
             self.connect_timeout,
             self.pool_idle_timeout,
             self.pool_max_idle_per_host,
+            DEFAULT_MAX_HEAD,
         );
         let http2 = builder.http2_only(true).build(connector);
         Forward {
@@ -240,29 +247,28 @@ impl<B> Service<Request<B>> for Forward<B>
 where
     B: http_body::Body + Send + 'static + Unpin,
     B::Data: Send,
-    B::Error: Into<BoxError>,
+    B::Error: Into<BoxError> + Send,
 {
-    type Response = Response<ResponseBody<B>>;
+    type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = ResponseFuture<B>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> ResponseFuture<B> {
-        // Split so the headers can be edited while the extensions are read.
+    fn call(&mut self, request: Request<B>) -> ResponseFuture {
         let (mut parts, body) = request.into_parts();
         let upgrade = requested_upgrade(&parts.headers, &self.shared.upgrades);
-        strip_hop_by_hop(&mut parts.headers);
-        let client = parts.extensions.get::<ClientAddr>();
-        add_forwarded(&mut parts.headers, client, &self.shared.proto);
         let target = parts.extensions.get::<Target>();
         let http2 =
             upgrade.is_none() && target.is_some_and(|t| t.backend().protocol() == Protocol::Http2);
+        let shared = Arc::clone(&self.shared);
+        if http2 {
+            return ResponseFuture::new(Box::pin(shared.send_http2(parts, body)));
+        }
         let tunnel = match upgrade {
             Some(protocol) => {
-                keep_upgrade(&mut parts.headers, protocol.clone());
                 let backend = target.map(|t| t.backend().clone());
                 parts
                     .extensions
@@ -271,74 +277,116 @@ where
             }
             None => None,
         };
-        parts.version = if http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        let request = Request::from_parts(parts, body);
-        let shared = Arc::clone(&self.shared);
-        ResponseFuture::new(Box::pin(async move {
-            let exchange = async {
-                if http2 {
-                    match shared.http2.request(request).await {
-                        Ok(response) => Ok((response, None)),
-                        Err(error) => Err(legacy_failure(error)),
-                    }
-                } else {
-                    let (response, lease) = shared.http1.send(request).await?;
-                    Ok((response, Some(lease)))
-                }
-            };
-            let result = match shared.timeout {
-                Some(limit) => tokio::time::timeout(limit, exchange)
-                    .await
-                    .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout))),
-                None => exchange.await,
-            };
-            match result {
-                Ok((response, lease)) => answer(response, lease, tunnel),
-                Err(error) => error.to_response(),
-            }
-        }))
+        ResponseFuture::new(Box::pin(shared.send_http1(parts, body, tunnel)))
     }
 }
 
-/// The backend's response with hop-by-hop headers removed; on a `101` that
-/// answers the upgrade the client asked for, the tunnel is started and the
-/// upgrade headers kept. Any other `101` is the backend's failure: 502, and
-/// neither a tunnel nor the connection's reuse.
-fn answer<B>(
-    mut response: Response<Incoming>,
-    lease: Option<Lease<B>>,
-    tunnel: Option<Tunnel>,
-) -> Response<ResponseBody<B>> {
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let upgrade = if switching {
-        match tunnel {
-            Some(tunnel) if switches_to(response.headers(), tunnel.protocol()) => {
-                let protocol = tunnel.protocol().clone();
-                tunnel.spawn(hyper::upgrade::on(&mut response));
-                Some(protocol)
+impl<B> Shared<B>
+where
+    B: http_body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<BoxError> + Send,
+{
+    /// HTTP/1.1 on our own codec, in this task: the head is written from
+    /// `parts` with the header rules applied as it is written.
+    async fn send_http1(
+        self: Arc<Self>,
+        parts: Parts,
+        mut body: B,
+        tunnel: Option<Tunnel>,
+    ) -> Response<ResponseBody> {
+        let Some(backend) = parts.uri.authority() else {
+            return Error::new(ErrorKind::Upstream)
+                .with_message("request URI names no backend")
+                .to_response();
+        };
+        let head = RequestHead {
+            parts: &parts,
+            backend,
+            client_ip: parts
+                .extensions
+                .get::<ClientAddr>()
+                .map(ClientAddr::header_value),
+            proto: &self.proto,
+            upgrade: tunnel.as_ref().map(Tunnel::protocol),
+            framing: BodyFraming::of(&body),
+        };
+        let exchange = self.http1.send(&head, Pin::new(&mut body));
+        match within(self.timeout, exchange).await {
+            Ok((Answer::Response(response), lease)) => {
+                response.map(|body| ResponseBody::http1(body, lease))
             }
-            // The upgraded connection is dropped with the response.
-            _ => {
-                return Error::new(ErrorKind::Upstream)
-                    .with_message("backend switched protocols to one the client did not ask for")
-                    .to_response();
-            }
+            Ok((
+                Answer::Upgrade {
+                    response,
+                    protocol,
+                    upgraded,
+                },
+                _,
+            )) => switch(response, protocol, upgraded, tunnel),
+            Err(error) => error.to_response(),
         }
-    } else {
-        None
-    };
-    // An upgraded connection is the tunnel's now, never the pool's.
-    let lease = if switching { None } else { lease };
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = upgrade {
-        keep_upgrade(&mut parts.headers, protocol);
     }
-    Response::from_parts(parts, ResponseBody::upstream(body, lease))
+
+    /// HTTP/2 with prior knowledge on hyper-util's client, which
+    /// multiplexes; the header rules edit the map first.
+    async fn send_http2(self: Arc<Self>, mut parts: Parts, body: B) -> Response<ResponseBody> {
+        strip_hop_by_hop(&mut parts.headers);
+        let client = parts.extensions.get::<ClientAddr>();
+        add_forwarded(&mut parts.headers, client, &self.proto);
+        parts.version = Version::HTTP_2;
+        let exchange = async {
+            self.http2
+                .request(Request::from_parts(parts, body))
+                .await
+                .map_err(legacy_failure)
+        };
+        match within(self.timeout, exchange).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, ResponseBody::http2(body))
+            }
+            Err(error) => error.to_response(),
+        }
+    }
+}
+
+/// `exchange`, or a timeout error once `limit` has passed.
+async fn within<T>(
+    limit: Option<Duration>,
+    exchange: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, exchange)
+            .await
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout))),
+        None => exchange.await,
+    }
+}
+
+/// A `101` from the backend: on the upgrade the client asked for (and the
+/// forwarder allowed), the tunnel starts and the upgrade headers go back to
+/// the client. Any other `101` is the backend's failure: 502, and the
+/// switched connection is dropped (closed), never pooled.
+fn switch(
+    response: Response<()>,
+    protocol: Option<HeaderValue>,
+    upgraded: Upgraded<TcpStream>,
+    tunnel: Option<Tunnel>,
+) -> Response<ResponseBody> {
+    match tunnel {
+        Some(tunnel) if switches_to(protocol.as_ref(), tunnel.protocol()) => {
+            let protocol = tunnel.protocol().clone();
+            tunnel.spawn(upgraded);
+            let (mut parts, ()) = response.into_parts();
+            keep_upgrade(&mut parts.headers, protocol);
+            Response::from_parts(parts, ResponseBody::from(Bytes::new()))
+        }
+        _ => Error::new(ErrorKind::Upstream)
+            .with_message("backend switched protocols to one the client did not ask for")
+            .to_response(),
+    }
 }
 
 /// Connect failures (the backend never saw the request) are told apart from

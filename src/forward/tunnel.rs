@@ -1,9 +1,12 @@
 //! Joining a client and a backend after `101 Switching Protocols`.
 
-use futures_util::future::try_join;
 use http::HeaderValue;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::h1::Upgraded;
 
 use crate::backend::{Backend, InFlight};
 
@@ -30,18 +33,22 @@ impl Tunnel {
         &self.protocol
     }
 
-    /// Once both sides have switched, copies bytes both ways until either
-    /// closes. The backend counts the tunnel as a request in flight, so
-    /// least-connections sees long-lived WebSockets.
-    pub(crate) fn spawn(self, backend_side: OnUpgrade) {
+    /// Once the client's side has switched too, copies bytes both ways
+    /// until either closes; what the backend had sent past its `101` head
+    /// goes to the client first. The backend counts the tunnel as a
+    /// request in flight, so least-connections sees long-lived WebSockets.
+    pub(crate) fn spawn(self, backend_side: Upgraded<TcpStream>) {
         let in_flight = self.backend.map(InFlight::begin);
         tokio::spawn(async move {
             let _in_flight = in_flight;
-            let Ok((client, backend)) = try_join(self.client, backend_side).await else {
+            let Ok(client) = self.client.await else {
                 return;
             };
             let mut client = TokioIo::new(client);
-            let mut backend = TokioIo::new(backend);
+            let (mut backend, read_ahead) = backend_side.into_parts();
+            if !read_ahead.is_empty() && client.write_all(&read_ahead).await.is_err() {
+                return;
+            }
             let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
         });
     }

@@ -116,7 +116,8 @@ where
         self
     }
 
-    /// The stream (to close it, or for a test).
+    /// The stream (for a test).
+    #[cfg(test)]
     pub(crate) fn into_io(self) -> S {
         self.io
     }

@@ -36,4 +36,3 @@ pub(crate) use body::BodyReader;
 pub(crate) use conn::{Answer, Conn, DEFAULT_MAX_HEAD, Upgraded};
 pub(crate) use error::{Error, Kind};
 pub(crate) use request_head::{BodyFraming, RequestHead};
-pub(crate) use response_head::Framing;

@@ -154,10 +154,6 @@ enum ValidFraming {
     Close,
 }
 
-fn token() -> impl Strategy<Value = String> {
-    "[a-zA-Z0-9!#$%&'*+.^_`|~-]{1,12}"
-}
-
 fn field_value() -> impl Strategy<Value = String> {
     // Visible characters and inner spaces (httparse trims the outer ones).
     "[!-~]([ -~]{0,20}[!-~])?"
