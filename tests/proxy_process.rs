@@ -393,9 +393,22 @@ async fn a_second_proxy_on_the_same_port_is_refused() {
     let a = TestBackend::start("a").await;
     let proxy = ProxyProcess::start(&["--backend", &a.url(), "--workers", "2"]).await;
     let addr = proxy.addr.to_string();
-    let (code, output) = run_proxy(&["--backend", &a.url(), "--listen", &addr]).await;
-    assert_eq!(code, 1, "{output}");
-    assert!(output.contains("cannot listen on"), "{output}");
+    // Killed if it does not exit: were it to join the first one's
+    // SO_REUSEPORT group, it would serve on and on.
+    let second = tokio::process::Command::new(support::process::proxy_binary())
+        .args(["--backend", &a.url(), "--listen", &addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(10), second.wait_with_output())
+        .await
+        .expect("the second proxy exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
     assert_eq!(get(&client(), &proxy.url("/")).await.body, "a");
 }
 
@@ -440,4 +453,45 @@ async fn sigterm_drains_every_worker_and_logs_once() {
         "{output}"
     );
     assert_eq!(output.matches("stopped").count(), 1, "{output}");
+}
+
+#[tokio::test]
+async fn websockets_and_h2c_clients_work_across_workers() {
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::{BodyExt, Full};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let a = TestBackend::start("a").await;
+    let proxy = ProxyProcess::start(&["--backend", &a.url(), "--workers", "3"]).await;
+    // Open at once, so they are not one connection reused: spread over the
+    // workers, each its own tunnel.
+    let mut sockets = Vec::new();
+    for _ in 0..6 {
+        let url = format!("ws://{}/ws", proxy.addr);
+        let (socket, response) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        assert_eq!(response.status(), 101);
+        sockets.push(socket);
+    }
+    for (n, socket) in sockets.iter_mut().enumerate() {
+        socket.send(Message::text(format!("hi {n}"))).await.unwrap();
+        let reply = socket.next().await.unwrap().unwrap().into_text().unwrap();
+        assert_eq!(reply.as_str(), format!("a: hi {n}"));
+    }
+    for _ in 0..6 {
+        let h2c: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let request = http::Request::get(proxy.url("/version"))
+            .version(http::Version::HTTP_2)
+            .body(Full::default())
+            .unwrap();
+        let response = h2c.request(request).await.unwrap();
+        assert_eq!(
+            (response.version(), response.status().as_u16()),
+            (http::Version::HTTP_2, 200)
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "a HTTP/1.1");
+    }
 }
