@@ -266,3 +266,232 @@ async fn oversized_headers_get_431_and_idle_connections_close() {
         "{after:?}"
     );
 }
+
+/// Sends a GET on `stream` and reads what comes back within `limit`: the
+/// start of the response, or `None` if nothing came.
+async fn raw_get(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_some(stream, limit).await
+}
+
+async fn read_some(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut buffer = vec![0; 4096];
+    match tokio::time::timeout(limit, stream.read(&mut buffer)).await {
+        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buffer[..n]).into_owned()),
+        _ => None,
+    }
+}
+
+/// The proxy's threads named as its workers are, from /proc.
+fn worker_threads(proxy: &ProxyProcess) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("proxy-worker-"))
+        .count()
+}
+
+#[tokio::test]
+async fn workers_default_to_one_per_core_available() {
+    let a = TestBackend::start("a").await;
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let proxy = ProxyProcess::start(&["--backend", &a.url()]).await;
+    proxy
+        .wait_for_output(&format!("  {cores} worker thread"), Duration::from_secs(5))
+        .await;
+    assert_eq!(worker_threads(&proxy), cores, "{}", proxy.output());
+    drop(proxy);
+
+    let proxy = ProxyProcess::start(&["--backend", &a.url(), "--workers", "3"]).await;
+    proxy
+        .wait_for_output("  3 worker threads", Duration::from_secs(5))
+        .await;
+    assert_eq!(worker_threads(&proxy), 3);
+}
+
+#[tokio::test]
+async fn workers_share_one_balancer_and_one_metrics_registry() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let admin = free_addr();
+    let proxy = ProxyProcess::start(&[
+        "--backend",
+        &a.url(),
+        "--backend",
+        &b.url(),
+        "--workers",
+        "4",
+        "--admin",
+        &admin.to_string(),
+    ])
+    .await;
+    // Each request on a connection of its own, so the kernel spreads them
+    // over the four listeners; one round-robin position for all of them
+    // still alternates exactly.
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let answer = raw_get(&mut stream, Duration::from_secs(10)).await;
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            "{answer:?}"
+        );
+    }
+    assert_eq!((a.hits(), b.hits()), (20, 20));
+    let metrics = get(&client(), &format!("http://{admin}/metrics"))
+        .await
+        .body;
+    let counted: u64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("lb_backend_requests_total{"))
+        .filter_map(|line| line.rsplit(" ").next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, 40, "{metrics}");
+}
+
+#[tokio::test]
+async fn max_connections_is_one_limit_across_workers() {
+    let a = TestBackend::start("a").await;
+    let proxy = ProxyProcess::start(&[
+        "--backend",
+        &a.url(),
+        "--workers",
+        "4",
+        "--max-connections",
+        "1",
+    ])
+    .await;
+    // Several rounds, so that the connections land on different workers.
+    for round in 0..6 {
+        let mut first = TcpStream::connect(proxy.addr).await.unwrap();
+        let answer = raw_get(&mut first, Duration::from_secs(5)).await;
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            "round {round}: the first connection is served: {answer:?}"
+        );
+        let mut second = TcpStream::connect(proxy.addr).await.unwrap();
+        let early = raw_get(&mut second, Duration::from_millis(500)).await;
+        assert_eq!(early, None, "round {round}: over the limit, not served yet");
+        drop(first);
+        let late = read_some(&mut second, Duration::from_secs(5)).await;
+        assert!(
+            late.as_deref()
+                .is_some_and(|a| a.starts_with("HTTP/1.1 200")),
+            "round {round}: served once the first closed: {late:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_second_proxy_on_the_same_port_is_refused() {
+    let a = TestBackend::start("a").await;
+    let proxy = ProxyProcess::start(&["--backend", &a.url(), "--workers", "2"]).await;
+    let addr = proxy.addr.to_string();
+    // Killed if it does not exit: were it to join the first one's
+    // SO_REUSEPORT group, it would serve on and on.
+    let second = tokio::process::Command::new(support::process::proxy_binary())
+        .args(["--backend", &a.url(), "--listen", &addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(10), second.wait_with_output())
+        .await
+        .expect("the second proxy exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert_eq!(get(&client(), &proxy.url("/")).await.body, "a");
+}
+
+#[tokio::test]
+async fn sigterm_drains_every_worker_and_logs_once() {
+    let a = TestBackend::start("a").await;
+    let mut proxy = ProxyProcess::start(&[
+        "--backend",
+        &a.url(),
+        "--workers",
+        "3",
+        "--shutdown-grace",
+        "10s",
+    ])
+    .await;
+    let client = client();
+    // Six at once: six connections, spread over the workers.
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url) = (client.clone(), proxy.url("/slow?ms=1500"));
+            tokio::spawn(async move { get(&client, &url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&proxy, "TERM");
+    for answer in slow {
+        let answer = answer.await.unwrap();
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "a"));
+    }
+    let code = tokio::time::timeout(Duration::from_secs(10), proxy.wait())
+        .await
+        .expect("exits within the grace period");
+    assert_eq!(code, Some(0), "{}", proxy.output());
+    // The pipes may still hold the last lines.
+    proxy
+        .wait_for_output("stopped", Duration::from_secs(5))
+        .await;
+    let output = proxy.output();
+    assert_eq!(
+        output.matches("all connections closed").count(),
+        1,
+        "{output}"
+    );
+    assert_eq!(output.matches("stopped").count(), 1, "{output}");
+}
+
+#[tokio::test]
+async fn websockets_and_h2c_clients_work_across_workers() {
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::{BodyExt, Full};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let a = TestBackend::start("a").await;
+    let proxy = ProxyProcess::start(&["--backend", &a.url(), "--workers", "3"]).await;
+    // Open at once, so they are not one connection reused: spread over the
+    // workers, each its own tunnel.
+    let mut sockets = Vec::new();
+    for _ in 0..6 {
+        let url = format!("ws://{}/ws", proxy.addr);
+        let (socket, response) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        assert_eq!(response.status(), 101);
+        sockets.push(socket);
+    }
+    for (n, socket) in sockets.iter_mut().enumerate() {
+        socket.send(Message::text(format!("hi {n}"))).await.unwrap();
+        let reply = socket.next().await.unwrap().unwrap().into_text().unwrap();
+        assert_eq!(reply.as_str(), format!("a: hi {n}"));
+    }
+    for _ in 0..6 {
+        let h2c: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http();
+        let request = http::Request::get(proxy.url("/version"))
+            .version(http::Version::HTTP_2)
+            .body(Full::default())
+            .unwrap();
+        let response = h2c.request(request).await.unwrap();
+        assert_eq!(
+            (response.version(), response.status().as_u16()),
+            (http::Version::HTTP_2, 200)
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "a HTTP/1.1");
+    }
+}

@@ -111,8 +111,10 @@ pub struct Cli {
     #[arg(long = "upgrade", value_name = "PROTOCOL")]
     pub upgrades: Vec<String>,
 
-    /// Worker threads; 1 runs everything on one thread (the most efficient
-    /// per core) [default: one per core].
+    /// Worker threads serving clients, each with its own runtime, listener
+    /// (SO_REUSEPORT) and backend connections; health checks, reloads and
+    /// the admin listener run once beside them [default: one per core
+    /// available to the process].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 }

@@ -14,17 +14,26 @@
 //! Trace -> Metrics -> Failover -> LoadBalance -> PassiveHealth -> Forward
 //!          (+ ActiveHealthCheck, the admin service, config reloads beside)
 //! ```
+//!
+//! Clients are served thread per core: `--workers N` threads (one per core
+//! by default), each with its own current-thread runtime, listener and
+//! stack (see `workers.rs`). What exists once per process runs once, on the
+//! main thread's runtime.
 
 mod cli;
 mod demo;
 mod events;
+mod listeners;
 mod reload;
 mod server;
 mod settings;
+mod workers;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 use tower_lb::failover::FailoverLayer;
@@ -34,8 +43,9 @@ use tower_lb::{BackendSet, Forward, LoadBalanceLayer};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, usage_error};
-use crate::server::Limits;
+use crate::server::{Drained, Limits};
 use crate::settings::{File, Settings};
+use crate::workers::{Serving, Workers};
 
 fn main() {
     let cli = Cli::parse_or_exit();
@@ -51,22 +61,15 @@ fn main() {
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let runtime = match settings.workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
-    };
-    let runtime = runtime.unwrap_or_else(|e| {
-        eprintln!("error: cannot start the runtime: {e}");
-        std::process::exit(1);
-    });
+    // The control runtime: what runs once per process. The workers serving
+    // clients have runtimes of their own (see `workers.rs`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        });
     if let Err(error) = runtime.block_on(run(settings, config)) {
         eprintln!("error: {error}");
         std::process::exit(1);
@@ -89,8 +92,8 @@ async fn run(
     } else {
         settings.backends.clone()
     };
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
+    let workers = settings.workers.unwrap_or_else(workers::default_count);
+    let listeners = listeners::bind(settings.listen, workers)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let admin_listener = match settings.admin {
         Some(addr) => Some(
@@ -100,7 +103,10 @@ async fn run(
         ),
         None => None,
     };
-    let url = format!("http://{}/", listener.local_addr()?);
+    let url = match listeners.first() {
+        Some(listener) => format!("http://{}/", listener.local_addr()?),
+        None => return Err("no listener".into()),
+    };
     println!("tower-lb proxy on {url} ({})", settings.strategy);
     for backend in &backends {
         println!(
@@ -108,6 +114,11 @@ async fn run(
             backend.address(),
             backend.weight()
         );
+    }
+    if workers == 1 {
+        println!("  1 worker thread");
+    } else {
+        println!("  {workers} worker threads, each with its own listener and backend connections");
     }
     if let Some(admin) = &admin_listener {
         println!(
@@ -150,36 +161,56 @@ async fn run(
         ));
     }
 
+    // The layers are made once and cloned into each worker's stack: the
+    // clones share their state (balancer position, health, retry budget,
+    // metrics). Only `Forward`, which owns the backend connections, is
+    // built anew by each worker.
     let balance =
         LoadBalanceLayer::new(set.clone(), settings.strategy).panic_routing(settings.panic_routing);
     let passive = PassiveHealthLayer::new(set.clone(), OutlierDetection::new());
     let forward = Forward::builder()
         .timeout(settings.timeout)
         .upgrades(&settings.upgrades);
-    let stop = shutdown_signal();
     let grace = settings.shutdown_grace;
+    let serving = Serving {
+        limits,
+        permits: Arc::new(Semaphore::new(
+            settings.max_connections.min(Semaphore::MAX_PERMITS),
+        )),
+        grace,
+    };
     let failover =
         (settings.retries > 0).then(|| FailoverLayer::new().max_retries(settings.retries));
-    match failover {
-        None => {
-            let service = ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
-                .layer(metrics)
-                .layer(balance)
-                .layer(passive)
-                .service(forward.build());
-            server::serve(listener, service, limits, stop, grace).await;
-        }
-        Some(failover) => {
-            let service = ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
-                .layer(metrics)
-                .layer(failover)
-                .layer(balance)
-                .layer(passive)
-                .service(forward.build());
-            server::serve(listener, service, limits, stop, grace).await;
-        }
+    let workers = match failover {
+        None => Workers::start(
+            listeners,
+            move || {
+                ServiceBuilder::new()
+                    .layer(TraceLayer::new_for_http())
+                    .layer(metrics.clone())
+                    .layer(balance.clone())
+                    .layer(passive.clone())
+                    .service(forward.clone().build())
+            },
+            serving,
+        )?,
+        Some(failover) => Workers::start(
+            listeners,
+            move || {
+                ServiceBuilder::new()
+                    .layer(TraceLayer::new_for_http())
+                    .layer(metrics.clone())
+                    .layer(failover.clone())
+                    .layer(balance.clone())
+                    .layer(passive.clone())
+                    .service(forward.clone().build())
+            },
+            serving,
+        )?,
+    };
+    match workers.run_until(shutdown_signal()).await? {
+        Drained::AllClosed => tracing::info!("all connections closed"),
+        Drained::GraceOver => tracing::warn!(?grace, "grace period over; dropping what is left"),
     }
     tracing::info!("stopped");
     Ok(())

@@ -35,20 +35,68 @@ pub struct Limits {
     /// A connection with no request in flight and no bytes moving for this
     /// long is closed.
     pub idle_timeout: Duration,
-    /// Connections served at once; the next waits in the listen backlog.
+    /// Connections served at once; the next waits to be accepted. A limit
+    /// for one `serve`; workers share one semaphore of this many permits
+    /// (see `serve_sharing`), so it stays one limit for the process.
     pub max_connections: usize,
+}
+
+/// How a worker's connections ended once it stopped accepting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every connection finished within the grace period.
+    AllClosed,
+    /// The grace period ran out with connections still open; they are
+    /// dropped.
+    GraceOver,
 }
 
 /// Serves `service` on `listener` (HTTP/1.1 with upgrades, and h2c) until
 /// `stop` resolves; then stops accepting and gives open connections
-/// `grace` to finish their requests.
+/// `grace` to finish their requests. At most `limits.max_connections` are
+/// served at once.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: Limits,
     stop: impl Future<Output = ()>,
     grace: Duration,
-) where
+) -> Drained
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let permits = Arc::new(Semaphore::new(
+        limits.max_connections.min(Semaphore::MAX_PERMITS),
+    ));
+    serve_sharing(listener, service, permits, limits, stop, grace).await
+}
+
+/// [`serve`], with a connection served while it holds one of `permits`,
+/// which the caller shares with other listeners to make one limit of them
+/// all (`limits.max_connections` is the caller's to apply).
+///
+/// It accepts first and then waits for a permit, not the other way round:
+/// with several listeners on one port (one per worker, `SO_REUSEPORT`), the
+/// kernel picks the listener a connection queues on, and a worker holding
+/// a permit while it waits on an empty queue would starve a connection
+/// queued at another worker. So each listener takes at most one connection
+/// out of its queue before a permit is free for it.
+pub async fn serve_sharing<S, B>(
+    listener: TcpListener,
+    service: S,
+    permits: Arc<Semaphore>,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    grace: Duration,
+) -> Drained
+where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
@@ -64,16 +112,8 @@ pub async fn serve<S, B>(
         .http2()
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut stop = pin!(stop);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = &mut stop => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -83,6 +123,13 @@ pub async fn serve<S, B>(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            () = &mut stop => break,
+        };
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
             },
             () = &mut stop => break,
         };
@@ -107,8 +154,8 @@ pub async fn serve<S, B>(
     }
     drop(listener);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; dropping what is left"),
+        () = graceful.shutdown() => Drained::AllClosed,
+        () = tokio::time::sleep(grace) => Drained::GraceOver,
     }
 }
 
