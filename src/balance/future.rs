@@ -93,7 +93,15 @@ where
                     .observe_latency(now.saturating_sub(*started), now);
                 let target = Target::new(backend.clone());
                 let mut response = response.map(|body| ResponseBody::new(body, in_flight));
-                response.extensions_mut().insert(target);
+                // A response that carries the request's extensions (as
+                // `Forward`'s do) has the request's `Target` already:
+                // overwritten in place, no allocation.
+                match response.extensions_mut().get_mut::<Target>() {
+                    Some(slot) => *slot = target,
+                    None => {
+                        response.extensions_mut().insert(target);
+                    }
+                }
                 Poll::Ready(Ok(response))
             }
             StateProj::Failed { error } => {

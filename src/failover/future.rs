@@ -69,8 +69,12 @@ where
         } else {
             ReplayBody::direct(body)
         };
+        // The first try gets the client's own head (its header map has the
+        // room hyper gave it, so the headers the layers below add do not
+        // grow a tight copy); the copy waits for a retry.
         let (first, parts) = if retries {
-            (parts.clone(), Some(parts))
+            let kept = parts.clone();
+            (parts, Some(kept))
         } else {
             (parts, None)
         };
@@ -144,9 +148,6 @@ where
                 };
                 this.call.set(None);
                 // Judge the try.
-                if let Some(target) = response.extensions().get::<Target>() {
-                    this.tried.push(target.backend().id());
-                }
                 let verdict = this.settings.policy.judge(&response, *this.idempotent);
                 match verdict {
                     Verdict::Exhausted => {
@@ -171,6 +172,10 @@ where
                 if !this.settings.budget.withdraw() {
                     this.attempts.budget_exhausted = true;
                     return Poll::Ready(Ok(finish(response, *this.attempts)));
+                }
+                // Only a retry needs to know where this try went.
+                if let Some(target) = response.extensions().get::<Target>() {
+                    this.tried.push(target.backend().id());
                 }
                 *this.previous = Some(response);
                 this.attempts.retries += 1;

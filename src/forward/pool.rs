@@ -29,14 +29,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
-use http::Method;
+use http::request::Parts;
 use http::uri::Authority;
+use http::{HeaderValue, Method};
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
-use super::h1::{self, Answer, Conn, RequestHead};
+use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
 use crate::clock::{self, Nanos};
-use crate::{BoxError, Error, ErrorKind};
+use crate::{BoxError, ClientAddr, Error, ErrorKind};
 
 /// The pool of one forwarder.
 pub(crate) struct Pool {
@@ -125,37 +126,63 @@ impl Pool {
         previous.get(authority).cloned().unwrap_or(made)
     }
 
-    /// One exchange with the backend `head.backend`: on an idle connection
-    /// or a new one. The body is borrowed so that a request a dead idle
-    /// connection never carried can go out on the next.
+    /// One exchange with the backend `parts`' URI names: on an idle
+    /// connection or a new one. The head is written from `parts` (with
+    /// `proto` as `X-Forwarded-Proto` and the allowed `upgrade`, if any);
+    /// the response head is parsed into `parts`' own header map, taken
+    /// from it, so no map is allocated per exchange. The body is borrowed
+    /// so that a request a dead idle connection never carried can go out
+    /// on the next.
     pub(crate) async fn send<B>(
         &self,
-        head: &RequestHead<'_>,
+        parts: &mut Parts,
+        proto: &HeaderValue,
+        upgrade: Option<&HeaderValue>,
         mut body: Pin<&mut B>,
     ) -> Result<(Answer<TcpStream>, Lease), Error>
     where
         B: http_body::Body,
         B::Error: Into<BoxError>,
     {
-        let host = self.host(head.backend);
+        let Some(backend) = parts.uri.authority().cloned() else {
+            return Err(
+                Error::new(ErrorKind::Upstream).with_message("request URI names no backend")
+            );
+        };
+        let host = self.host(&backend);
+        let framing = BodyFraming::of(&*body);
+        let head_request = parts.method == Method::HEAD;
         let now = clock::now();
-        let lease = |host| Lease { host, since: now };
-        while let Some(conn) = host.checkout(now) {
-            match conn.send(head, body.as_mut()).await {
-                Ok(answer) => return Ok((answer, lease(host))),
-                Err(error) if may_resend(&error, &head.parts.method) => {
+        loop {
+            let (mut conn, reused) = match host.checkout(now) {
+                Some(conn) => (conn, true),
+                None => {
+                    let conn = host.connect(self.connect_timeout).await?;
+                    (conn.with_max_head(self.max_head), false)
+                }
+            };
+            let head = RequestHead {
+                parts,
+                backend: &backend,
+                client_ip: parts
+                    .extensions
+                    .get::<ClientAddr>()
+                    .map(ClientAddr::header_value),
+                proto,
+                upgrade,
+                framing,
+            };
+            let result = match conn.write(&head, body.as_mut()).await {
+                Ok(()) => conn.read(head_request, &mut parts.headers).await,
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(answer) => return Ok((answer, Lease { host, since: now })),
+                Err(error) if reused && may_resend(&error, &parts.method) => {
                     tracing::debug!(%error, "idle backend connection was closed; resending");
                 }
-                Err(error) => return Err(failure(error, false)),
+                Err(error) => return Err(failure(error, !reused)),
             }
-        }
-        let conn = host
-            .connect(self.connect_timeout)
-            .await?
-            .with_max_head(self.max_head);
-        match conn.send(head, body).await {
-            Ok(answer) => Ok((answer, lease(host))),
-            Err(error) => Err(failure(error, true)),
         }
     }
 }

@@ -20,7 +20,7 @@ use tower_service::Service;
 use hyper::upgrade::OnUpgrade;
 use tokio::net::TcpStream;
 
-use super::h1::{Answer, BodyFraming, DEFAULT_MAX_HEAD, RequestHead, Upgraded};
+use super::h1::{Answer, DEFAULT_MAX_HEAD, Upgraded};
 use super::headers::{
     H2C, add_forwarded, keep_upgrade, requested_upgrade, strip_hop_by_hop, switches_to,
 };
@@ -289,32 +289,26 @@ where
 {
     /// HTTP/1.1 on our own codec, in this task: the head is written from
     /// `parts` with the header rules applied as it is written.
+    ///
+    /// The response carries the request's extensions (its map already
+    /// exists, so what the layers above add to the response costs no new
+    /// map); the tunnel's `OnUpgrade` was taken out before.
     async fn send_http1(
         self: Arc<Self>,
-        parts: Parts,
+        mut parts: Parts,
         mut body: B,
         tunnel: Option<Tunnel>,
     ) -> Response<ResponseBody> {
-        let Some(backend) = parts.uri.authority() else {
-            return Error::new(ErrorKind::Upstream)
-                .with_message("request URI names no backend")
-                .to_response();
-        };
-        let head = RequestHead {
-            parts: &parts,
-            backend,
-            client_ip: parts
-                .extensions
-                .get::<ClientAddr>()
-                .map(ClientAddr::header_value),
-            proto: &self.proto,
-            upgrade: tunnel.as_ref().map(Tunnel::protocol),
-            framing: BodyFraming::of(&body),
-        };
-        let exchange = self.http1.send(&head, Pin::new(&mut body));
+        let upgrade = tunnel.as_ref().map(Tunnel::protocol);
+        let exchange = self
+            .http1
+            .send(&mut parts, &self.proto, upgrade, Pin::new(&mut body));
         match within(self.timeout, exchange).await {
             Ok((Answer::Response(response), lease)) => {
-                response.map(|body| ResponseBody::http1(body, lease))
+                let mut response = response.map(|body| ResponseBody::http1(body, lease));
+                parts.extensions.remove::<OnUpgrade>();
+                *response.extensions_mut() = parts.extensions;
+                response
             }
             Ok((
                 Answer::Upgrade {

@@ -20,7 +20,6 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
 use http::HeaderValue;
-use http::Method;
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
@@ -143,18 +142,38 @@ where
     }
 
     /// One exchange: sends the request (`head`, then `body` framed as
-    /// `head.framing` says) and reads the response head.
+    /// `head.framing` says) and reads the response head: [`write`] then
+    /// [`read`] with a new header map.
     ///
-    /// The connection is consumed: the response body gives it back when
-    /// it ends cleanly on a connection that may be reused. On an error it
-    /// is closed. The body is borrowed, so that a request the backend never
-    /// saw (`!error.request_sent() && !error.body_started()`) can be sent
-    /// again, on another connection.
+    /// [`write`]: Self::write
+    /// [`read`]: Self::read
+    #[cfg(test)]
     pub(crate) async fn send<B>(
         mut self,
         head: &RequestHead<'_>,
         body: Pin<&mut B>,
     ) -> Result<Answer<S>, Error>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        self.write(head, body).await?;
+        let head_request = head.parts.method == http::Method::HEAD;
+        self.read(head_request, &mut http::HeaderMap::new()).await
+    }
+
+    /// The first half of an exchange: writes the request (`head`, then
+    /// `body` framed as `head.framing` says).
+    ///
+    /// The body is borrowed, so that a request the backend never saw
+    /// (`!error.request_sent() && !error.body_started()`) can be sent
+    /// again, on another connection. After an error the connection is not
+    /// to be used again (drop it).
+    pub(crate) async fn write<B>(
+        &mut self,
+        head: &RequestHead<'_>,
+        body: Pin<&mut B>,
+    ) -> Result<(), Error>
     where
         B: Body,
         B::Error: Into<BoxError>,
@@ -167,12 +186,25 @@ where
         }
         self.write_buf.clear();
         head.write(&mut self.write_buf);
-        if let Err(error) = self.send_body(head.framing, body).await {
-            return Err(error.at(self.written, self.body_started));
-        }
-        let head_request = head.parts.method == Method::HEAD;
+        let sent = self.send_body(head.framing, body).await;
+        sent.map_err(|error| error.at(self.written, self.body_started))
+    }
+
+    /// The second half: reads the response head (of a HEAD request or
+    /// not), into the header map taken from `spare` (the request's own,
+    /// so that no map is allocated per exchange; left in place unless a
+    /// head was parsed).
+    ///
+    /// The connection is consumed: the response body gives it back when
+    /// it ends cleanly on a connection that may be reused. On an error it
+    /// is closed.
+    pub(crate) async fn read(
+        self,
+        head_request: bool,
+        spare: &mut http::HeaderMap,
+    ) -> Result<Answer<S>, Error> {
         let (written, body_started) = (self.written, self.body_started);
-        self.read_head(head_request)
+        self.read_head(head_request, spare)
             .await
             .map_err(|error| error.at(written, body_started))
     }
@@ -292,13 +324,17 @@ where
 
     /// Reads until a final (or `101`) response head, passing over interim
     /// ones.
-    async fn read_head(mut self, head_request: bool) -> Result<Answer<S>, Error> {
+    async fn read_head(
+        mut self,
+        head_request: bool,
+        spare: &mut http::HeaderMap,
+    ) -> Result<Answer<S>, Error> {
         let mut received = false;
         let mut interim = 0;
         let mut searched = 0;
         let head = loop {
             let parsed = if response_head::has_empty_line(&self.read_buf, &mut searched) {
-                response_head::parse(&mut self.read_buf, head_request, self.max_head)
+                response_head::parse_into(&mut self.read_buf, head_request, self.max_head, spare)
             } else if self.read_buf.len() >= self.max_head {
                 Err(Error::new(Kind::HeadTooLarge))
             } else {

@@ -64,10 +64,24 @@ pub(crate) enum Parsed {
 
 /// Parses the head at the start of `buf`, for a request that was a HEAD or
 /// not. A complete head is split off the buffer.
+#[cfg(test)]
 pub(crate) fn parse(
     buf: &mut BytesMut,
     head_request: bool,
     max_head: usize,
+) -> Result<Parsed, Error> {
+    parse_into(buf, head_request, max_head, &mut HeaderMap::new())
+}
+
+/// [`parse`], filling the map taken from `spare` (cleared first) rather
+/// than a new one: the request's own map, already grown, becomes the
+/// response's, and no header map is allocated per exchange. `spare` is
+/// left as it was unless a final or `101` head was parsed.
+pub(crate) fn parse_into(
+    buf: &mut BytesMut,
+    head_request: bool,
+    max_head: usize,
+    spare: &mut HeaderMap,
 ) -> Result<Parsed, Error> {
     if buf.is_empty() {
         return Ok(Parsed::Partial);
@@ -94,7 +108,9 @@ pub(crate) fn parse(
         HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| Error::malformed("invalid header value"))
     };
-    let mut headers = HeaderMap::with_capacity(scanned.kept);
+    let mut headers = std::mem::take(spare);
+    headers.clear();
+    headers.reserve(scanned.kept);
     for (name, start, end) in scanned.entries.into_iter().take(scanned.kept) {
         if let Some(name) = name {
             headers.append(name, value((start, end))?);
