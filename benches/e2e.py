@@ -3,10 +3,13 @@
 
 Three nginx backends answer "ok" on 127.0.0.1. In turn, each balancer
 (nginx with upstream keepalive and one worker, HAProxy with one thread and
-connection reuse, tower-lb's example proxy on one worker thread and on its
-default multi-thread runtime) does round-robin in front of them, and wrk
-drives the same load through it; the direct case (wrk straight at one
-backend) is the limit. The balancer is pinned to core 1, wrk and the
+connection reuse, tower-lb's example proxy with `--workers 1` and with its
+default, one thread-per-core worker for each core it may use: one, pinned)
+does round-robin in front of them, and wrk drives the same load through it;
+the direct case (wrk straight at one backend) is the limit. Two servers
+that answer by themselves on the balancer's core, nginx and hyper's server
+set up as the proxy sets it up (examples/server_floor.rs), measure the
+floor of the client-facing side. The balancer is pinned to core 1, wrk and the
 backends to core 0. Candidates are interleaved over several rounds and the
 median of each figure is reported, with its ratio to nginx's in the same
 round:
@@ -218,6 +221,22 @@ http {{
 }}
 """
 
+NGINX_ANSWERS = """
+worker_processes 1;
+daemon off;
+pid {dir}/answers.pid;
+error_log {dir}/answers.error.log error;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 200 "ok\\n"; }}
+  }}
+}}
+"""
+
 HAPROXY = """
 global
   nbthread 1
@@ -291,11 +310,25 @@ def candidates(tmp, proxy, compare=""):
                          env=dict(os.environ, RUST_LOG="warn"))
         return launch
 
+    def nginx_answers():
+        conf = os.path.join(tmp, "answers.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_ANSWERS.format(dir=tmp, port=BALANCER_PORT))
+        return start(["nginx", "-p", tmp, "-c", conf], BALANCER_CORE, stderr=subprocess.DEVNULL)
+
+    def hyper_answers():
+        binary = os.path.join(os.path.dirname(proxy), "server_floor")
+        return start([binary, f"127.0.0.1:{BALANCER_PORT}"], BALANCER_CORE,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     listed = [
         ("nginx", nginx_lb),
         ("haproxy", haproxy),
         ("tower-lb (1 thread)", tower_lb(1)),
-        ("tower-lb (multi-thread)", tower_lb(None)),
+        ("tower-lb (default)", tower_lb(None)),
+        # The client-facing floor: a server answering by itself, no backend.
+        ("nginx (answers)", nginx_answers),
+        ("hyper server (answers)", hyper_answers),
     ]
     if compare:
         listed.append(("baseline (1 thread)", tower_lb(1, compare)))
