@@ -55,6 +55,8 @@ pub(crate) struct Conn<S> {
     /// Whether the connection may carry another exchange: false from the
     /// start of an exchange until its response body ended cleanly.
     pub(super) reusable: bool,
+    /// Scratch room for the names of a response head's kept headers.
+    names: Vec<response_head::Entry>,
     /// Whether any byte of this exchange's request was written.
     written: bool,
     /// Whether any frame was taken from this exchange's request body.
@@ -104,6 +106,7 @@ where
             read_buf: BytesMut::with_capacity(READ_SIZE),
             max_head: DEFAULT_MAX_HEAD,
             reusable: true,
+            names: Vec::new(),
             written: false,
             body_started: false,
         }
@@ -334,7 +337,13 @@ where
         let mut searched = 0;
         let head = loop {
             let parsed = if response_head::has_empty_line(&self.read_buf, &mut searched) {
-                response_head::parse_into(&mut self.read_buf, head_request, self.max_head, spare)
+                response_head::parse_into(
+                    &mut self.read_buf,
+                    head_request,
+                    self.max_head,
+                    spare,
+                    &mut self.names,
+                )
             } else if self.read_buf.len() >= self.max_head {
                 Err(Error::new(Kind::HeadTooLarge))
             } else {

@@ -70,18 +70,27 @@ pub(crate) fn parse(
     head_request: bool,
     max_head: usize,
 ) -> Result<Parsed, Error> {
-    parse_into(buf, head_request, max_head, &mut HeaderMap::new())
+    parse_into(
+        buf,
+        head_request,
+        max_head,
+        &mut HeaderMap::new(),
+        &mut Vec::new(),
+    )
 }
 
 /// [`parse`], filling the map taken from `spare` (cleared first) rather
 /// than a new one: the request's own map, already grown, becomes the
 /// response's, and no header map is allocated per exchange. `spare` is
-/// left as it was unless a final or `101` head was parsed.
+/// left as it was unless a final or `101` head was parsed. `names` is
+/// scratch room, reused from exchange to exchange (so a parse neither
+/// allocates nor initialises and moves a 100-entry array).
 pub(crate) fn parse_into(
     buf: &mut BytesMut,
     head_request: bool,
     max_head: usize,
     spare: &mut HeaderMap,
+    names: &mut Vec<Entry>,
 ) -> Result<Parsed, Error> {
     if buf.is_empty() {
         return Ok(Parsed::Partial);
@@ -91,7 +100,8 @@ pub(crate) fn parse_into(
         // backend that miscounted its body, so it is not passed over.
         return Err(Error::malformed("empty line before the status line"));
     }
-    let scanned = match scan(buf, head_request)? {
+    names.clear();
+    let scanned = match scan(buf, head_request, names)? {
         Some(scanned) => scanned,
         None if buf.len() >= max_head => return Err(Error::new(Kind::HeadTooLarge)),
         None => return Ok(Parsed::Partial),
@@ -110,11 +120,9 @@ pub(crate) fn parse_into(
     };
     let mut headers = std::mem::take(spare);
     headers.clear();
-    headers.reserve(scanned.kept);
-    for (name, start, end) in scanned.entries.into_iter().take(scanned.kept) {
-        if let Some(name) = name {
-            headers.append(name, value((start, end))?);
-        }
+    headers.reserve(names.len());
+    for (name, start, end) in names.drain(..) {
+        headers.append(name, value((start, end))?);
     }
     let status =
         StatusCode::from_u16(scanned.code).map_err(|_| Error::malformed("invalid status code"))?;
@@ -152,11 +160,13 @@ struct Scanned {
     framing: Framing,
     keep_alive: bool,
     upgrade: Option<(usize, usize)>,
-    entries: [(Option<HeaderName>, usize, usize); MAX_HEADERS],
-    kept: usize,
 }
 
-fn scan(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Error> {
+/// A header kept for the response: its name and where its value lies in
+/// the head.
+pub(crate) type Entry = (HeaderName, usize, usize);
+
+fn scan(buf: &[u8], head_request: bool, kept: &mut Vec<Entry>) -> Result<Option<Scanned>, Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut fields);
     let len = match response.parse(buf) {
@@ -220,8 +230,6 @@ fn scan(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Error> {
     let keep_alive =
         framing != Framing::Close && !close && (version == Version::HTTP_11 || keep_alive_token);
 
-    let mut entries = [const { (None, 0, 0) }; MAX_HEADERS];
-    let mut kept = 0;
     for field in fields {
         let name = field.name.as_bytes();
         if is_hop_by_hop(name) || listed_in_connection(fields, name) {
@@ -230,8 +238,7 @@ fn scan(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Error> {
         let name =
             HeaderName::from_bytes(name).map_err(|_| Error::malformed("invalid header name"))?;
         let (start, end) = offset(field.value);
-        entries[kept] = (Some(name), start, end);
-        kept += 1;
+        kept.push((name, start, end));
     }
     Ok(Some(Scanned {
         len,
@@ -240,8 +247,6 @@ fn scan(buf: &[u8], head_request: bool) -> Result<Option<Scanned>, Error> {
         framing,
         keep_alive,
         upgrade,
-        entries,
-        kept,
     }))
 }
 
