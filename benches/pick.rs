@@ -1,8 +1,10 @@
-//! One pick per strategy, through the public `Balancer::pick` (snapshot load,
-//! strategy, backend clone): at 3, 100, 1,000 and 10,000 backends; with a
-//! tenth of the backends ineligible; with an exclude set of one (a retry);
-//! two threads against one; and the cost of a backend-set update. Every
-//! backend has been timed once, as in a running proxy.
+//! One pick per strategy, through the public `Balancer::pick_ref` (snapshot
+//! load, strategy, the picked position; what `LoadBalance` does before the
+//! one handle clone of the request): at 3, 100, 1,000 and 10,000 backends;
+//! with a tenth of the backends ineligible; with an exclude set of one (a
+//! retry); `Balancer::pick`, which also clones the backend's handle, at 3
+//! and 10,000; two threads against one; and the cost of a backend-set
+//! update. Every backend has been timed once, as in a running proxy.
 //!
 //! Run: `cargo bench --bench pick`
 
@@ -106,13 +108,22 @@ fn balancer(name: &str, set: &BackendSet) -> Arc<Balancer<AnyStrategy>> {
     Balancer::new(set, name.parse().unwrap())
 }
 
+/// How a bench picks: the position only, or the handle too.
+#[derive(Clone, Copy)]
+enum Pick {
+    Position,
+    Handle,
+}
+
 fn pick_loop(
     c: &mut Criterion,
     group_name: &str,
+    sizes: &[usize],
+    how: Pick,
     prepare: impl Fn(&BackendSet, &mut [Request<()>]),
 ) {
     let mut group = c.benchmark_group(group_name);
-    for &n in &SIZES {
+    for &n in sizes {
         let set = BackendSet::new(backends(n));
         time_every_backend(&set);
         let mut requests = requests();
@@ -123,7 +134,14 @@ fn pick_loop(
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter(|| {
                     i = (i + 1) & 1023;
-                    black_box(balancer.pick(&requests[i]))
+                    match how {
+                        Pick::Position => {
+                            black_box(balancer.pick_ref(&requests[i]).map(|p| p.index()));
+                        }
+                        Pick::Handle => {
+                            black_box(balancer.pick(&requests[i]));
+                        }
+                    }
                 })
             });
         }
@@ -132,26 +150,42 @@ fn pick_loop(
 }
 
 fn pick(c: &mut Criterion) {
-    pick_loop(c, "pick", |_, _| {});
+    pick_loop(c, "pick", &SIZES, Pick::Position, |_, _| {});
+}
+
+fn pick_and_clone(c: &mut Criterion) {
+    pick_loop(c, "pick_and_clone", &[3, 10_000], Pick::Handle, |_, _| {});
 }
 
 fn pick_with_ineligible(c: &mut Criterion) {
-    pick_loop(c, "pick_tenth_ineligible", |set, _| {
-        for backend in set.snapshot().backends().iter().skip(1).step_by(10) {
-            backend.state().set_verdict(Verdict::Unhealthy, None);
-        }
-    });
+    pick_loop(
+        c,
+        "pick_tenth_ineligible",
+        &SIZES,
+        Pick::Position,
+        |set, _| {
+            for backend in set.snapshot().backends().iter().skip(1).step_by(10) {
+                backend.state().set_verdict(Verdict::Unhealthy, None);
+            }
+        },
+    );
 }
 
 fn pick_retry(c: &mut Criterion) {
-    pick_loop(c, "pick_retry_excluding_one", |set, requests| {
-        let snapshot = set.snapshot();
-        for (i, request) in requests.iter_mut().enumerate() {
-            let mut tried = Tried::new();
-            tried.push(snapshot.backends()[i % snapshot.len()].id());
-            request.extensions_mut().insert(tried);
-        }
-    });
+    pick_loop(
+        c,
+        "pick_retry_excluding_one",
+        &SIZES,
+        Pick::Position,
+        |set, requests| {
+            let snapshot = set.snapshot();
+            for (i, request) in requests.iter_mut().enumerate() {
+                let mut tried = Tried::new();
+                tried.push(snapshot.backends()[i % snapshot.len()].id());
+                request.extensions_mut().insert(tried);
+            }
+        },
+    );
 }
 
 fn contention(c: &mut Criterion) {
@@ -186,7 +220,8 @@ fn contention(c: &mut Criterion) {
                             let requests = &requests;
                             scope.spawn(move || {
                                 for i in 0..iters as usize {
-                                    black_box(balancer.pick(&requests[(i + t * 512) & 1023]));
+                                    let request = &requests[(i + t * 512) & 1023];
+                                    black_box(balancer.pick_ref(request).map(|p| p.index()));
                                 }
                             });
                         }
@@ -221,6 +256,7 @@ fn update(c: &mut Criterion) {
 criterion_group!(
     benches,
     pick,
+    pick_and_clone,
     pick_with_ineligible,
     pick_retry,
     contention,
