@@ -234,6 +234,50 @@ fn contention(c: &mut Criterion) {
     group.finish();
 }
 
+/// Whole requests through `LoadBalance` over a no-op service (pick, one
+/// handle clone, in-flight guard, latency sample, response body dropped),
+/// one thread against two: what the request path writes that threads share
+/// (reference counts, in-flight counts, latency estimates), not only what a
+/// pick does.
+fn request_contention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request_threads");
+    let set = BackendSet::new(backends(100));
+    time_every_backend(&set);
+    let strategies = [
+        (
+            "round-robin-per-thread",
+            AnyStrategy::RoundRobin(RoundRobin::per_thread()),
+        ),
+        ("least-connections", "least-connections".parse().unwrap()),
+        ("p2c", "p2c".parse().unwrap()),
+        ("random", "random".parse().unwrap()),
+    ];
+    for (name, strategy) in strategies {
+        let layer = LoadBalanceLayer::new(set.clone(), strategy);
+        for threads in [1usize, 2] {
+            group.throughput(Throughput::Elements(threads as u64));
+            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    std::thread::scope(|scope| {
+                        for _ in 0..threads {
+                            let mut service = layer.layer(NoOp);
+                            scope.spawn(move || {
+                                for _ in 0..iters {
+                                    let response = service.call(Request::new(())).now_or_never();
+                                    black_box(response);
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn update(c: &mut Criterion) {
     let mut group = c.benchmark_group("set_update_10000");
     group
@@ -260,6 +304,7 @@ criterion_group!(
     pick_with_ineligible,
     pick_retry,
     contention,
+    request_contention,
     update
 );
 criterion_main!(benches);
