@@ -1,8 +1,10 @@
-//! One pick per strategy, through the public `Balancer::pick` (snapshot load,
-//! strategy, backend clone): at 3, 100, 1,000 and 10,000 backends; with a
-//! tenth of the backends ineligible; with an exclude set of one (a retry);
-//! two threads against one; and the cost of a backend-set update. Every
-//! backend has been timed once, as in a running proxy.
+//! One pick per strategy, through the public `Balancer::pick_ref` (snapshot
+//! load, strategy, the picked position; what `LoadBalance` does before the
+//! one handle clone of the request): at 3, 100, 1,000 and 10,000 backends;
+//! with a tenth of the backends ineligible; with an exclude set of one (a
+//! retry); `Balancer::pick`, which also clones the backend's handle, at 3
+//! and 10,000; two threads against one; and the cost of a backend-set
+//! update. Every backend has been timed once, as in a running proxy.
 //!
 //! Run: `cargo bench --bench pick`
 
@@ -106,13 +108,22 @@ fn balancer(name: &str, set: &BackendSet) -> Arc<Balancer<AnyStrategy>> {
     Balancer::new(set, name.parse().unwrap())
 }
 
+/// How a bench picks: the position only, or the handle too.
+#[derive(Clone, Copy)]
+enum Pick {
+    Position,
+    Handle,
+}
+
 fn pick_loop(
     c: &mut Criterion,
     group_name: &str,
+    sizes: &[usize],
+    how: Pick,
     prepare: impl Fn(&BackendSet, &mut [Request<()>]),
 ) {
     let mut group = c.benchmark_group(group_name);
-    for &n in &SIZES {
+    for &n in sizes {
         let set = BackendSet::new(backends(n));
         time_every_backend(&set);
         let mut requests = requests();
@@ -123,7 +134,14 @@ fn pick_loop(
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter(|| {
                     i = (i + 1) & 1023;
-                    black_box(balancer.pick(&requests[i]))
+                    match how {
+                        Pick::Position => {
+                            black_box(balancer.pick_ref(&requests[i]).map(|p| p.index()));
+                        }
+                        Pick::Handle => {
+                            black_box(balancer.pick(&requests[i]));
+                        }
+                    }
                 })
             });
         }
@@ -132,26 +150,42 @@ fn pick_loop(
 }
 
 fn pick(c: &mut Criterion) {
-    pick_loop(c, "pick", |_, _| {});
+    pick_loop(c, "pick", &SIZES, Pick::Position, |_, _| {});
+}
+
+fn pick_and_clone(c: &mut Criterion) {
+    pick_loop(c, "pick_and_clone", &[3, 10_000], Pick::Handle, |_, _| {});
 }
 
 fn pick_with_ineligible(c: &mut Criterion) {
-    pick_loop(c, "pick_tenth_ineligible", |set, _| {
-        for backend in set.snapshot().backends().iter().skip(1).step_by(10) {
-            backend.state().set_verdict(Verdict::Unhealthy, None);
-        }
-    });
+    pick_loop(
+        c,
+        "pick_tenth_ineligible",
+        &SIZES,
+        Pick::Position,
+        |set, _| {
+            for backend in set.snapshot().backends().iter().skip(1).step_by(10) {
+                backend.state().set_verdict(Verdict::Unhealthy, None);
+            }
+        },
+    );
 }
 
 fn pick_retry(c: &mut Criterion) {
-    pick_loop(c, "pick_retry_excluding_one", |set, requests| {
-        let snapshot = set.snapshot();
-        for (i, request) in requests.iter_mut().enumerate() {
-            let mut tried = Tried::new();
-            tried.push(snapshot.backends()[i % snapshot.len()].id());
-            request.extensions_mut().insert(tried);
-        }
-    });
+    pick_loop(
+        c,
+        "pick_retry_excluding_one",
+        &SIZES,
+        Pick::Position,
+        |set, requests| {
+            let snapshot = set.snapshot();
+            for (i, request) in requests.iter_mut().enumerate() {
+                let mut tried = Tried::new();
+                tried.push(snapshot.backends()[i % snapshot.len()].id());
+                request.extensions_mut().insert(tried);
+            }
+        },
+    );
 }
 
 fn contention(c: &mut Criterion) {
@@ -186,7 +220,52 @@ fn contention(c: &mut Criterion) {
                             let requests = &requests;
                             scope.spawn(move || {
                                 for i in 0..iters as usize {
-                                    black_box(balancer.pick(&requests[(i + t * 512) & 1023]));
+                                    let request = &requests[(i + t * 512) & 1023];
+                                    black_box(balancer.pick_ref(request).map(|p| p.index()));
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Whole requests through `LoadBalance` over a no-op service (pick, one
+/// handle clone, in-flight guard, latency sample, response body dropped),
+/// one thread against two: what the request path writes that threads share
+/// (reference counts, in-flight counts, latency estimates), not only what a
+/// pick does.
+fn request_contention(c: &mut Criterion) {
+    let mut group = c.benchmark_group("request_threads");
+    let set = BackendSet::new(backends(100));
+    time_every_backend(&set);
+    let strategies = [
+        (
+            "round-robin-per-thread",
+            AnyStrategy::RoundRobin(RoundRobin::per_thread()),
+        ),
+        ("least-connections", "least-connections".parse().unwrap()),
+        ("p2c", "p2c".parse().unwrap()),
+        ("random", "random".parse().unwrap()),
+    ];
+    for (name, strategy) in strategies {
+        let layer = LoadBalanceLayer::new(set.clone(), strategy);
+        for threads in [1usize, 2] {
+            group.throughput(Throughput::Elements(threads as u64));
+            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    std::thread::scope(|scope| {
+                        for _ in 0..threads {
+                            let mut service = layer.layer(NoOp);
+                            scope.spawn(move || {
+                                for _ in 0..iters {
+                                    let response = service.call(Request::new(())).now_or_never();
+                                    black_box(response);
                                 }
                             });
                         }
@@ -221,9 +300,11 @@ fn update(c: &mut Criterion) {
 criterion_group!(
     benches,
     pick,
+    pick_and_clone,
     pick_with_ineligible,
     pick_retry,
     contention,
+    request_contention,
     update
 );
 criterion_main!(benches);

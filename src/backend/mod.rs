@@ -13,6 +13,7 @@
 
 mod address;
 mod discover;
+mod eligibility;
 pub(crate) mod ewma;
 mod in_flight;
 mod member;
@@ -20,6 +21,7 @@ mod outcomes;
 mod set;
 mod snapshot;
 mod state;
+mod watch;
 
 pub use address::Address;
 pub use in_flight::InFlight;
@@ -28,5 +30,6 @@ pub(crate) use outcomes::Tally;
 pub(crate) use set::SnapshotListener;
 pub use set::{BackendSet, Update};
 pub use snapshot::Snapshot;
+pub(crate) use state::FULL_SHARE;
 pub use state::{BackendId, BackendState, Verdict};
-pub(crate) use state::{FULL_SHARE, LoadWatch};
+pub(crate) use watch::LoadWatch;

@@ -7,14 +7,17 @@
 //! keep such state inside the rebuilt structure lose it on every reload.)
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-
+use super::eligibility::{Eligibility, Mirrors};
 use super::ewma::PeakEwma;
 use super::outcomes::Outcomes;
+use super::watch::{LoadWatch, LoadWatchers};
 use crate::clock::{self, Nanos};
 
 /// A process-unique, never reused identifier of a backend's runtime state.
@@ -50,23 +53,12 @@ const HEALTHY: u32 = 1 << 2;
 const EJECTED: u32 = 1 << 3;
 const SLOW_START: u32 = 1 << 4;
 const RAMP_DOWN: u32 = 1 << 5;
+/// The flags that take a backend off the plain path of picks (see
+/// [`Eligibility`]): any of them makes a pick ask the backend itself.
+const NOT_PLAIN: u32 = REMOVED | UNHEALTHY | EJECTED | SLOW_START | RAMP_DOWN;
 
 /// The full share of traffic, in the fixed-point unit of ramp factors.
 pub(crate) const FULL_SHARE: u32 = 1 << 16;
-
-/// Something that must hear about every change of a backend's load or
-/// eligibility (least-connections keeps a tree of loads this way).
-pub(crate) trait LoadWatch: Send + Sync + 'static {
-    /// `state` (leaf `leaf` of the watcher) changed its in-flight count or
-    /// its eligibility.
-    fn load_changed(&self, leaf: usize, state: &BackendState);
-}
-
-#[derive(Clone)]
-struct Watcher {
-    watch: Arc<dyn LoadWatch>,
-    leaf: usize,
-}
 
 /// The runtime state of one backend: atomics read and written without locks.
 ///
@@ -79,7 +71,7 @@ pub struct BackendState {
     in_flight: AtomicU32,
     id: BackendId,
     requests: AtomicU64,
-    watcher_count: AtomicUsize,
+    watchers: LoadWatchers,
     ewma: PeakEwma,
     failures: AtomicU64,
     /// End of the current passive ejection (clock nanos), meaningful while
@@ -91,7 +83,8 @@ pub struct BackendState {
     /// The share of traffic kept while ramping down, in 1/65536 units.
     ramp_down_share: AtomicU32,
     outcomes: Outcomes,
-    watchers: ArcSwap<Vec<Watcher>>,
+    /// The snapshots' eligibility bits that mirror `flags`.
+    mirrors: Mirrors,
     /// Written by the prober only; read by status views. Never on the
     /// request path, so a mutex is fine.
     last_probe_error: Mutex<Option<Arc<str>>>,
@@ -111,8 +104,8 @@ impl BackendState {
             slow_start_window: AtomicU64::new(0),
             ramp_down_share: AtomicU32::new(FULL_SHARE),
             outcomes: Outcomes::default(),
-            watcher_count: AtomicUsize::new(0),
-            watchers: ArcSwap::from_pointee(Vec::new()),
+            watchers: LoadWatchers::default(),
+            mirrors: Mirrors::default(),
             last_probe_error: Mutex::new(None),
         }
     }
@@ -428,11 +421,16 @@ impl BackendState {
             if next == current {
                 return current;
             }
+            // Sequentially consistent, with the mirrors' reads: see
+            // `eligibility` for why the bits end up right.
             match self
                 .flags
-                .compare_exchange_weak(current, next, Relaxed, Relaxed)
+                .compare_exchange_weak(current, next, SeqCst, Relaxed)
             {
                 Ok(before) => {
+                    if (before ^ next) & NOT_PLAIN != 0 {
+                        self.mirrors.refresh(&self.flags, NOT_PLAIN);
+                    }
                     self.notify();
                     return before;
                 }
@@ -441,48 +439,30 @@ impl BackendState {
         }
     }
 
-    // ----- load watchers -----
+    // ----- watchers and mirrors -----
 
     #[inline]
     fn notify(&self) {
-        if self.watcher_count.load(Relaxed) == 0 {
-            return;
-        }
-        for watcher in self.watchers.load().iter() {
-            watcher.watch.load_changed(watcher.leaf, self);
-        }
+        self.watchers.notify(self);
     }
 
     pub(crate) fn watch(&self, watch: Arc<dyn LoadWatch>, leaf: usize) {
-        self.watchers.rcu(|list| {
-            let mut list = Vec::clone(list);
-            list.push(Watcher {
-                watch: Arc::clone(&watch),
-                leaf,
-            });
-            list
-        });
-        self.watcher_count.fetch_add(1, Relaxed);
+        self.watchers.add(watch, leaf);
     }
 
     #[cfg(test)]
     pub(crate) fn watcher_count(&self) -> usize {
-        self.watcher_count.load(Relaxed)
+        self.watchers.len()
     }
 
     pub(crate) fn unwatch(&self, watch: &Arc<dyn LoadWatch>) {
-        let target = Arc::as_ptr(watch).cast::<()>();
-        let mut removed = 0;
-        self.watchers.rcu(|list| {
-            let kept: Vec<Watcher> = list
-                .iter()
-                .filter(|w| Arc::as_ptr(&w.watch).cast::<()>() != target)
-                .cloned()
-                .collect();
-            removed = list.len() - kept.len();
-            kept
-        });
-        self.watcher_count.fetch_sub(removed, Relaxed);
+        self.watchers.remove(watch);
+    }
+
+    /// Lists `bits` as mirroring this backend's eligibility at `index`, and
+    /// sets its bit (see [`Eligibility`]).
+    pub(crate) fn mirror(&self, bits: &Arc<Eligibility>, index: usize) {
+        self.mirrors.add(bits, index, &self.flags, NOT_PLAIN);
     }
 }
 

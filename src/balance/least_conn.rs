@@ -103,7 +103,9 @@ impl Strategy for LeastConnections {
         }
         table
             .tree
-            .descend(0, candidates)
+            // One thread-local draw seeds the walk's own generator, so the
+            // levels below read no thread-local.
+            .walk(candidates, &mut fastrand::Rng::with_seed(fastrand::u64(..)))
             // Leaves marked ineligible whose ejection ran out before the
             // tree heard of it: fall back to a scan.
             .or_else(|| candidates.scan_from(fastrand::usize(..candidates.len())))
@@ -325,44 +327,48 @@ impl LoadTree {
         }
     }
 
+    /// The best available leaf: straight down the lowest loads when the leaf
+    /// found there is available (a loop, nothing kept per level), else the
+    /// backtracking [`descend`](Self::descend) from the top.
+    #[inline]
+    fn walk(&self, candidates: &Candidates<'_>, rng: &mut fastrand::Rng) -> Option<usize> {
+        let mut first = 0;
+        loop {
+            let group = &self.nodes.get(first / FANOUT)?.0;
+            let values: [u64; FANOUT] = std::array::from_fn(|i| group[i].load(Relaxed));
+            let index = first + choose(&values, rng)?;
+            if index >= self.first_leaf {
+                let leaf = index - self.first_leaf;
+                if leaf < candidates.len() && candidates.is_available(leaf) {
+                    return Some(leaf);
+                }
+                // Tried already, or ineligible since the tree last heard.
+                return self.descend(0, candidates, rng);
+            }
+            first = FANOUT * (index + 1);
+        }
+    }
+
     /// The best available leaf in the group starting at `first`: into the
     /// lowest load first, among equal loads at random weighted by how many
     /// leaves tie, and on to the next best when a subtree holds nothing
     /// available.
-    fn descend(&self, first: usize, candidates: &Candidates<'_>) -> Option<usize> {
+    fn descend(
+        &self,
+        first: usize,
+        candidates: &Candidates<'_>,
+        rng: &mut fastrand::Rng,
+    ) -> Option<usize> {
         let group = &self.nodes[first / FANOUT].0;
         let mut values: [u64; FANOUT] = std::array::from_fn(|i| group[i].load(Relaxed));
         loop {
-            let best = values.iter().map(|v| v >> COUNT_BITS).min()?;
-            if best == KEY_MAX {
-                return None;
-            }
-            let tied: u64 = values
-                .iter()
-                .filter(|v| *v >> COUNT_BITS == best)
-                .map(|v| (v & COUNT_MASK).max(1))
-                .sum();
-            let mut draw = fastrand::u64(..tied.max(1));
-            let slot = values
-                .iter()
-                .position(|v| {
-                    if v >> COUNT_BITS != best {
-                        return false;
-                    }
-                    let count = (v & COUNT_MASK).max(1);
-                    if draw < count {
-                        return true;
-                    }
-                    draw -= count;
-                    false
-                })
-                .unwrap_or(0);
+            let slot = choose(&values, rng)?;
             let index = first + slot;
             let found = if index >= self.first_leaf {
                 let leaf = index - self.first_leaf;
                 (leaf < candidates.len() && candidates.is_available(leaf)).then_some(leaf)
             } else {
-                self.descend(FANOUT * (index + 1), candidates)
+                self.descend(FANOUT * (index + 1), candidates, rng)
             };
             if found.is_some() {
                 return found;
@@ -380,6 +386,44 @@ impl LoadWatch for LoadTree {
             self.propagate(leaf);
         }
     }
+}
+
+/// A slot among those holding the lowest load, drawn with a chance
+/// proportional to how many leaves share it there; `None` when all eight
+/// are ineligible.
+///
+/// Every level of a walk runs this, and the next level's load waits for
+/// it, so it is kept short and free of branches on the data (the draw lands
+/// on a random slot, which an early-exit search mispredicts about once per
+/// level): the tied counts add up to running totals, the draw is scaled
+/// into their sum by one multiplication (Lemire's, without the rejection
+/// step: a bias below 2^-40 at any real count), and a three-step binary
+/// search finds the first total above it.
+#[inline(always)]
+fn choose(values: &[u64; FANOUT], rng: &mut fastrand::Rng) -> Option<usize> {
+    let best = values
+        .iter()
+        .fold(KEY_MAX, |best, value| best.min(value >> COUNT_BITS));
+    if best == KEY_MAX {
+        return None;
+    }
+    let mut totals = [0u64; FANOUT];
+    let mut total = 0;
+    for (running, value) in totals.iter_mut().zip(values) {
+        let count = (value & COUNT_MASK).max(1);
+        total += if value >> COUNT_BITS == best {
+            count
+        } else {
+            0
+        };
+        *running = total;
+    }
+    let draw = ((u128::from(rng.u64(..)) * u128::from(total)) >> 64) as u64;
+    let mut slot = 0;
+    for half in [4, 2, 1] {
+        slot += half * usize::from(totals[slot + half - 1] <= draw);
+    }
+    Some(slot)
 }
 
 /// The lower of two packed values; on equal loads, the counts add up.
@@ -516,6 +560,30 @@ mod tests {
         assert_eq!(backend.state().watcher_count(), 1);
         drop(fixture);
         assert_eq!(backend.state().watcher_count(), 0);
+    }
+
+    #[test]
+    fn choose_draws_among_the_lowest_by_their_counts() {
+        let value = |key: u64, count: u64| (key << COUNT_BITS) | count;
+        let mut values = [INELIGIBLE; FANOUT];
+        values[..5].copy_from_slice(&[
+            value(5, 1),
+            value(3, 2),
+            value(3, 1),
+            value(9, 1),
+            value(3, 5),
+        ]);
+        let mut tally = [0usize; FANOUT];
+        let mut rng = fastrand::Rng::new();
+        for _ in 0..8000 {
+            tally[choose(&values, &mut rng).unwrap()] += 1;
+        }
+        assert_eq!(tally[0] + tally[3] + tally[5..].iter().sum::<usize>(), 0);
+        // 2 : 1 : 5 of 8000, within about five standard deviations.
+        for (slot, want) in [(1, 2000), (2, 1000), (4, 5000)] {
+            assert!(tally[slot].abs_diff(want) < 250, "{tally:?}");
+        }
+        assert_eq!(choose(&[INELIGIBLE; FANOUT], &mut rng), None);
     }
 
     #[test]

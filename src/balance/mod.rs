@@ -42,7 +42,7 @@ mod target;
 pub(crate) mod test_support;
 mod weighted;
 
-pub use balancer::Balancer;
+pub use balancer::{Balancer, Picked};
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use hash::{ConsistentHash, HashTable};

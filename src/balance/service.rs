@@ -70,9 +70,12 @@ where
             .balancer
             .pick_at(RequestRef::from(&request), tried, Some(now));
         let tried = tried.len();
-        let Some(backend) = picked else {
+        let Some(picked) = picked else {
             return ResponseFuture::failed(Error::new(ErrorKind::NoBackend));
         };
+        // The request keeps the backend: its one handle clone.
+        let backend = picked.backend().clone();
+        drop(picked);
         if let Err(error) = point_at(&mut request, backend.address()) {
             return ResponseFuture::failed(error.with_backend(backend.address().clone()));
         }

@@ -4,7 +4,7 @@ use http::{Extensions, HeaderMap, Method, Request, Uri};
 
 use std::cell::Cell;
 
-use crate::backend::{Backend, BackendId, FULL_SHARE};
+use crate::backend::{Backend, BackendId, FULL_SHARE, Snapshot};
 use crate::clock::{self, Nanos};
 
 /// A balancing strategy: given the candidates for one request, pick one.
@@ -75,8 +75,14 @@ impl<'a, B> From<&'a Request<B>> for RequestRef<'a> {
 }
 
 /// The backends one request may go to, and the request itself.
+///
+/// Its tests read the snapshot's packed eligibility bits first and touch a
+/// backend's own state only when its bit is clear (in slow start, ejected,
+/// down, ...), so a pick among many backends costs no cache miss on the
+/// backends it looks at.
 #[derive(Debug)]
 pub struct Candidates<'a> {
+    snapshot: &'a Snapshot,
     backends: &'a [Backend],
     request: RequestRef<'a>,
     tried: &'a [BackendId],
@@ -89,13 +95,14 @@ impl<'a> Candidates<'a> {
     /// Candidates at time `now`, or at the time read on first need when
     /// `now` is `None`.
     pub(crate) fn new(
-        backends: &'a [Backend],
+        snapshot: &'a Snapshot,
         request: RequestRef<'a>,
         tried: &'a [BackendId],
         now: Option<Nanos>,
     ) -> Self {
         Self {
-            backends,
+            snapshot,
+            backends: snapshot.backends(),
             request,
             tried,
             now: Cell::new(now.unwrap_or(0)),
@@ -149,20 +156,29 @@ impl<'a> Candidates<'a> {
     /// mode, merely still in the set) and not tried by it before.
     #[inline]
     pub fn is_available(&self, index: usize) -> bool {
-        let backend = &self.backends[index];
-        let state = backend.state();
-        let ok = if self.panic {
-            state.is_routable()
-        } else {
-            state.is_eligible_at(|| self.now())
+        let ok = self.snapshot.is_plain(index) || {
+            let state = self.backends[index].state();
+            if self.panic {
+                state.is_routable()
+            } else {
+                state.is_eligible_at(|| self.now())
+            }
         };
-        ok && (self.tried.is_empty() || !self.tried.contains(&backend.id()))
+        ok && self.untried(index)
+    }
+
+    #[inline]
+    fn untried(&self, index: usize) -> bool {
+        self.tried.is_empty() || !self.tried.contains(&self.snapshot.id(index))
     }
 
     /// Backend `index`'s current share of its weight, in 1/65536 units
     /// (65536 = full): lower during slow start and ramp-down.
     #[inline]
     pub fn share(&self, index: usize) -> u32 {
+        if self.snapshot.is_plain(index) {
+            return FULL_SHARE;
+        }
         self.backends[index].state().share_at(|| self.now())
     }
 
@@ -171,6 +187,10 @@ impl<'a> Candidates<'a> {
     /// share of what a strategy would send it.
     #[inline]
     pub fn admits(&self, index: usize) -> bool {
+        if self.snapshot.is_plain(index) {
+            // Full share: no draw needed.
+            return self.untried(index);
+        }
         self.admits_with(index, fastrand::u32(..FULL_SHARE))
     }
 
@@ -179,6 +199,9 @@ impl<'a> Candidates<'a> {
     /// ramping backend as its share grows.
     #[inline]
     pub fn admits_with(&self, index: usize, draw: u32) -> bool {
+        if self.snapshot.is_plain(index) {
+            return self.untried(index);
+        }
         if !self.is_available(index) {
             return false;
         }

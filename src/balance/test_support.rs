@@ -1,13 +1,16 @@
 //! Helpers for strategy unit tests: a fixed set of backends and one table.
 
+use std::sync::Arc;
+
 use http::Request;
 
 use super::{Candidates, RequestRef, Strategy};
-use crate::backend::{Backend, BackendId};
+use crate::backend::{Backend, BackendId, Snapshot};
 use crate::clock;
 
 pub(crate) struct Fixture<S: Strategy> {
     pub(crate) backends: Vec<Backend>,
+    pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) strategy: S,
     pub(crate) table: S::Table,
 }
@@ -32,6 +35,7 @@ impl<S: Strategy> Fixture<S> {
     pub(crate) fn with_backends(strategy: S, backends: Vec<Backend>) -> Self {
         let table = strategy.build(&backends);
         Self {
+            snapshot: Snapshot::new(backends.clone(), 0),
             backends,
             strategy,
             table,
@@ -49,7 +53,7 @@ impl<S: Strategy> Fixture<S> {
     pub(crate) fn pick_request(&self, request: &Request<()>, tried: &[usize]) -> Option<usize> {
         let tried: Vec<BackendId> = tried.iter().map(|&i| self.backends[i].id()).collect();
         let candidates = Candidates::new(
-            &self.backends,
+            &self.snapshot,
             RequestRef::from(request),
             &tried,
             Some(clock::now()),
