@@ -62,11 +62,14 @@ use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 /// `fallback_service` for an axum `Router`.
 ///
 /// Backends are spoken to in cleartext HTTP/1.1 over a pool of keep-alive
-/// connections per backend (on hyper's `client::conn`: lock-free checkout,
-/// a connection returns when its response body ends), or in HTTP/2 with
-/// prior knowledge for backends whose
+/// connections per backend, by tower-lb's own codec driven in the
+/// request's task (lock-free checkout, no connection task or channel per
+/// request; a connection returns when its response body ends; a response
+/// with ambiguous framing is a 502 and its connection is closed), or in
+/// HTTP/2 with prior knowledge for backends whose
 /// [`Protocol`](crate::backend::Protocol) says so (hyper-util's client,
-/// which multiplexes).
+/// which multiplexes). The response carries the request's extensions, so
+/// the layers above add theirs without a new map.
 ///
 /// ```
 /// use std::time::Duration;
