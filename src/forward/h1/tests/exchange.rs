@@ -498,3 +498,17 @@ fn futures_and_bodies_are_send() {
     sync::<crate::forward::h1::BodyReader<tokio::net::TcpStream>>();
     send(&Error::malformed("x"));
 }
+
+#[test]
+fn a_101_nobody_asked_for_ends_the_exchange_without_reuse() {
+    // Found by the random-bytes property: a bare, valid `101`.
+    let outcome = ok(run(async {
+        let io = Scripted::split(&[b"HTTP/1.1 101 Switching Protocols\r\n\r\n"], &[vec![]]);
+        exchange(Conn::new(io), "GET").await
+    }));
+    assert_eq!(outcome.response.status, 101);
+    assert!(
+        outcome.conn.is_none(),
+        "a switched connection is never reused"
+    );
+}

@@ -36,7 +36,14 @@ where
     let head = head(&parts, BodyFraming::Empty);
     match conn.send(&head, body.as_mut()).await? {
         Answer::Response(response) => read_all(response).await,
-        Answer::Upgrade { .. } => panic!("an upgrade where none was asked"),
+        // Random bytes can spell a valid `101`: the exchange ends there,
+        // with no body and no connection to reuse (the caller, not the
+        // codec, refuses an upgrade it did not ask for).
+        Answer::Upgrade { response, .. } => Ok(Outcome {
+            response: response.into_parts().0,
+            body: Vec::new(),
+            conn: None,
+        }),
     }
 }
 
