@@ -15,9 +15,14 @@ use super::mock::Scripted;
 use super::{Outcome, exchange, run};
 use crate::forward::h1::{Conn, Error};
 
+/// 256 cases a property, or `PROPTEST_CASES` when set (for a longer hunt).
 fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(256);
     ProptestConfig {
-        cases: 256,
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
