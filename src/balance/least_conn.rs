@@ -334,9 +334,7 @@ impl LoadTree {
     fn walk(&self, candidates: &Candidates<'_>, rng: &mut fastrand::Rng) -> Option<usize> {
         let mut first = 0;
         loop {
-            let group = &self.nodes.get(first / FANOUT)?.0;
-            let values: [u64; FANOUT] = std::array::from_fn(|i| group[i].load(Relaxed));
-            let index = first + choose(&values, rng)?;
+            let index = first + choose_in(&self.nodes.get(first / FANOUT)?.0, rng)?;
             if index >= self.first_leaf {
                 let leaf = index - self.first_leaf;
                 if leaf < candidates.len() && candidates.is_available(leaf) {
@@ -398,7 +396,8 @@ impl LoadWatch for LoadTree {
 /// level): the tied counts add up to running totals, the draw is scaled
 /// into their sum by one multiplication (Lemire's, without the rejection
 /// step: a bias below 2^-40 at any real count), and a three-step binary
-/// search finds the first total above it.
+/// search finds the first total above it. (Counts of loads below
+/// `KEY_MAX` are at least 1 by construction: a leaf counts itself.)
 #[inline(always)]
 fn choose(values: &[u64; FANOUT], rng: &mut fastrand::Rng) -> Option<usize> {
     let best = values
@@ -424,6 +423,14 @@ fn choose(values: &[u64; FANOUT], rng: &mut fastrand::Rng) -> Option<usize> {
         slot += half * usize::from(totals[slot + half - 1] <= draw);
     }
     Some(slot)
+}
+
+/// [`choose`] on a group as it is now. Not inlined: inside the walk's loop
+/// the compiler turns `choose`'s conditional moves into branches on the
+/// data, which mispredict.
+#[inline(never)]
+fn choose_in(group: &[AtomicU64; FANOUT], rng: &mut fastrand::Rng) -> Option<usize> {
+    choose(&std::array::from_fn(|i| group[i].load(Relaxed)), rng)
 }
 
 /// The lower of two packed values; on equal loads, the counts add up.
