@@ -39,6 +39,7 @@ mod hash;
 mod hash_key;
 mod layer;
 mod least_conn;
+mod load_tree;
 mod maglev;
 mod named;
 mod p2c;
