@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crossbeam_queue::SegQueue;
 
+use super::load_tree::LoadTree;
 use super::{Candidates, Strategy};
 use crate::backend::{Backend, BackendState, LoadWatch};
 use crate::clock;
@@ -51,7 +52,7 @@ impl LeastConnections {
 
 /// Least-connections' table: the tree of loads, watching its backends.
 pub struct LeastConnectionsTable {
-    tree: Arc<LoadTree>,
+    tree: Arc<Loads>,
     watch: Arc<dyn LoadWatch>,
     backends: Vec<Backend>,
 }
@@ -76,7 +77,10 @@ impl Strategy for LeastConnections {
     type Table = LeastConnectionsTable;
 
     fn build(&self, backends: &[Backend]) -> LeastConnectionsTable {
-        let tree = Arc::new(LoadTree::new(backends));
+        let tree = Arc::new(Loads {
+            tree: LoadTree::new(backends),
+            ramps: Ramps::new(backends.len()),
+        });
         let watch: Arc<dyn LoadWatch> = tree.clone();
         // Watch first, then read every load: a change racing with the build
         // is either seen by the read or propagated by its own notification.
@@ -86,7 +90,7 @@ impl Strategy for LeastConnections {
         for (leaf, backend) in backends.iter().enumerate() {
             tree.set_leaf(leaf, backend.state());
         }
-        tree.rebuild_inner_nodes();
+        tree.tree.rebuild_inner_nodes();
         LeastConnectionsTable {
             tree,
             watch,
@@ -102,6 +106,7 @@ impl Strategy for LeastConnections {
             table.refresh_ramps();
         }
         table
+            .tree
             .tree
             // One thread-local draw seeds the walk's own generator, so the
             // levels below read no thread-local.
@@ -126,8 +131,8 @@ impl LeastConnectionsTable {
         }
         leaves.retain(|&leaf| {
             let state = self.backends[leaf].state();
-            self.tree.store_leaf(leaf, state);
-            self.tree.propagate(leaf);
+            self.tree.tree.store_leaf(leaf, state);
+            self.tree.tree.propagate(leaf);
             if state.is_ramping() {
                 return true;
             }
@@ -140,6 +145,32 @@ impl LeastConnectionsTable {
             ramps.count.fetch_sub(1, Relaxed);
             false
         });
+    }
+}
+
+/// The tree and the ramping leaves it refreshes: what watches the
+/// backends' loads.
+struct Loads {
+    tree: LoadTree,
+    ramps: Ramps,
+}
+
+impl Loads {
+    /// Stores the leaf's value, and lists it while its backend ramps.
+    fn set_leaf(&self, leaf: usize, state: &BackendState) {
+        self.tree.store_leaf(leaf, state);
+        if state.is_ramping() {
+            self.ramps.list(leaf);
+        }
+    }
+}
+
+impl LoadWatch for Loads {
+    fn load_changed(&self, leaf: usize, state: &BackendState) {
+        if leaf < self.tree.len() {
+            self.set_leaf(leaf, state);
+            self.tree.propagate(leaf);
+        }
     }
 }
 
@@ -197,245 +228,6 @@ impl Ramps {
                 .next
                 .compare_exchange(next, now + clock::nanos(REFRESH), Relaxed, Relaxed)
                 .is_ok()
-    }
-}
-
-/// Bits of a node value that count the leaves sharing the minimum.
-const COUNT_BITS: u32 = 20;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-/// The load of an ineligible leaf: above every real load.
-const KEY_MAX: u64 = (1 << (64 - COUNT_BITS)) - 1;
-const INELIGIBLE: u64 = KEY_MAX << COUNT_BITS;
-/// In-flight counts are clamped here so keys fit their bits.
-const MAX_COUNTED: u64 = (1 << COUNT_BITS) - 1;
-
-/// Children per node: eight packed values fill one cache line, so each
-/// level of a walk costs one line, and 10,000 backends are five levels deep.
-const FANOUT: usize = 8;
-
-/// A complete 8-ary tree whose nodes hold the minimum load of their subtree
-/// and how many leaves have it, packed in one atomic: `load << 20 | count`.
-///
-/// Levels are stored one after another without a root: level 1 is nodes
-/// `0..8`, and the children of node `i` are `8(i + 1)..8(i + 1) + 8`, a
-/// cache-line-aligned group. Leaf `j` is node `first_leaf + j`.
-struct LoadTree {
-    first_leaf: usize,
-    nodes: Box<[Group]>,
-    weights: Box<[u64]>,
-    ramps: Ramps,
-}
-
-/// Eight sibling nodes on one cache line.
-#[repr(align(64))]
-struct Group([AtomicU64; FANOUT]);
-
-impl LoadTree {
-    fn new(backends: &[Backend]) -> Self {
-        // Levels until there is a leaf per backend.
-        let mut width = FANOUT;
-        let mut first_leaf = 0;
-        while width < backends.len() {
-            first_leaf = FANOUT * (first_leaf + 1);
-            width *= FANOUT;
-        }
-        let groups = (first_leaf + width) / FANOUT;
-        Self {
-            first_leaf,
-            nodes: (0..groups)
-                .map(|_| Group(std::array::from_fn(|_| AtomicU64::new(INELIGIBLE))))
-                .collect(),
-            weights: backends.iter().map(|b| u64::from(b.weight())).collect(),
-            ramps: Ramps::new(backends.len()),
-        }
-    }
-
-    #[inline]
-    fn node(&self, index: usize) -> &AtomicU64 {
-        &self.nodes[index / FANOUT].0[index % FANOUT]
-    }
-
-    /// The group holding the children of `index`.
-    #[inline]
-    fn children(&self, index: usize) -> &[AtomicU64; FANOUT] {
-        &self.nodes[index + 1].0
-    }
-
-    /// The packed value of a leaf: its load key and a count of 1.
-    fn leaf_value(&self, leaf: usize, state: &BackendState) -> u64 {
-        if !state.is_flag_eligible() {
-            return INELIGIBLE;
-        }
-        // (in_flight + 1) / (weight × share), as a fixed-point number whose
-        // resolution separates consecutive in-flight counts at any weight.
-        let effective = ((self.weights[leaf] * u64::from(state.share_now())) >> 10).max(1);
-        let in_flight = u64::from(state.in_flight()).min(MAX_COUNTED - 1) + 1;
-        let key = ((in_flight << 24) / effective).min(KEY_MAX - 1);
-        (key << COUNT_BITS) | 1
-    }
-
-    /// Stores the leaf's value, and lists it while its backend ramps.
-    fn set_leaf(&self, leaf: usize, state: &BackendState) {
-        self.store_leaf(leaf, state);
-        if state.is_ramping() {
-            self.ramps.list(leaf);
-        }
-    }
-
-    fn store_leaf(&self, leaf: usize, state: &BackendState) {
-        self.node(self.first_leaf + leaf)
-            .store(self.leaf_value(leaf, state), Relaxed);
-    }
-
-    fn rebuild_inner_nodes(&self) {
-        for index in (0..self.first_leaf).rev() {
-            self.node(index).store(self.combined(index), Relaxed);
-        }
-    }
-
-    /// The value node `index` should hold, from its children.
-    fn combined(&self, index: usize) -> u64 {
-        self.children(index)
-            .iter()
-            .map(|child| child.load(Relaxed))
-            .fold(INELIGIBLE, combine)
-    }
-
-    /// Recomputes the ancestors of `leaf`, stopping where nothing changes.
-    ///
-    /// Each node is replaced by compare-and-swap against the value its
-    /// children gave when read, retried on conflict: whichever update runs
-    /// last reads all children after all were written, so no change is lost
-    /// to a race.
-    fn propagate(&self, leaf: usize) {
-        let mut index = self.first_leaf + leaf;
-        while index >= FANOUT {
-            let parent = index / FANOUT - 1;
-            let node = self.node(parent);
-            let mut current = node.load(Relaxed);
-            loop {
-                let wanted = self.combined(parent);
-                if wanted == current {
-                    return;
-                }
-                match node.compare_exchange_weak(current, wanted, Relaxed, Relaxed) {
-                    Ok(_) => break,
-                    Err(actual) => current = actual,
-                }
-            }
-            index = parent;
-        }
-    }
-
-    /// The best available leaf: straight down the lowest loads when the leaf
-    /// found there is available (a loop, nothing kept per level), else the
-    /// backtracking [`descend`](Self::descend) from the top.
-    #[inline]
-    fn walk(&self, candidates: &Candidates<'_>, rng: &mut fastrand::Rng) -> Option<usize> {
-        let mut first = 0;
-        loop {
-            let group = &self.nodes.get(first / FANOUT)?.0;
-            let values: [u64; FANOUT] = std::array::from_fn(|i| group[i].load(Relaxed));
-            let index = first + choose(&values, rng)?;
-            if index >= self.first_leaf {
-                let leaf = index - self.first_leaf;
-                if leaf < candidates.len() && candidates.is_available(leaf) {
-                    return Some(leaf);
-                }
-                // Tried already, or ineligible since the tree last heard.
-                return self.descend(0, candidates, rng);
-            }
-            first = FANOUT * (index + 1);
-        }
-    }
-
-    /// The best available leaf in the group starting at `first`: into the
-    /// lowest load first, among equal loads at random weighted by how many
-    /// leaves tie, and on to the next best when a subtree holds nothing
-    /// available.
-    fn descend(
-        &self,
-        first: usize,
-        candidates: &Candidates<'_>,
-        rng: &mut fastrand::Rng,
-    ) -> Option<usize> {
-        let group = &self.nodes[first / FANOUT].0;
-        let mut values: [u64; FANOUT] = std::array::from_fn(|i| group[i].load(Relaxed));
-        loop {
-            let slot = choose(&values, rng)?;
-            let index = first + slot;
-            let found = if index >= self.first_leaf {
-                let leaf = index - self.first_leaf;
-                (leaf < candidates.len() && candidates.is_available(leaf)).then_some(leaf)
-            } else {
-                self.descend(FANOUT * (index + 1), candidates, rng)
-            };
-            if found.is_some() {
-                return found;
-            }
-            // Nothing available down there: try the next best sibling.
-            values[slot] = INELIGIBLE;
-        }
-    }
-}
-
-impl LoadWatch for LoadTree {
-    fn load_changed(&self, leaf: usize, state: &BackendState) {
-        if leaf < self.weights.len() {
-            self.set_leaf(leaf, state);
-            self.propagate(leaf);
-        }
-    }
-}
-
-/// A slot among those holding the lowest load, drawn with a chance
-/// proportional to how many leaves share it there; `None` when all eight
-/// are ineligible.
-///
-/// Every level of a walk runs this, and the next level's load waits for
-/// it, so it is kept short and free of branches on the data (the draw lands
-/// on a random slot, which an early-exit search mispredicts about once per
-/// level): the tied counts add up to running totals, the draw is scaled
-/// into their sum by one multiplication (Lemire's, without the rejection
-/// step: a bias below 2^-40 at any real count), and a three-step binary
-/// search finds the first total above it.
-#[inline(always)]
-fn choose(values: &[u64; FANOUT], rng: &mut fastrand::Rng) -> Option<usize> {
-    let best = values
-        .iter()
-        .fold(KEY_MAX, |best, value| best.min(value >> COUNT_BITS));
-    if best == KEY_MAX {
-        return None;
-    }
-    let mut totals = [0u64; FANOUT];
-    let mut total = 0;
-    for (running, value) in totals.iter_mut().zip(values) {
-        let count = (value & COUNT_MASK).max(1);
-        total += if value >> COUNT_BITS == best {
-            count
-        } else {
-            0
-        };
-        *running = total;
-    }
-    let draw = ((u128::from(rng.u64(..)) * u128::from(total)) >> 64) as u64;
-    let mut slot = 0;
-    for half in [4, 2, 1] {
-        slot += half * usize::from(totals[slot + half - 1] <= draw);
-    }
-    Some(slot)
-}
-
-/// The lower of two packed values; on equal loads, the counts add up.
-fn combine(a: u64, b: u64) -> u64 {
-    let (ka, kb) = (a >> COUNT_BITS, b >> COUNT_BITS);
-    match ka.cmp(&kb) {
-        std::cmp::Ordering::Less => a,
-        std::cmp::Ordering::Greater => b,
-        std::cmp::Ordering::Equal if ka == KEY_MAX => INELIGIBLE,
-        std::cmp::Ordering::Equal => {
-            (ka << COUNT_BITS) | ((a & COUNT_MASK) + (b & COUNT_MASK)).min(COUNT_MASK)
-        }
     }
 }
 
@@ -560,30 +352,6 @@ mod tests {
         assert_eq!(backend.state().watcher_count(), 1);
         drop(fixture);
         assert_eq!(backend.state().watcher_count(), 0);
-    }
-
-    #[test]
-    fn choose_draws_among_the_lowest_by_their_counts() {
-        let value = |key: u64, count: u64| (key << COUNT_BITS) | count;
-        let mut values = [INELIGIBLE; FANOUT];
-        values[..5].copy_from_slice(&[
-            value(5, 1),
-            value(3, 2),
-            value(3, 1),
-            value(9, 1),
-            value(3, 5),
-        ]);
-        let mut tally = [0usize; FANOUT];
-        let mut rng = fastrand::Rng::new();
-        for _ in 0..8000 {
-            tally[choose(&values, &mut rng).unwrap()] += 1;
-        }
-        assert_eq!(tally[0] + tally[3] + tally[5..].iter().sum::<usize>(), 0);
-        // 2 : 1 : 5 of 8000, within about five standard deviations.
-        for (slot, want) in [(1, 2000), (2, 1000), (4, 5000)] {
-            assert!(tally[slot].abs_diff(want) < 250, "{tally:?}");
-        }
-        assert_eq!(choose(&[INELIGIBLE; FANOUT], &mut rng), None);
     }
 
     #[test]

@@ -19,8 +19,17 @@
 //! ejected) and those the request already [`Tried`], and honours slow start
 //! and ramp-down. Tables (a schedule, a Maglev table, a tree of loads) are
 //! built when the backend set changes; picks take no lock and allocate
-//! nothing. Threads never contend on one counter: round-robin positions are
-//! per thread.
+//! nothing.
+//!
+//! A pick writes nothing that threads share, with one exception by design:
+//! the position of [`RoundRobin`] and [`WeightedRoundRobin`], one counter
+//! for the process so that their sequence is exact (`per_thread()` trades
+//! that for a position per thread). It reads the snapshot's packed
+//! eligibility bits rather than each backend's flags, and returns a
+//! position in the snapshot ([`Balancer::pick_ref`]); [`LoadBalance`]
+//! clones the chosen backend's handle once, for the request. Least
+//! connections and power of two choices read in-flight counts and latency
+//! estimates, never write them.
 
 mod balancer;
 mod body;
@@ -30,6 +39,7 @@ mod hash;
 mod hash_key;
 mod layer;
 mod least_conn;
+mod load_tree;
 mod maglev;
 mod named;
 mod p2c;
