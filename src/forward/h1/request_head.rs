@@ -8,15 +8,12 @@
 //! and the head costs no allocation once the write buffer has grown to the
 //! size of a typical head.
 
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST};
 use http::request::Parts;
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::super::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use super::super::headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, is_hop_by_hop};
 
 /// How the request body goes on the wire, as the caller decides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,22 +164,6 @@ fn is_set_by_proxy(name: &HeaderName) -> bool {
         || name == X_FORWARDED_FOR
         || name == X_FORWARDED_PROTO
         || name == X_FORWARDED_HOST
-}
-
-/// Request headers that describe one connection (RFC 9110 §7.6.1, plus
-/// `Keep-Alive`, `Proxy-Connection` and h2c's `HTTP2-Settings`, which only
-/// means something with an `Upgrade: h2c` that is never forwarded).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == CONNECTION
-        || name == TE
-        || name == TRAILER
-        || name == TRANSFER_ENCODING
-        || name == UPGRADE
-        || name == PROXY_AUTHORIZATION
-        || name == PROXY_AUTHENTICATE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-        || name.as_str() == "http2-settings"
 }
 
 /// Whether any `Connection` line names `name` (comma lists, any case).
