@@ -135,8 +135,11 @@ impl LoadTree {
         rng: &mut fastrand::Rng,
     ) -> Option<usize> {
         let mut first = 0;
+        let mut known = None;
         loop {
-            let index = first + choose_in(&self.nodes.get(first / FANOUT)?.0, rng)?;
+            let (slot, key) = choose_in(&self.nodes.get(first / FANOUT)?.0, known, rng)?;
+            let index = first + slot;
+            known = Some(key);
             if index >= self.first_leaf {
                 let leaf = index - self.first_leaf;
                 if leaf < candidates.len() && candidates.is_available(leaf) {
@@ -162,7 +165,7 @@ impl LoadTree {
         let group = &self.nodes[first / FANOUT].0;
         let mut values: [u64; FANOUT] = std::array::from_fn(|i| group[i].load(Relaxed));
         loop {
-            let slot = choose(&values, rng)?;
+            let (slot, _) = choose(&values, None, rng)?;
             let index = first + slot;
             let found = if index >= self.first_leaf {
                 let leaf = index - self.first_leaf;
@@ -180,50 +183,84 @@ impl LoadTree {
 }
 
 /// A slot among those holding the lowest load, drawn with a chance
-/// proportional to how many leaves share it there; `None` when all eight
-/// are ineligible.
+/// proportional to how many leaves share it there, and that load; `None`
+/// when all eight are ineligible.
 ///
 /// Every level of a walk runs this, and the next level's load waits for
-/// it, so it is kept short and free of branches on the data (the draw lands
-/// on a random slot, which an early-exit search mispredicts about once per
-/// level): the tied counts add up to running totals, the draw is scaled
+/// it, so it is kept short and free of branches on the data (the draw
+/// lands on a random slot, which a search that exits early mispredicts
+/// about once per level). Below the top the lowest load is known already:
+/// it is the value of the parent the walk came from (`known`), so only if
+/// no child holds it any more (the loads moved meanwhile) are the eight
+/// compared. The tied counts add up to running totals, the draw is scaled
 /// into their sum by one multiplication (Lemire's, without the rejection
 /// step: a bias below 2^-40 at any real count), and a three-step binary
-/// search finds the first total above it. (Counts of loads below
-/// `KEY_MAX` are at least 1 by construction: a leaf counts itself.)
+/// search finds the first total above it. Counts need no floor: every
+/// value below `KEY_MAX` counts at least its own leaf, and an ineligible
+/// one counts 0.
 #[inline(always)]
-fn choose(values: &[u64; FANOUT], rng: &mut fastrand::Rng) -> Option<usize> {
-    let best = values
-        .iter()
-        .fold(KEY_MAX, |best, value| best.min(value >> COUNT_BITS));
-    if best == KEY_MAX {
-        return None;
+fn choose(
+    values: &[u64; FANOUT],
+    known: Option<u64>,
+    rng: &mut fastrand::Rng,
+) -> Option<(usize, u64)> {
+    let tied = |best: u64| -> [u64; FANOUT] {
+        std::array::from_fn(|i| {
+            let value = values[i];
+            if value >> COUNT_BITS == best {
+                value & COUNT_MASK
+            } else {
+                0
+            }
+        })
+    };
+    // Running totals t[i] = w[0] + ... + w[i], as a tree of additions.
+    let totals = |w: [u64; FANOUT]| {
+        let (w01, w23, w45, w67) = (w[0] + w[1], w[2] + w[3], w[4] + w[5], w[6] + w[7]);
+        let (t1, t3) = (w01, w01 + w23);
+        let t5 = t3 + w45;
+        [w[0], t1, t1 + w[2], t3, t3 + w[4], t5, t5 + w[6], t5 + w67]
+    };
+    let lowest = || {
+        values
+            .iter()
+            .fold(KEY_MAX, |best, value| best.min(value >> COUNT_BITS))
+    };
+    let mut best = known.unwrap_or_else(lowest);
+    let mut t = totals(tied(best));
+    if t[7] == 0 {
+        // All ineligible, or the parent's load is no child's any more.
+        best = lowest();
+        if best == KEY_MAX {
+            return None;
+        }
+        t = totals(tied(best));
     }
-    let mut totals = [0u64; FANOUT];
-    let mut total = 0;
-    for (running, value) in totals.iter_mut().zip(values) {
-        let count = (value & COUNT_MASK).max(1);
-        total += if value >> COUNT_BITS == best {
-            count
-        } else {
-            0
-        };
-        *running = total;
-    }
-    let draw = ((u128::from(rng.u64(..)) * u128::from(total)) >> 64) as u64;
-    let mut slot = 0;
-    for half in [4, 2, 1] {
-        slot += half * usize::from(totals[slot + half - 1] <= draw);
-    }
-    Some(slot)
+    let [t0, t1, t2, t3, t4, t5, t6, t7] = t;
+    let draw = ((u128::from(rng.u64(..)) * u128::from(t7)) >> 64) as u64;
+    // The first total above the draw, by a binary search in registers.
+    let upper = t3 <= draw;
+    let (quarter, low, high) = if upper { (t5, t4, t6) } else { (t1, t0, t2) };
+    let second = quarter <= draw;
+    let last = if second { high } else { low };
+    let slot = 4 * usize::from(upper) + 2 * usize::from(second) + usize::from(last <= draw);
+    Some((slot, best))
 }
 
 /// [`choose`] on a group as it is now. Not inlined: inside the walk's loop
 /// the compiler turns `choose`'s conditional moves into branches on the
-/// data, which mispredict.
+/// data. In the pick bench those branches predict well (its weights repeat
+/// every four backends, so every group ties alike) and inlining measured a
+/// few percent faster; with real, varied loads they would mispredict about
+/// twice per level (callgrind's model: 3.3 mispredictions per pick at
+/// 10,000 backends inlined, 1.0 not).
 #[inline(never)]
-fn choose_in(group: &[AtomicU64; FANOUT], rng: &mut fastrand::Rng) -> Option<usize> {
-    choose(&std::array::from_fn(|i| group[i].load(Relaxed)), rng)
+fn choose_in(
+    group: &[AtomicU64; FANOUT],
+    known: Option<u64>,
+    rng: &mut fastrand::Rng,
+) -> Option<(usize, u64)> {
+    choose(&std::array::from_fn(|i| group[i].load(Relaxed)), known, rng)
 }
 
 /// The lower of two packed values; on equal loads, the counts add up.
@@ -264,13 +301,20 @@ mod tests {
         let mut tally = [0usize; FANOUT];
         let mut rng = fastrand::Rng::new();
         for _ in 0..8000 {
-            tally[choose(&values, &mut rng).unwrap()] += 1;
+            tally[choose(&values, None, &mut rng).unwrap().0] += 1;
+            // Told the lowest load (as a walk's parent tells it), or told a
+            // stale one no child holds: the same draw.
+            for known in [3, 4] {
+                let (slot, key) = choose(&values, Some(known), &mut rng).unwrap();
+                assert!([1, 2, 4].contains(&slot) && key == 3);
+            }
         }
         assert_eq!(tally[0] + tally[3] + tally[5..].iter().sum::<usize>(), 0);
         // 2 : 1 : 5 of 8000, within about five standard deviations.
         for (slot, want) in [(1, 2000), (2, 1000), (4, 5000)] {
             assert!(tally[slot].abs_diff(want) < 250, "{tally:?}");
         }
-        assert_eq!(choose(&[INELIGIBLE; FANOUT], &mut rng), None);
+        assert_eq!(choose(&[INELIGIBLE; FANOUT], None, &mut rng), None);
+        assert_eq!(choose(&[INELIGIBLE; FANOUT], Some(3), &mut rng), None);
     }
 }
