@@ -133,6 +133,14 @@ impl fmt::Display for Address {
     }
 }
 
+/// The canonical text, shared: what an [`Error`] keeps of the backend it
+/// concerns (one reference count, no copy).
+impl From<Address> for Arc<str> {
+    fn from(address: Address) -> Self {
+        address.canonical
+    }
+}
+
 impl fmt::Debug for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Address({self})")

@@ -257,7 +257,7 @@ mod tests {
             .filter(|(b, _)| *b != ejected)
             .all(|(b, d)| b == d);
         assert!(others_kept, "keys of healthy backends stay put");
-        fixture.backends[1].state().end_ejection();
+        fixture.backends[1].state().readmit(1, 0);
         assert_eq!(mapping(&fixture), before);
     }
 

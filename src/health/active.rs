@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::probe::{Probe, ProbeClient};
-use super::{HealthEventKind, Verdict, let_back};
+use super::{HealthEventKind, Verdict};
 use crate::backend::{Backend, BackendId, BackendSet};
 use crate::{Error, clock};
 
@@ -267,7 +267,7 @@ async fn probe_loop(
             if recovered {
                 // The probes watched it fail and come back: that outweighs an
                 // ejection's guess, so end one now (as Envoy does).
-                let_back(&set, &backend);
+                set.let_back(&backend);
             }
         }
         tokio::time::sleep(check.next_delay()).await;

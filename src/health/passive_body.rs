@@ -3,29 +3,13 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::outlier::Outcome;
-use super::passive::Shared;
-use crate::backend::Backend;
-
-/// Where a deferred outcome goes: the backend and its detection.
-pub(super) struct Watch {
-    pub(super) backend: Backend,
-    pub(super) shared: Arc<Shared>,
-}
-
-impl Watch {
-    pub(super) fn record(self, outcome: Outcome) {
-        self.shared
-            .detection
-            .record(&self.shared.set, &self.backend, outcome);
-    }
-}
+use super::classify::Outcome;
+use super::recorder::Watch;
 
 pin_project! {
     /// The backend's response body. A response whose status passed is
