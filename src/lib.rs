@@ -78,6 +78,7 @@
 
 pub mod backend;
 pub mod balance;
+mod body_end;
 mod client_addr;
 mod clock;
 mod error;

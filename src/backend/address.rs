@@ -5,8 +5,8 @@ use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::Uri;
 use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Uri};
 
 use crate::Error;
 
@@ -26,6 +26,12 @@ use crate::Error;
 pub struct Address {
     scheme: Scheme,
     authority: Authority,
+    /// The port, the scheme's default made explicit: computed once here,
+    /// so that nothing else needs to know that `http` means 80.
+    port: u16,
+    /// The authority as a `Host` header value, for requests of the proxy's
+    /// own (health probes).
+    host_header: HeaderValue,
     canonical: Arc<str>,
 }
 
@@ -38,6 +44,22 @@ impl Address {
     /// `host:port` as given.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The host, as given (an IPv6 host keeps its brackets, as in `http::uri::Authority::host`).
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// The port: the one given, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The authority as a `Host` header value, for requests the proxy makes
+    /// itself (a request it forwards keeps the client's `Host`).
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
     }
 
     /// The canonical text, `scheme://host:port` in lower case.
@@ -87,6 +109,8 @@ impl FromStr for Address {
             return Err(invalid("a backend URL has no path or query"));
         }
         let port = authority.port_u16().unwrap_or(default_port);
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| invalid("the authority is not a valid Host header"))?;
         let canonical = format!(
             "{}://{}:{}",
             scheme.as_str(),
@@ -96,6 +120,8 @@ impl FromStr for Address {
         Ok(Self {
             scheme,
             authority,
+            port,
+            host_header,
             canonical: Arc::from(canonical),
         })
     }
@@ -158,6 +184,10 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.as_str(), "http://example.com:80");
         assert_eq!(a.to_string(), "http://Example.com");
+        assert_eq!((a.port(), b.port()), (80, 80));
+        assert_eq!(a.host_header(), "Example.com");
+        let c: Address = "http://[::1]:9001".parse().unwrap();
+        assert_eq!((c.host(), c.port()), ("[::1]", 9001));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use pin_project_lite::pin_project;
 
 use super::classify::Outcome;
 use super::recorder::Watch;
+use crate::body_end::{BodyEnd, body_end};
 
 pin_project! {
     /// The backend's response body. A response whose status passed is
@@ -43,11 +44,10 @@ impl<B: Body> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
         let frame = ready!(this.body.as_mut().poll_frame(cx));
-        let outcome = match &frame {
-            Some(Ok(_)) if !this.body.is_end_stream() => None,
-            Some(Ok(_)) | None => Some(Outcome::Success),
-            Some(Err(_)) => Some(Outcome::Failure),
-        };
+        let outcome = body_end(&frame, || this.body.is_end_stream()).map(|end| match end {
+            BodyEnd::Complete => Outcome::Success,
+            BodyEnd::Broken => Outcome::Failure,
+        });
         if let Some(outcome) = outcome
             && let Some(watch) = this.watch.take()
         {

@@ -105,9 +105,8 @@ impl Probe {
     ) -> Result<(), String> {
         match &self.kind {
             Kind::Tcp => {
-                let authority = backend.address().authority();
-                let port = authority.port_u16().unwrap_or(80);
-                TcpStream::connect((authority.host(), port))
+                let address = backend.address();
+                TcpStream::connect((address.host(), address.port()))
                     .await
                     .map(drop)
                     .map_err(|e| format!("connect: {e}"))
@@ -128,12 +127,10 @@ impl HttpProbe {
         )
         .parse()
         .map_err(|e| format!("bad probe URL: {e}"))?;
-        let host = HeaderValue::from_str(address.authority().as_str())
-            .map_err(|e| format!("bad host: {e}"))?;
         let request = Request::builder()
             .method(self.method.clone())
             .uri(uri)
-            .header(HOST, host)
+            .header(HOST, address.host_header().clone())
             .header(USER_AGENT, HeaderValue::from_static("tower-lb-health"))
             .body(Empty::new())
             .map_err(|e| format!("bad probe request: {e}"))?;
