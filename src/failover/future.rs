@@ -23,7 +23,8 @@ use crate::{Error, ErrorKind};
 pin_project! {
     /// Resolves to the answer of the try that ended the request: the first
     /// good one, the last failure when no retry is allowed, or a 504 when
-    /// the deadline passed. Carries an [`Attempts`] extension.
+    /// the deadline passed. Carries an [`Attempts`] extension unless the
+    /// first try answered and no retry was withheld.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<ReplayBody<B>>>,
@@ -92,11 +93,7 @@ where
             idempotent,
             deadline,
             tried: Tried::new(),
-            attempts: Attempts {
-                answered_by: 1,
-                retries: 0,
-                budget_exhausted: false,
-            },
+            attempts: Attempts::FIRST_TRY,
             previous: None,
         }
     }
@@ -213,8 +210,13 @@ fn backoff(settings: &Settings, retry: u32) -> Option<Duration> {
     Some(ceiling.mul_f64(fastrand::f64()))
 }
 
+/// The answer, with its [`Attempts`] when there is something to tell: a
+/// response the first try answered with no retry withheld carries none, so
+/// the common case costs no extension (a boxed value per request).
 fn finish<RB>(mut response: Response<RB>, attempts: Attempts) -> Response<RB> {
-    response.extensions_mut().insert(attempts);
+    if attempts != Attempts::FIRST_TRY {
+        response.extensions_mut().insert(attempts);
+    }
     response
 }
 
@@ -283,6 +285,15 @@ mod tests {
             took >= Duration::from_millis(1100) && took < Duration::from_millis(1200),
             "{took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_try_answer_carries_no_attempts_extension() {
+        let (response, _) = through(FailoverLayer::new(), &[2]).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.extensions().get::<Attempts>().is_none());
+        assert_eq!(Attempts::of(&response), Attempts::FIRST_TRY);
+        assert_eq!(Attempts::of(&response).answered_by(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,7 +40,9 @@ use crate::Error;
 ///   nothing).
 ///
 /// When no backend is left to try, the client gets the last failure as it
-/// was. Each response carries an [`Attempts`](super::Attempts) extension.
+/// was. A response that took more than the first try (or whose retry the
+/// budget withheld) carries an [`Attempts`](super::Attempts) extension;
+/// [`Attempts::of`](super::Attempts::of) reads it, a first try included.
 ///
 /// ```
 /// use std::time::Duration;

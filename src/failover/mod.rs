@@ -5,7 +5,7 @@
 //! with the backends already tried in a [`Tried`](crate::balance::Tried)
 //! extension, so the balancer picks another. A [`RetryBudget`] bounds the
 //! extra load, a [`ReplayBody`] bounds what is kept of the request body, and
-//! every response says which try answered ([`Attempts`]).
+//! every response says which try answered ([`Attempts::of`]).
 //!
 //! Failover reads outcomes from responses: the crate's services answer
 //! failures with 502 / 503 / 504 responses carrying the
