@@ -131,7 +131,14 @@ fn simulate(args: &Args) -> Result<(), String> {
         .sum();
     println!("Seed {}. Scenarios:\n", args.seed);
     for s in &scenarios {
-        println!("- `{}`: {}", s.name, s.about);
+        println!(
+            "- `{}`: {} ({:.0} requests/s, {:.0} % of nominal capacity, {} s)",
+            s.name,
+            s.about,
+            s.load.arrivals.mean_rate(),
+            s.nominal_load() * 100.0,
+            s.duration.as_secs()
+        );
     }
     println!();
     print!("{}", sim::report::table(&outcomes));

@@ -42,6 +42,8 @@ fn millis(d: Duration) -> u128 {
 const PANEL_W: f64 = 320.0;
 const PANEL_H: f64 = 230.0;
 const COLUMNS: usize = 3;
+/// Room for the title and the legend.
+const HEADER: f64 = 50.0;
 /// The chart's latency axis, log scale: 10 ms to 20 s.
 const LOW: f64 = 0.010;
 const HIGH: f64 = 20.0;
@@ -50,7 +52,8 @@ const SHORT: [&str; 6] = ["rr", "wrr", "lc", "hash", "p2c", "rand"];
 
 /// The chart: a panel per scenario; in each, per strategy, a bar from p50
 /// to p99 and a whisker to p99.9, without (blue) and with (orange) the
-/// health layers. Log scale from 10 ms to 20 s.
+/// health layers, and the error rate in red where there are errors. Log
+/// scale from 10 ms to 20 s.
 pub fn svg(outcomes: &[Outcome]) -> String {
     let mut scenarios: Vec<&str> = Vec::new();
     for o in outcomes {
@@ -60,7 +63,7 @@ pub fn svg(outcomes: &[Outcome]) -> String {
     }
     let rows = scenarios.len().div_ceil(COLUMNS).max(1);
     let width = PANEL_W * COLUMNS as f64;
-    let height = PANEL_H * rows as f64 + 40.0;
+    let height = PANEL_H * rows as f64 + HEADER;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -69,17 +72,13 @@ pub fn svg(outcomes: &[Outcome]) -> String {
     let _ = writeln!(
         out,
         r##"<rect width="100%" height="100%" fill="white"/>
-<text x="10" y="18" font-size="13">Latency per strategy: bar p50 to p99, whisker to p99.9 (log scale)</text>
-<rect x="{}" y="8" width="10" height="10" fill="#4477aa"/><text x="{}" y="18">balancer alone</text>
-<rect x="{}" y="8" width="10" height="10" fill="#ee7733"/><text x="{}" y="18">+ passive health, failover, slow start</text>"##,
-        width - 370.0,
-        width - 356.0,
-        width - 260.0,
-        width - 246.0,
+<text x="10" y="18" font-size="13">Latency per strategy: bar p50 to p99, whisker to p99.9 (log scale); red: share of requests failed</text>
+<rect x="10" y="28" width="10" height="10" fill="#4477aa"/><text x="24" y="37">balancer alone</text>
+<rect x="120" y="28" width="10" height="10" fill="#ee7733"/><text x="134" y="37">+ passive health, failover, slow start</text>"##
     );
     for (k, scenario) in scenarios.iter().enumerate() {
         let x0 = PANEL_W * (k % COLUMNS) as f64;
-        let y0 = 40.0 + PANEL_H * (k / COLUMNS) as f64;
+        let y0 = HEADER + PANEL_H * (k / COLUMNS) as f64;
         panel(&mut out, outcomes, scenario, x0, y0);
     }
     out.push_str("</svg>\n");
@@ -145,6 +144,14 @@ fn panel(out: &mut String, outcomes: &[Outcome], scenario: &str, x0: f64, y0: f6
                 o.percentile(0.999).as_millis(),
                 o.error_rate() * 100.0,
             );
+            if o.error_rate() >= 0.0005 {
+                let (tx, ty) = (x + 3.0, y(p999) - 3.0);
+                let _ = writeln!(
+                    out,
+                    r##"<text x="{tx:.1}" y="{ty:.1}" font-size="9" fill="#cc3311" transform="rotate(-90 {tx:.1} {ty:.1})">{:.1}% err</text>"##,
+                    o.error_rate() * 100.0
+                );
+            }
         }
     }
 }

@@ -30,6 +30,18 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The offered load as a share of the backends' nominal capacity (their
+    /// slots over their mean service time, events and late joins aside).
+    pub fn nominal_load(&self) -> f64 {
+        let capacity: f64 = self
+            .backends
+            .iter()
+            .map(|b| b.concurrency as f64 / b.service.mean_seconds())
+            .sum();
+        let work = 1.0 + self.load.upload_share * (self.load.upload_cost - 1.0);
+        self.load.arrivals.mean_rate() * work / capacity.max(f64::MIN_POSITIVE)
+    }
+
     /// The same scenario, run for `duration` (the tests' shorter runs).
     pub fn with_duration(mut self, duration: Duration) -> Self {
         self.duration = duration;
@@ -120,17 +132,22 @@ pub fn dies() -> Scenario {
 
 /// Three backends; a fourth joins at 10 s, cold (3x slower for 5 s).
 pub fn added() -> Scenario {
-    let mut backends = vec![backend(); 3];
-    backends.push(backend().joins_at(secs(10)).event(Event::Slow {
-        from: secs(10),
-        until: secs(15),
-        factor: 3.0,
-    }));
-    scenario("added", "a cold 4th backend joins at 10 s", backends)
+    added_at(ADDED_AT)
 }
 
 /// The time the added backend joins.
 pub const ADDED_AT: Duration = secs(10);
+
+/// [`added`], the fourth backend joining at `at` (the tests' shorter runs).
+pub fn added_at(at: Duration) -> Scenario {
+    let mut backends = vec![backend(); 3];
+    backends.push(backend().joins_at(at).event(Event::Slow {
+        from: at,
+        until: at + secs(5),
+        factor: 3.0,
+    }));
+    scenario("added", "a cold 4th backend joins at 10 s", backends)
+}
 
 /// Three backends of sizes 5, 1, 1, weighted so.
 pub fn weights() -> Scenario {
@@ -145,18 +162,19 @@ pub fn weights() -> Scenario {
     scenario
 }
 
-/// 1 % of requests are uploads a hundred times the work of a read.
+/// 1 % of requests are uploads a hundred times the work of a read, on
+/// backends of 4 workers each (a worker-pool app: an upload holds a worker).
 pub fn costs() -> Scenario {
     let mut scenario = scenario(
         "costs-100x",
-        "1 % uploads of 100x the work",
-        vec![backend(); 4],
+        "1 % uploads of 100x the work, 4 workers each",
+        vec![BackendModel::new(SERVICE, 4); 4],
     );
-    // Mean work per request 1.99 reads: 250/s is 37 % of capacity.
+    // Mean work per request 1.99 reads: 180/s is 54 % of the 16 workers.
     scenario.load = Load {
         upload_share: 0.01,
         upload_cost: 100.0,
-        ..load(250.0)
+        ..load(180.0)
     };
     // Uploads take seconds; the timeout is set for them.
     scenario.timeout = secs(20);
