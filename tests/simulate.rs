@@ -68,9 +68,9 @@ fn with_varied_request_costs_least_connections_beats_round_robin() {
 #[test]
 fn with_equal_backends_every_strategy_is_within_noise_of_the_others() {
     let equal = scenario::equal().with_duration(Duration::from_secs(5));
-    let outcomes: Vec<Outcome> = sim::run::STRATEGIES
-        .iter()
-        .map(|&strategy| outcome(&equal, strategy, Layers::Bare))
+    let outcomes: Vec<Outcome> = sim::run::strategies()
+        .into_iter()
+        .map(|strategy| outcome(&equal, strategy, Layers::Bare))
         .collect();
     let spread = |q: f64| {
         let values: Vec<f64> = outcomes

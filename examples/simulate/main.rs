@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::Parser;
-use sim::run::{Layers, Outcome, STRATEGIES};
+use sim::run::{Layers, Outcome, strategies};
 use sim::scenario::Scenario;
 
 /// Simulates every strategy in every scenario, in virtual time.
@@ -80,10 +80,11 @@ fn simulate(args: &Args) -> Result<(), String> {
             .map(|s| s.with_duration(duration))
             .collect();
     }
+    let strategies = strategies();
     let jobs: Vec<(usize, &Scenario, &'static str, Layers)> = scenarios
         .iter()
         .flat_map(|s| {
-            STRATEGIES
+            strategies
                 .iter()
                 .flat_map(move |&st| Layers::ALL.iter().map(move |&l| (s, st, l)))
         })
@@ -127,7 +128,7 @@ fn simulate(args: &Args) -> Result<(), String> {
     let requests: usize = outcomes.iter().map(|o| o.latencies.len()).sum();
     let simulated: Duration = scenarios
         .iter()
-        .map(|s| s.duration * (STRATEGIES.len() * Layers::ALL.len()) as u32)
+        .map(|s| s.duration * (strategies.len() * Layers::ALL.len()) as u32)
         .sum();
     println!("Seed {}. Scenarios:\n", args.seed);
     for s in &scenarios {

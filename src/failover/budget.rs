@@ -176,6 +176,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn seconds_count_from_the_budget_s_creation() {
+        // Wherever the process's clock base put whole seconds, the budget's
+        // first second ends one second after it was made.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let budget = RetryBudget::new(Duration::from_secs(1), 0, 1.0);
+        budget.deposit();
+        tokio::time::sleep(Duration::from_millis(998)).await;
+        assert!(budget.withdraw(), "still the first second");
+        budget.deposit();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        assert!(!budget.withdraw(), "the first second left the window");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn old_seconds_leave_the_window() {
         let budget = RetryBudget::new(Duration::from_secs(2), 0, 1.0);
         for _ in 0..5 {

@@ -21,42 +21,42 @@ pub enum Arrivals {
 }
 
 impl Arrivals {
-    /// The rate at `t`, and when that rate next changes.
-    fn rate_at(&self, t: f64) -> (f64, f64) {
+    /// The phases: the first's length and rate, the second's (Poisson: one
+    /// phase without end).
+    fn phases(&self) -> ((f64, f64), (f64, f64)) {
         match *self {
-            Arrivals::Poisson { rate } => (rate, f64::INFINITY),
+            Arrivals::Poisson { rate } => ((f64::INFINITY, rate), (0.0, rate)),
             Arrivals::OnOff {
                 on,
                 rate_on,
                 off,
                 rate_off,
-            } => {
-                let (on, off) = (on.as_secs_f64(), off.as_secs_f64());
-                let period = on + off;
-                let cycle = (t / period).floor() * period;
-                if t - cycle < on {
-                    (rate_on, cycle + on)
-                } else {
-                    (rate_off, cycle + period)
-                }
-            }
+            } => ((on.as_secs_f64(), rate_on), (off.as_secs_f64(), rate_off)),
+        }
+    }
+
+    /// The rate at `t`, and when that rate next changes.
+    fn rate_at(&self, t: f64) -> (f64, f64) {
+        let ((on, rate_on), (off, rate_off)) = self.phases();
+        if !on.is_finite() {
+            return (rate_on, f64::INFINITY);
+        }
+        let period = on + off;
+        let cycle = (t / period).floor() * period;
+        if t - cycle < on {
+            (rate_on, cycle + on)
+        } else {
+            (rate_off, cycle + period)
         }
     }
 
     /// The mean rate.
     pub fn mean_rate(&self) -> f64 {
-        match *self {
-            Arrivals::Poisson { rate } => rate,
-            Arrivals::OnOff {
-                on,
-                rate_on,
-                off,
-                rate_off,
-            } => {
-                let (on, off) = (on.as_secs_f64(), off.as_secs_f64());
-                (rate_on * on + rate_off * off) / (on + off)
-            }
+        let ((on, rate_on), (off, rate_off)) = self.phases();
+        if !on.is_finite() {
+            return rate_on;
         }
+        (rate_on * on + rate_off * off) / (on + off)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::run::{Layers, Outcome, STRATEGIES};
+use super::run::{Layers, Outcome, strategies};
 
 /// The markdown table: a row per scenario, strategy and layers.
 pub fn table(outcomes: &[Outcome]) -> String {
@@ -48,7 +48,17 @@ const HEADER: f64 = 50.0;
 const LOW: f64 = 0.010;
 const HIGH: f64 = 20.0;
 
-const SHORT: [&str; 6] = ["rr", "wrr", "lc", "hash", "p2c", "rand"];
+/// A strategy's name where the chart has little room.
+fn short(strategy: &str) -> &str {
+    match strategy {
+        "round-robin" => "rr",
+        "weighted-round-robin" => "wrr",
+        "least-connections" => "lc",
+        "ip-hash" => "hash",
+        "random" => "rand",
+        other => other,
+    }
+}
 
 /// The chart: a panel per scenario; in each, per strategy, a bar from p50
 /// to p99 and a whisker to p99.9, without (blue) and with (orange) the
@@ -107,14 +117,15 @@ fn panel(out: &mut String, outcomes: &[Outcome], scenario: &str, x0: f64, y0: f6
             yy + 4.0
         );
     }
-    let step = (right - left) / STRATEGIES.len() as f64;
-    for (i, strategy) in STRATEGIES.iter().enumerate() {
+    let strategies = strategies();
+    let step = (right - left) / strategies.len() as f64;
+    for (i, strategy) in strategies.iter().enumerate() {
         let cx = left + step * (i as f64 + 0.5);
         let _ = writeln!(
             out,
             r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
             bottom + 14.0,
-            SHORT[i]
+            short(strategy)
         );
         for (j, layers) in Layers::ALL.iter().enumerate() {
             let Some(o) = outcomes

@@ -17,7 +17,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Empty};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
-use tower_lb::balance::AnyStrategy;
+use tower_lb::balance::{AnyStrategy, STRATEGY_NAMES};
 use tower_lb::failover::{Attempts, FailoverLayer};
 use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
 use tower_lb::{Backend, BackendSet, ClientAddr, LoadBalanceLayer};
@@ -26,15 +26,15 @@ use super::backends::{self, Backends};
 use super::load::Arrival;
 use super::scenario::Scenario;
 
-/// The strategies every scenario runs, by the names operators use.
-pub const STRATEGIES: [&str; 6] = [
-    "round-robin",
-    "weighted-round-robin",
-    "least-connections",
-    "ip-hash",
-    "p2c",
-    "random",
-];
+/// The strategies every scenario runs, by the names operators use: every
+/// built-in one (`hash` is `ip-hash` until given another key).
+pub fn strategies() -> Vec<&'static str> {
+    STRATEGY_NAMES
+        .iter()
+        .copied()
+        .filter(|&name| name != "hash")
+        .collect()
+}
 
 /// The slow-start window of guarded runs.
 pub const SLOW_START: Duration = Duration::from_secs(10);
