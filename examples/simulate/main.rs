@@ -142,6 +142,9 @@ fn simulate(args: &Args) -> Result<(), String> {
         );
     }
     println!();
+    println!("p99 latency in ms, and the share of requests failed where any did:\n");
+    print!("{}", sim::report::summary(&outcomes));
+    println!("\nEvery run:\n");
     print!("{}", sim::report::table(&outcomes));
     if let Some(parent) = args.svg.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;

@@ -35,6 +35,51 @@ pub fn table(outcomes: &[Outcome]) -> String {
     out
 }
 
+/// The summary: p99 (ms) per scenario and strategy, with the error rate
+/// where there were errors; a row for each set of layers.
+pub fn summary(outcomes: &[Outcome]) -> String {
+    let strategies = strategies();
+    let mut out = String::from("| scenario | layers |");
+    for strategy in &strategies {
+        let _ = write!(out, " {strategy} |");
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(strategies.len()));
+    out.push('\n');
+    let mut scenarios: Vec<&str> = Vec::new();
+    for o in outcomes {
+        if !scenarios.contains(&o.scenario) {
+            scenarios.push(o.scenario);
+        }
+    }
+    for scenario in scenarios {
+        for layers in Layers::ALL {
+            let _ = write!(out, "| {scenario} | {} |", layers.name());
+            for strategy in &strategies {
+                let found = outcomes.iter().find(|o| {
+                    o.scenario == scenario && o.strategy == *strategy && o.layers == layers
+                });
+                match found {
+                    Some(o) if o.error_rate() >= 0.0005 => {
+                        let _ = write!(
+                            out,
+                            " {} ({:.1} % err) |",
+                            millis(o.percentile(0.99)),
+                            o.error_rate() * 100.0
+                        );
+                    }
+                    Some(o) => {
+                        let _ = write!(out, " {} |", millis(o.percentile(0.99)));
+                    }
+                    None => out.push_str(" |"),
+                }
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn millis(d: Duration) -> u128 {
     d.as_millis()
 }

@@ -62,7 +62,7 @@ impl Layers {
     /// The table's name for it.
     pub fn name(self) -> &'static str {
         match self {
-            Layers::Bare => "-",
+            Layers::Bare => "alone",
             Layers::Guarded => "health+failover",
         }
     }
