@@ -81,6 +81,7 @@ pub mod balance;
 mod client_addr;
 mod clock;
 mod error;
+pub mod extensions;
 pub mod failover;
 pub mod forward;
 pub mod health;
@@ -89,9 +90,10 @@ mod local_body;
 pub mod metrics;
 
 pub use backend::{Backend, BackendSet};
-pub use balance::{LoadBalance, LoadBalanceLayer, Target};
+pub use balance::{LoadBalance, LoadBalanceLayer};
 pub use client_addr::ClientAddr;
 pub use error::{BoxError, Error, ErrorKind};
+pub use extensions::{Attempts, Target, Tried};
 pub use forward::Forward;
 
 /// The README's examples, compiled as doc tests.

@@ -14,10 +14,11 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use super::ReplayBody;
 use super::layer::Settings;
 use super::policy::Verdict;
-use super::{Attempts, ReplayBody};
-use crate::balance::{Target, Tried};
+use crate::extensions::{Attempts, Target, Tried};
+
 use crate::{Error, ErrorKind};
 
 pin_project! {

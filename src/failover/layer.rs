@@ -12,7 +12,7 @@ use crate::Error;
 
 /// Retries a failed request on a *different* backend: wraps
 /// [`LoadBalance`](crate::LoadBalance), which skips the backends a request
-/// already [`Tried`](crate::balance::Tried).
+/// already [`Tried`](crate::Tried).
 ///
 /// What is retried, by default:
 ///

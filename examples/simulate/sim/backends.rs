@@ -15,7 +15,7 @@ use http_body_util::Full;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::Service;
-use tower_lb::balance::Target;
+use tower_lb::Target;
 use tower_lb::{Error, ErrorKind};
 
 use super::model::{BackendModel, Job};

@@ -1,6 +1,6 @@
 //! How many tries a request took, as a response extension.
 
-/// How a response came about under [`Failover`](super::Failover): which
+/// How a response came about under [`Failover`](crate::failover::Failover): which
 /// attempt answered (1 is the first try) and how many retries were sent.
 /// Metrics and tests read it from the response extensions.
 ///
@@ -23,7 +23,7 @@ impl Attempts {
     };
 
     /// How `response` came about: its extension, or [`FIRST_TRY`](Self::FIRST_TRY)
-    /// when it carries none (under [`Failover`](super::Failover), that is
+    /// when it carries none (under [`Failover`](crate::failover::Failover), that is
     /// what no extension means).
     pub fn of<B>(response: &http::Response<B>) -> Self {
         response
