@@ -88,6 +88,8 @@ pub mod health;
 mod local_body;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod stack;
+mod warn_once;
 
 pub use backend::{Backend, BackendSet};
 pub use balance::{LoadBalance, LoadBalanceLayer};
@@ -95,6 +97,7 @@ pub use client_addr::ClientAddr;
 pub use error::{BoxError, Error, ErrorKind};
 pub use extensions::{Attempts, Target, Tried};
 pub use forward::Forward;
+pub use stack::Stack;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]
