@@ -82,18 +82,23 @@ mod body_end;
 mod client_addr;
 mod clock;
 mod error;
+pub mod extensions;
 pub mod failover;
 pub mod forward;
 pub mod health;
 mod local_body;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+mod stack;
+mod warn_once;
 
 pub use backend::{Backend, BackendSet};
-pub use balance::{LoadBalance, LoadBalanceLayer, Target};
+pub use balance::{LoadBalance, LoadBalanceLayer};
 pub use client_addr::ClientAddr;
 pub use error::{BoxError, Error, ErrorKind};
+pub use extensions::{Attempts, Target, Tried};
 pub use forward::Forward;
+pub use stack::Stack;
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]

@@ -233,20 +233,20 @@ async fn the_budget_bounds_attempts_when_every_backend_fails() {
 
 #[tokio::test]
 async fn responses_say_which_attempt_answered() {
-    use tower::{Service, ServiceExt};
+    use tower::ServiceExt;
     let good = TestBackend::start("good").await;
     let set = BackendSet::new([
         refused_url().await.parse::<Backend>().unwrap(),
         good.backend(),
     ]);
-    let mut service = ServiceBuilder::new()
+    let service = ServiceBuilder::new()
         .layer(FailoverLayer::new())
         .layer(LoadBalanceLayer::new(set, RoundRobin::new()))
         .service(Forward::new());
     let request = http::Request::get("/")
         .body(Full::<Bytes>::default())
         .unwrap();
-    let response = service.ready().await.unwrap().call(request).await.unwrap();
+    let response = service.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let attempts = response.extensions().get::<Attempts>().unwrap();
     assert_eq!((attempts.answered_by(), attempts.retries()), (2, 1));

@@ -138,18 +138,18 @@ async fn a_slow_backend_is_504_after_the_timeout() {
 
 #[tokio::test]
 async fn error_answers_carry_the_error_for_outer_layers() {
-    use tower::{Service, ServiceExt};
+    use tower::ServiceExt;
     let addr = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()
         .local_addr()
         .unwrap();
     let set = BackendSet::new([format!("http://{addr}").parse().unwrap()]);
-    let mut service = LoadBalanceLayer::new(set, RoundRobin::new()).layer(Forward::new());
+    let service = LoadBalanceLayer::new(set, RoundRobin::new()).layer(Forward::new());
     let request = http::Request::get("/")
         .body(Full::<Bytes>::default())
         .unwrap();
-    let response = service.ready().await.unwrap().call(request).await.unwrap();
+    let response = service.oneshot(request).await.unwrap();
     let error = response.extensions().get::<Error>().expect("the error");
     assert!(error.is_connect(), "{error:?}");
     let target = response

@@ -1,26 +1,28 @@
 //! The accept loop and each client connection, with the limits a server
 //! facing the internet needs.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::{Layer, Service};
+use tower::util::Oneshot;
+use tower::{Layer, Service, ServiceExt};
 use tower_http::add_extension::AddExtensionLayer;
 use tower_lb::ClientAddr;
 
@@ -144,7 +146,7 @@ where
             activity: activity.clone(),
         });
         let connection = builder
-            .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(io, Direct::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -377,5 +379,51 @@ impl<B: Body> Body for CountedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// The connection's own copy of the stack, called in place.
+///
+/// hyper calls a service through `&self`, so hyper-util's
+/// `TowerToHyperService` clones the whole tower stack for every request
+/// (and drops the clone when the response is done): a dozen reference
+/// counts up and down per request for nothing, since one connection's
+/// requests are called one at a time from its own task. This adaptor
+/// calls the connection's copy directly when it is ready (every layer of
+/// the proxy's stack always is), and falls back to a ready clone, as
+/// hyper-util does, when it is not.
+struct Direct<S> {
+    service: RefCell<S>,
+}
+
+impl<S> Direct<S> {
+    fn new(service: S) -> Self {
+        Self {
+            service: RefCell::new(service),
+        }
+    }
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Direct<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = Either<S::Future, Oneshot<S, Request<Incoming>>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        // hyper never calls one connection's service from two places at
+        // once (HTTP/1 requests are sequential, HTTP/2 streams are accepted
+        // by the connection's task), and `call` returns before any future
+        // runs, so the borrow is never contended.
+        let Ok(mut service) = self.service.try_borrow_mut() else {
+            unreachable!("a connection's service is called from its task only");
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Either::Left(service.call(request)),
+            Poll::Pending => Either::Right(service.clone().oneshot(request)),
+        }
     }
 }

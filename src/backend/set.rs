@@ -414,6 +414,14 @@ impl fmt::Debug for BackendSet {
     }
 }
 
+/// Every constructor that reads a set takes `impl AsRef<BackendSet>`, so a
+/// set is passed the same way everywhere, by value or by reference.
+impl AsRef<BackendSet> for BackendSet {
+    fn as_ref(&self) -> &BackendSet {
+        self
+    }
+}
+
 impl Default for BackendSet {
     fn default() -> Self {
         Self::new([])

@@ -29,10 +29,11 @@ pub struct LoadBalanceLayer<St: Strategy> {
 }
 
 impl<St: Strategy> LoadBalanceLayer<St> {
-    /// Balances over `backends` with `strategy`.
-    pub fn new(backends: BackendSet, strategy: St) -> Self {
+    /// Balances over `backends` (the set itself or a reference to it) with
+    /// `strategy`.
+    pub fn new(backends: impl AsRef<BackendSet>, strategy: St) -> Self {
         Self {
-            balancer: Balancer::new(&backends, strategy),
+            balancer: Balancer::new(backends.as_ref(), strategy),
         }
     }
 

@@ -48,11 +48,11 @@ mod random;
 mod round_robin;
 mod service;
 mod strategy;
-mod target;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod weighted;
 
+pub use crate::extensions::{Target, Tried};
 pub use balancer::{Balancer, Picked};
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
@@ -66,5 +66,4 @@ pub use random::{AliasTable, Random};
 pub use round_robin::{RoundRobin, RoundRobinTable};
 pub use service::LoadBalance;
 pub use strategy::{Candidates, RequestRef, Strategy};
-pub use target::{Target, Tried};
 pub use weighted::{WeightedRoundRobin, WeightedTable};

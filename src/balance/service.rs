@@ -44,6 +44,21 @@ impl<S, St: Strategy> LoadBalance<S, St> {
     pub fn balancer(&self) -> &Arc<Balancer<St>> {
         &self.balancer
     }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// This service's inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S, St, B, RB> Service<Request<B>> for LoadBalance<S, St>

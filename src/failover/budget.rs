@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tower::retry::budget::Budget;
 
-use crate::clock;
+use crate::clock::{self, Nanos};
 
 /// One second of the window: its second number (high 24 bits) and a count
 /// (low 40 bits), in one atomic so a new second resets it in one step.
@@ -73,6 +73,11 @@ impl Second {
 /// assert!(!budget.withdraw(), "20 % of 10 requests is 2 retries");
 /// ```
 pub struct RetryBudget {
+    /// When the budget was made: its seconds count from here, so that they
+    /// fall at the same points of a timeline in every run (a simulation in
+    /// tokio's paused time gives the same retries for the same seed), not
+    /// wherever the process's clock base happens to put them.
+    origin: Nanos,
     requests: Box<[Second]>,
     retries: Box<[Second]>,
     min_per_second: u64,
@@ -85,6 +90,7 @@ impl RetryBudget {
     pub fn new(ttl: Duration, min_per_second: u32, ratio: f64) -> Self {
         let seconds = ttl.as_secs().clamp(1, 60) as usize;
         Self {
+            origin: clock::now(),
             requests: (0..seconds).map(|_| Second::default()).collect(),
             retries: (0..seconds).map(|_| Second::default()).collect(),
             min_per_second: u64::from(min_per_second),
@@ -92,8 +98,8 @@ impl RetryBudget {
         }
     }
 
-    fn epoch() -> u64 {
-        clock::now() / 1_000_000_000
+    fn epoch(&self) -> u64 {
+        clock::now().saturating_sub(self.origin) / 1_000_000_000
     }
 
     fn sum(slots: &[Second], epoch: u64) -> u64 {
@@ -126,12 +132,12 @@ impl Default for RetryBudget {
 
 impl Budget for RetryBudget {
     fn deposit(&self) {
-        let epoch = Self::epoch();
+        let epoch = self.epoch();
         self.requests[(epoch % self.requests.len() as u64) as usize].add(epoch);
     }
 
     fn withdraw(&self) -> bool {
-        let epoch = Self::epoch();
+        let epoch = self.epoch();
         let (allowed, spent) = self.balance(epoch);
         if (spent + 1) as f64 > allowed {
             return false;
@@ -143,7 +149,7 @@ impl Budget for RetryBudget {
 
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (allowed, spent) = self.balance(Self::epoch());
+        let (allowed, spent) = self.balance(self.epoch());
         f.debug_struct("RetryBudget")
             .field("ttl_seconds", &self.requests.len())
             .field("ratio", &self.ratio)
@@ -167,6 +173,20 @@ mod tests {
         // 2 from the ratio, 2 from the floor (1 per second over 2 s).
         let granted = (0..10).filter(|_| budget.withdraw()).count();
         assert_eq!(granted, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seconds_count_from_the_budget_s_creation() {
+        // Wherever the process's clock base put whole seconds, the budget's
+        // first second ends one second after it was made.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let budget = RetryBudget::new(Duration::from_secs(1), 0, 1.0);
+        budget.deposit();
+        tokio::time::sleep(Duration::from_millis(998)).await;
+        assert!(budget.withdraw(), "still the first second");
+        budget.deposit();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        assert!(!budget.withdraw(), "the first second left the window");
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,16 +14,19 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use super::ReplayBody;
 use super::layer::Settings;
 use super::policy::Verdict;
-use super::{Attempts, ReplayBody};
-use crate::balance::{Target, Tried};
+use crate::extensions::{Attempts, Target, Tried};
+
+use crate::warn_once::warn_once;
 use crate::{Error, ErrorKind};
 
 pin_project! {
     /// Resolves to the answer of the try that ended the request: the first
     /// good one, the last failure when no retry is allowed, or a 504 when
-    /// the deadline passed. Carries an [`Attempts`] extension.
+    /// the deadline passed. Carries an [`Attempts`] extension unless the
+    /// first try answered and no retry was withheld.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<ReplayBody<B>>>,
@@ -45,9 +48,10 @@ pin_project! {
         deadline: Option<Instant>,
         tried: Tried,
         attempts: Attempts,
-        // The last failure, kept while the next try runs: if no backend is
-        // left to try, it is the answer.
-        previous: Option<S::Response>,
+        // The last failure (a response or the inner service's error), kept
+        // while the next try runs: if no backend is left to try, it is the
+        // answer.
+        previous: Option<Result<S::Response, S::Error>>,
     }
 }
 
@@ -92,11 +96,7 @@ where
             idempotent,
             deadline,
             tried: Tried::new(),
-            attempts: Attempts {
-                answered_by: 1,
-                retries: 0,
-                budget_exhausted: false,
-            },
+            attempts: Attempts::FIRST_TRY,
             previous: None,
         }
     }
@@ -130,8 +130,8 @@ where
                 *this.backing_off = false;
             }
             if let Some(call) = this.call.as_mut().as_pin_mut() {
-                let response = match call.poll(cx) {
-                    Poll::Ready(result) => result?,
+                let outcome = match call.poll(cx) {
+                    Poll::Ready(outcome) => outcome,
                     Poll::Pending => {
                         let Some(timer) = this.timer.as_mut().as_pin_mut() else {
                             return Poll::Pending;
@@ -143,20 +143,28 @@ where
                             return Poll::Ready(Ok(finish(response, *this.attempts)));
                         }
                         // The per-try timeout: a timeout like any other.
-                        Error::new(ErrorKind::Timeout).to_response()
+                        Ok(Error::new(ErrorKind::Timeout).to_response())
                     }
                 };
                 this.call.set(None);
-                // Judge the try.
-                let verdict = this.settings.policy.judge(&response, *this.idempotent);
+                // Judge the try. An `Err` from the inner service (a service
+                // of the application's, say: tower-lb's own layers answer
+                // failures as responses) is a failed exchange whose cause is
+                // unknown: retried on the terms of a broken one, idempotent
+                // requests only.
+                let verdict = match &outcome {
+                    Ok(response) => this.settings.policy.judge(response, *this.idempotent),
+                    Err(_) if *this.idempotent => Verdict::Retry,
+                    Err(_) => Verdict::Done,
+                };
                 match verdict {
                     Verdict::Exhausted => {
-                        let answer = this.previous.take().unwrap_or(response);
-                        return Poll::Ready(Ok(finish(answer, *this.attempts)));
+                        let answer = this.previous.take().unwrap_or(outcome);
+                        return Poll::Ready(answer.map(|r| finish(r, *this.attempts)));
                     }
                     Verdict::Done => {
                         this.attempts.answered_by = this.attempts.retries + 1;
-                        return Poll::Ready(Ok(finish(response, *this.attempts)));
+                        return Poll::Ready(outcome.map(|r| finish(r, *this.attempts)));
                     }
                     Verdict::Retry => {}
                 }
@@ -167,17 +175,24 @@ where
                     || !this.body.is_replayable()
                     || out_of_time
                 {
-                    return Poll::Ready(Ok(finish(response, *this.attempts)));
+                    return Poll::Ready(outcome.map(|r| finish(r, *this.attempts)));
                 }
                 if !this.settings.budget.withdraw() {
                     this.attempts.budget_exhausted = true;
-                    return Poll::Ready(Ok(finish(response, *this.attempts)));
+                    return Poll::Ready(outcome.map(|r| finish(r, *this.attempts)));
                 }
                 // Only a retry needs to know where this try went.
-                if let Some(target) = response.extensions().get::<Target>() {
-                    this.tried.push(target.backend().id());
+                if let Ok(response) = &outcome {
+                    match response.extensions().get::<Target>() {
+                        Some(target) => this.tried.push(target.backend().id()),
+                        None => warn_once!(
+                            "failover: a failed try's response carries no Target, so its \
+                             retry may go to the same backend; put FailoverLayer above \
+                             LoadBalanceLayer"
+                        ),
+                    }
                 }
-                *this.previous = Some(response);
+                *this.previous = Some(outcome);
                 this.attempts.retries += 1;
                 match backoff(this.settings, this.attempts.retries) {
                     Some(pause) => {
@@ -213,8 +228,13 @@ fn backoff(settings: &Settings, retry: u32) -> Option<Duration> {
     Some(ceiling.mul_f64(fastrand::f64()))
 }
 
+/// The answer, with its [`Attempts`] when there is something to tell: a
+/// response the first try answered with no retry withheld carries none, so
+/// the common case costs no extension (a boxed value per request).
 fn finish<RB>(mut response: Response<RB>, attempts: Attempts) -> Response<RB> {
-    response.extensions_mut().insert(attempts);
+    if attempts != Attempts::FIRST_TRY {
+        response.extensions_mut().insert(attempts);
+    }
     response
 }
 
@@ -283,6 +303,52 @@ mod tests {
             took >= Duration::from_millis(1100) && took < Duration::from_millis(1200),
             "{took:?}"
         );
+    }
+
+    /// An inner service that fails with an `Err` on port 1.
+    async fn erring(
+        request: Request<ReplayBody<Empty<Bytes>>>,
+    ) -> Result<Response<Empty<Bytes>>, &'static str> {
+        if request.uri().port_u16() == Some(1) {
+            return Err("the application's own failure");
+        }
+        Ok(Response::new(Empty::new()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_inner_err_is_retried_when_idempotent_and_returned_otherwise() {
+        let stack = |ports: &[u16]| {
+            let set = BackendSet::new(
+                ports
+                    .iter()
+                    .map(|port| format!("http://127.0.0.1:{port}").parse().unwrap()),
+            );
+            FailoverLayer::new()
+                .layer(LoadBalanceLayer::new(set, RoundRobin::new()).layer(service_fn(erring)))
+        };
+        // Round-robin starts at the first backend, the erring one.
+        let get = Request::new(Empty::<Bytes>::new());
+        let response = stack(&[1, 2]).oneshot(get).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(Attempts::of(&response).retries(), 1);
+
+        let mut post = Request::new(Empty::<Bytes>::new());
+        *post.method_mut() = http::Method::POST;
+        let error = stack(&[1, 2]).oneshot(post).await.unwrap_err();
+        assert_eq!(error, "the application's own failure");
+
+        // Nowhere else to go: the inner error is the answer.
+        let get = Request::new(Empty::<Bytes>::new());
+        assert!(stack(&[1]).oneshot(get).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_try_answer_carries_no_attempts_extension() {
+        let (response, _) = through(FailoverLayer::new(), &[2]).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.extensions().get::<Attempts>().is_none());
+        assert_eq!(Attempts::of(&response), Attempts::FIRST_TRY);
+        assert_eq!(Attempts::of(&response).answered_by(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use crate::Error;
 
 /// Retries a failed request on a *different* backend: wraps
 /// [`LoadBalance`](crate::LoadBalance), which skips the backends a request
-/// already [`Tried`](crate::balance::Tried).
+/// already [`Tried`](crate::Tried).
 ///
 /// What is retried, by default:
 ///
@@ -40,7 +40,9 @@ use crate::Error;
 ///   nothing).
 ///
 /// When no backend is left to try, the client gets the last failure as it
-/// was. Each response carries an [`Attempts`](super::Attempts) extension.
+/// was. A response that took more than the first try (or whose retry the
+/// budget withheld) carries an [`Attempts`](super::Attempts) extension;
+/// [`Attempts::of`](super::Attempts::of) reads it, a first try included.
 ///
 /// ```
 /// use std::time::Duration;

@@ -2,17 +2,16 @@
 //!
 //! [`FailoverLayer`] sits above [`LoadBalance`](crate::LoadBalance). When a
 //! try fails in a way that is safe to retry, it sends the request again
-//! with the backends already tried in a [`Tried`](crate::balance::Tried)
+//! with the backends already tried in a [`Tried`](crate::Tried)
 //! extension, so the balancer picks another. A [`RetryBudget`] bounds the
 //! extra load, a [`ReplayBody`] bounds what is kept of the request body, and
-//! every response says which try answered ([`Attempts`]).
+//! every response says which try answered ([`Attempts::of`]).
 //!
 //! Failover reads outcomes from responses: the crate's services answer
 //! failures with 502 / 503 / 504 responses carrying the
 //! [`Error`](crate::Error). An `Err` from the inner service is returned as
 //! it is, without retry.
 
-mod attempts;
 mod budget;
 mod future;
 mod layer;
@@ -20,7 +19,7 @@ mod policy;
 mod replay;
 mod service;
 
-pub use attempts::Attempts;
+pub use crate::extensions::Attempts;
 pub use budget::RetryBudget;
 pub use future::ResponseFuture;
 pub use layer::FailoverLayer;

@@ -24,6 +24,21 @@ impl<S> Failover<S> {
     pub(crate) fn new(inner: S, settings: Arc<Settings>) -> Self {
         Self { inner, settings }
     }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// This service's inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: Clone> Clone for Failover<S> {

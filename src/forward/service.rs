@@ -9,9 +9,11 @@ use std::time::Duration;
 use std::future::Future;
 use std::pin::Pin;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Version};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -75,51 +77,39 @@ use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 /// use std::time::Duration;
 /// use tower_lb::Forward;
 ///
-/// let forward: Forward<axum::body::Body> = Forward::builder()
+/// // One type whatever request bodies it carries: no annotation needed.
+/// let forward = Forward::builder()
 ///     .timeout(Duration::from_secs(10))
 ///     .connect_timeout(Duration::from_secs(1))
 ///     .build();
 /// ```
-pub struct Forward<B> {
+pub struct Forward {
     // One Arc: servers clone the whole service stack per request (hyper's
     // service glue does), and a legacy client is several Arcs to clone.
-    shared: Arc<Shared<B>>,
+    shared: Arc<Shared>,
 }
 
-struct Shared<B> {
+struct Shared {
     http1: Pool,
-    http2: Client<HttpConnector, B>,
+    http2: Client<HttpConnector, Http2Body>,
     timeout: Option<Duration>,
     proto: HeaderValue,
     upgrades: Box<[Box<str>]>,
 }
 
-impl<B> Forward<B>
-where
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<BoxError> + Send,
-{
+impl Forward {
     /// A forwarder with the default settings (see [`ForwardBuilder`]).
     pub fn new() -> Self {
         ForwardBuilder::default().build()
     }
-}
 
-impl Forward<()> {
-    /// A builder for the settings; the request body type is chosen by
-    /// [`build`](ForwardBuilder::build) (usually inferred).
+    /// A builder for the settings.
     pub fn builder() -> ForwardBuilder {
         ForwardBuilder::default()
     }
 }
 
-impl<B> Default for Forward<B>
-where
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<BoxError> + Send,
-{
+impl Default for Forward {
     fn default() -> Self {
         Self::new()
     }
@@ -212,12 +202,7 @@ impl ForwardBuilder {
     }
 
     /// Builds the forwarder. Needs no runtime until the first request.
-    pub fn build<B>(self) -> Forward<B>
-    where
-        B: http_body::Body + Send + 'static + Unpin,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
+    pub fn build(self) -> Forward {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(self.connect_timeout));
@@ -246,7 +231,7 @@ impl ForwardBuilder {
     }
 }
 
-impl<B> Service<Request<B>> for Forward<B>
+impl<B> Service<Request<B>> for Forward
 where
     B: http_body::Body + Send + 'static + Unpin,
     B::Data: Send,
@@ -268,7 +253,7 @@ where
             upgrade.is_none() && target.is_some_and(|t| t.backend().protocol() == Protocol::Http2);
         let shared = Arc::clone(&self.shared);
         if http2 {
-            return ResponseFuture::new(Box::pin(shared.send_http2(parts, body)));
+            return ResponseFuture::new(Box::pin(shared.send_http2(parts, http2_body(body))));
         }
         let tunnel = match upgrade {
             Some(protocol) => {
@@ -284,24 +269,23 @@ where
     }
 }
 
-impl<B> Shared<B>
-where
-    B: http_body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<BoxError> + Send,
-{
+impl Shared {
     /// HTTP/1.1 on our own codec, in this task: the head is written from
     /// `parts` with the header rules applied as it is written.
     ///
     /// The response carries the request's extensions (its map already
     /// exists, so what the layers above add to the response costs no new
     /// map); the tunnel's `OnUpgrade` was taken out before.
-    async fn send_http1(
+    async fn send_http1<B>(
         self: Arc<Self>,
         mut parts: Parts,
         mut body: B,
         tunnel: Option<Tunnel>,
-    ) -> Response<ResponseBody> {
+    ) -> Response<ResponseBody>
+    where
+        B: http_body::Body + Unpin,
+        B::Error: Into<BoxError>,
+    {
         let upgrade = tunnel.as_ref().map(Tunnel::protocol);
         let exchange = self
             .http1
@@ -327,7 +311,11 @@ where
 
     /// HTTP/2 with prior knowledge on hyper-util's client, which
     /// multiplexes; the header rules edit the map first.
-    async fn send_http2(self: Arc<Self>, mut parts: Parts, body: B) -> Response<ResponseBody> {
+    async fn send_http2(
+        self: Arc<Self>,
+        mut parts: Parts,
+        body: Http2Body,
+    ) -> Response<ResponseBody> {
         strip_hop_by_hop(&mut parts.headers);
         let client = parts.extensions.get::<ClientAddr>();
         add_forwarded(&mut parts.headers, client, &self.proto);
@@ -389,6 +377,21 @@ fn switch(
 /// Connect failures (the backend never saw the request) are told apart from
 /// failures after the request was sent: only the former are always safe to
 /// retry.
+/// The body type of the HTTP/2 client: any request body, boxed, so that
+/// `Forward` is one type whatever bodies it carries (HTTP/2 backends are
+/// the rare case, and the box is one allocation per HTTP/2 request).
+type Http2Body = UnsyncBoxBody<Bytes, BoxError>;
+
+fn http2_body<B>(body: B) -> Http2Body
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_frame(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+        .map_err(Into::into)
+        .boxed_unsync()
+}
+
 fn legacy_failure(error: hyper_util::client::legacy::Error) -> Error {
     let kind = if error.is_connect() {
         ErrorKind::Connect
@@ -398,7 +401,7 @@ fn legacy_failure(error: hyper_util::client::legacy::Error) -> Error {
     Error::new(kind).with_source(error)
 }
 
-impl<B> Clone for Forward<B> {
+impl Clone for Forward {
     fn clone(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
@@ -406,7 +409,7 @@ impl<B> Clone for Forward<B> {
     }
 }
 
-impl<B> fmt::Debug for Forward<B> {
+impl fmt::Debug for Forward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Forward")
             .field("timeout", &self.shared.timeout)

@@ -39,7 +39,7 @@ use crate::balance::Target;
 /// let service = ServiceBuilder::new()
 ///     .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
 ///     .layer(PassiveHealthLayer::new(set, OutlierDetection::new().consecutive_failures(3)))
-///     .service(Forward::<axum::body::Body>::new());
+///     .service(Forward::new());
 /// # Ok::<(), tower_lb::Error>(())
 /// ```
 #[derive(Clone, Debug)]

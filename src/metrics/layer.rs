@@ -47,7 +47,7 @@ use crate::backend::BackendSet;
 /// let service = ServiceBuilder::new()
 ///     .layer(MetricsLayer::new(&set, &mut registry))
 ///     .layer(LoadBalanceLayer::new(set, RoundRobin::new()))
-///     .service(Forward::<axum::body::Body>::new());
+///     .service(Forward::new());
 /// # Ok::<(), tower_lb::Error>(())
 /// ```
 #[derive(Clone)]
@@ -57,10 +57,11 @@ pub struct MetricsLayer {
 }
 
 impl MetricsLayer {
-    /// Registers the metrics of `set` in `registry`.
-    pub fn new(set: &BackendSet, registry: &mut Registry) -> Self {
+    /// Registers the metrics of `set` (the set itself or a reference to
+    /// it) in `registry`.
+    pub fn new(set: impl AsRef<BackendSet>, registry: &mut Registry) -> Self {
         Self {
-            recorder: Recorder::register(set, registry),
+            recorder: Recorder::register(set.as_ref(), registry),
         }
     }
 }

@@ -22,6 +22,21 @@ impl<S> Metrics<S> {
     pub(crate) fn new(inner: S, recorder: Arc<Recorder>) -> Self {
         Self { inner, recorder }
     }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// This service's inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: fmt::Debug> fmt::Debug for Metrics<S> {

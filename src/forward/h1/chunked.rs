@@ -13,7 +13,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::Error;
-use super::response_head::has_empty_line;
+use super::response_head::{has_bare_lf, has_empty_line};
 
 /// The longest size line (size and extensions) read.
 pub(crate) const MAX_CHUNK_LINE: usize = 4096;
@@ -192,11 +192,7 @@ fn trailers(buf: &[u8], searched: &mut usize) -> Result<Option<usize>, Error> {
     match httparse::parse_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete((len, _))) => {
             let section = &buf[..len];
-            let bare_lf = section
-                .iter()
-                .enumerate()
-                .any(|(i, &b)| b == b'\n' && (i == 0 || section[i - 1] != b'\r'));
-            if bare_lf {
+            if has_bare_lf(section) {
                 return Err(Error::malformed("trailer line ended by a bare LF"));
             }
             if len > MAX_TRAILERS {

@@ -11,6 +11,8 @@
 //! error, as are both together, and so are bare LF line ends and empty
 //! lines before the status line, which `httparse` tolerates.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
@@ -143,9 +145,9 @@ pub(crate) fn parse_into(
 /// the whole buffer per byte.
 pub(crate) fn has_empty_line(buf: &[u8], searched: &mut usize) -> bool {
     let from = (*searched).min(buf.len()).saturating_sub(2);
-    let found = buf[from..].windows(2).enumerate().any(|(i, pair)| {
-        pair[0] == b'\n'
-            && (pair[1] == b'\n' || (pair[1] == b'\r' && buf.get(from + i + 2) == Some(&b'\n')))
+    let found = memchr::memchr_iter(b'\n', &buf[from..]).any(|i| {
+        let next = &buf[from + i + 1..];
+        next.first() == Some(&b'\n') || next.starts_with(b"\r\n")
     });
     *searched = buf.len();
     found
@@ -167,9 +169,15 @@ struct Scanned {
 pub(crate) type Entry = (HeaderName, usize, usize);
 
 fn scan(buf: &[u8], head_request: bool, kept: &mut Vec<Entry>) -> Result<Option<Scanned>, Error> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
+    // Uninitialised slots: a head of a few fields does not pay for
+    // writing all of them first.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -196,29 +204,46 @@ fn scan(buf: &[u8], head_request: bool, kept: &mut Vec<Entry>) -> Result<Option<
     let mut close = false;
     let mut keep_alive_token = false;
     let mut upgrade = None;
+    // Whether a `Connection` line names a field other than the hop-by-hop
+    // ones (which are dropped anyway): only then is each field looked up
+    // in those lines.
+    let mut lists_others = false;
     for field in fields {
-        let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if content_length.is_some() {
-                return Err(Error::malformed("content-length repeated"));
+        match role(field.name.as_bytes()) {
+            Role::ContentLength => {
+                if content_length.is_some() {
+                    return Err(Error::malformed("content-length repeated"));
+                }
+                content_length = Some(parse_length(field.value)?);
             }
-            content_length = Some(parse_length(field.value)?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if chunked {
-                return Err(Error::malformed("transfer-encoding repeated"));
+            Role::TransferEncoding => {
+                if chunked {
+                    return Err(Error::malformed("transfer-encoding repeated"));
+                }
+                // Exactly `chunked`: another coding before it (`gzip,
+                // chunked`) would reach the client undecoded once the
+                // hop-by-hop header is dropped, and anything else cannot be
+                // framed at all.
+                if !trim_ows(field.value).eq_ignore_ascii_case(b"chunked") {
+                    return Err(Error::malformed("transfer-encoding other than chunked"));
+                }
+                chunked = true;
             }
-            // Exactly `chunked`: another coding before it (`gzip, chunked`)
-            // would reach the client undecoded once the hop-by-hop header is
-            // dropped, and anything else cannot be framed at all.
-            if !trim_ows(field.value).eq_ignore_ascii_case(b"chunked") {
-                return Err(Error::malformed("transfer-encoding other than chunked"));
+            Role::Connection => {
+                for token in field.value.split(|&b| b == b',').map(trim_ows) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive_token = true;
+                    } else if !token.is_empty()
+                        && matches!(role(token), Role::Kept | Role::ContentLength)
+                    {
+                        lists_others = true;
+                    }
+                }
             }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= list_contains(field.value, b"close");
-            keep_alive_token |= list_contains(field.value, b"keep-alive");
-        } else if name.eq_ignore_ascii_case(b"upgrade") && upgrade.is_none() {
-            upgrade = Some(offset(field.value));
+            Role::Upgrade if upgrade.is_none() => upgrade = Some(offset(field.value)),
+            Role::Upgrade | Role::HopByHop | Role::Kept => {}
         }
     }
     if chunked && content_length.is_some() {
@@ -232,7 +257,11 @@ fn scan(buf: &[u8], head_request: bool, kept: &mut Vec<Entry>) -> Result<Option<
 
     for field in fields {
         let name = field.name.as_bytes();
-        if is_hop_by_hop(name) || listed_in_connection(fields, name) {
+        match role(name) {
+            Role::Kept | Role::ContentLength => {}
+            _ => continue,
+        }
+        if lists_others && listed_in_connection(fields, name) {
             continue;
         }
         let name =
@@ -287,28 +316,41 @@ fn parse_length(value: &[u8]) -> Result<u64, Error> {
 }
 
 /// Whether a line in `head` ends with LF alone.
-fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+pub(super) fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
-/// Response headers that describe one connection (as in
-/// `forward::headers`): never passed on to the client.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    [
-        &b"connection"[..],
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-    ]
-    .iter()
-    .any(|hop| name.eq_ignore_ascii_case(hop))
+/// What a response field means to the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    /// Describes one connection (as in `forward::headers`): never passed on
+    /// to the client.
+    HopByHop,
+    /// Passed on.
+    Kept,
+}
+
+/// The role of the field `name`, any case. Dispatches on the length first,
+/// so that most names are told apart by one comparison.
+fn role(name: &[u8]) -> Role {
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    match name.len() {
+        14 if is(b"content-length") => Role::ContentLength,
+        17 if is(b"transfer-encoding") => Role::TransferEncoding,
+        10 if is(b"connection") => Role::Connection,
+        7 if is(b"upgrade") => Role::Upgrade,
+        2 if is(b"te") => Role::HopByHop,
+        7 if is(b"trailer") => Role::HopByHop,
+        10 if is(b"keep-alive") => Role::HopByHop,
+        16 if is(b"proxy-connection") => Role::HopByHop,
+        18 if is(b"proxy-authenticate") => Role::HopByHop,
+        19 if is(b"proxy-authorization") => Role::HopByHop,
+        _ => Role::Kept,
+    }
 }
 
 fn listed_in_connection(fields: &[httparse::Header<'_>], name: &[u8]) -> bool {

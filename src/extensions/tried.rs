@@ -1,28 +1,6 @@
-//! The request and response extensions that say where a request went.
+//! Where a request went before: the backends its earlier tries reached.
 
-use crate::backend::{Backend, BackendId};
-
-/// The backend a request was sent to.
-///
-/// [`LoadBalance`](crate::LoadBalance) inserts it into the request (for the
-/// layers below it: passive health checking, the forwarding service) and
-/// into the response (for the layers above it: failover, metrics).
-#[derive(Clone, Debug)]
-pub struct Target {
-    backend: Backend,
-}
-
-impl Target {
-    /// The target `backend`.
-    pub fn new(backend: Backend) -> Self {
-        Self { backend }
-    }
-
-    /// The backend.
-    pub fn backend(&self) -> &Backend {
-        &self.backend
-    }
-}
+use crate::backend::BackendId;
 
 /// The backends a request already tried, as a request extension: a retry
 /// carries it so that the balancer picks a different backend.
