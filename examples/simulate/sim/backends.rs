@@ -187,11 +187,5 @@ impl Backends {
 
 /// The answer `Forward` gives for this kind of failure of backend `index`.
 fn failure(index: usize, kind: ErrorKind) -> Answer {
-    let address = address(index).parse().ok();
-    let error = Error::new(kind);
-    let error = match address {
-        Some(address) => error.with_backend(address),
-        None => error,
-    };
-    error.to_response()
+    Error::new(kind).with_backend(address(index)).to_response()
 }
