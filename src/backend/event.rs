@@ -19,6 +19,8 @@ use super::{Backend, Verdict};
 pub struct HealthEvent {
     backend: Backend,
     kind: HealthEventKind,
+    /// Who made an operator's change (an admin token's name), when known.
+    actor: Option<Arc<str>>,
 }
 
 /// What happened.
@@ -66,6 +68,15 @@ pub enum HealthEventKind {
     Drained,
     /// An operator undrained it: it takes traffic again, through slow start.
     Undrained,
+    /// An operator set the backend's weight
+    /// ([`BackendSet::set_weight`](crate::BackendSet::set_weight)); a
+    /// reloaded list that changes a weight sends no event of its own.
+    Reweighted {
+        /// The weight before.
+        from: u32,
+        /// The weight now.
+        to: u32,
+    },
     /// Outlier detection changed the backend's share of traffic because of
     /// its recent success rate (ramp-down), or restored it.
     Share {
@@ -76,7 +87,17 @@ pub enum HealthEventKind {
 
 impl HealthEvent {
     pub(crate) fn new(backend: Backend, kind: HealthEventKind) -> Self {
-        Self { backend, kind }
+        Self {
+            backend,
+            kind,
+            actor: None,
+        }
+    }
+
+    /// This event, made by `actor`.
+    pub(crate) fn by(mut self, actor: Arc<str>) -> Self {
+        self.actor = Some(actor);
+        self
     }
 
     /// The backend.
@@ -87,5 +108,13 @@ impl HealthEvent {
     /// What happened.
     pub fn kind(&self) -> &HealthEventKind {
         &self.kind
+    }
+
+    /// Who made the change, for an operator's change made through an
+    /// authenticated admin API (the name of the token it used); `None` for
+    /// what the proxy itself decided (health checks, outlier detection,
+    /// discovery) and for calls of the set's methods from code.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
     }
 }

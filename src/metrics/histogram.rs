@@ -61,6 +61,12 @@ impl LatencyHistogram {
         self.inner.count.fetch_add(1, Relaxed);
     }
 
+    /// Observations so far per bucket (not cumulative), bounds as in
+    /// [`LATENCY_BUCKETS`].
+    pub(crate) fn buckets(&self) -> [u64; LATENCY_BUCKETS.len()] {
+        std::array::from_fn(|i| self.inner.buckets[i].load(Relaxed))
+    }
+
     /// Observations so far.
     pub(crate) fn count(&self) -> u64 {
         self.inner.count.load(Relaxed)

@@ -64,6 +64,11 @@ impl MetricsLayer {
             recorder: Recorder::register(set.as_ref(), registry),
         }
     }
+
+    /// What the layer records into, for the admin service's history.
+    pub(crate) fn recorder(&self) -> Arc<Recorder> {
+        Arc::clone(&self.recorder)
+    }
 }
 
 impl fmt::Debug for MetricsLayer {

@@ -4,7 +4,9 @@
 //! latency histograms, retries and exhaustion into a `prometheus-client`
 //! [`Registry`](prometheus_client::registry::Registry), and reads in-flight
 //! counts, health, ejections and shares from the backends at scrape time.
-//! [`AdminService`] serves `/metrics`, `/status` (JSON) and a status page.
+//! [`AdminService`] serves `/metrics`, `/status` (JSON) and a status page
+//! with five minutes of history per backend, and, given [`AdminTokens`],
+//! authenticated write routes (drain, weight, eject) for operators.
 //!
 //! Why prometheus-client: it is the Prometheus project's own Rust client, it
 //! has no global state (the registry is a value the app owns, so a library
@@ -21,16 +23,23 @@
 mod admin;
 mod body;
 mod collector;
+mod control;
 mod future;
 mod histogram;
+mod history;
 mod layer;
+mod monitor;
 mod page;
 mod recorder;
 mod service;
+mod sparkline;
 mod status;
+mod timeline;
+mod tokens;
 
 pub use admin::AdminService;
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::MetricsLayer;
 pub use service::Metrics;
+pub use tokens::AdminTokens;

@@ -51,6 +51,18 @@ impl BackendMetrics {
     pub(crate) fn observe(&self, duration: Duration) {
         self.latency.observe(duration);
     }
+
+    /// Responses counted so far, and how many of them were 5xx (the admin
+    /// service's history reads these every few seconds).
+    pub(crate) fn responses(&self) -> (u64, u64) {
+        let total = self.by_class.iter().map(Counter::get).sum();
+        (total, self.by_class[5].get())
+    }
+
+    /// The latency histogram, for the admin service's quantiles.
+    pub(crate) fn latency(&self) -> &LatencyHistogram {
+        &self.latency
+    }
 }
 
 /// Everything the metrics layer records into.
@@ -120,6 +132,12 @@ impl Recorder {
             Some(metrics) => Arc::clone(metrics),
             None => Arc::new(self.handles(backend)),
         }
+    }
+
+    /// The handles of the member `id`, if it is one (off the request path:
+    /// the admin service's history).
+    pub(crate) fn member(&self, id: BackendId) -> Option<Arc<BackendMetrics>> {
+        self.backends.load().get(&id).cloned()
     }
 
     fn handles(&self, backend: &Backend) -> BackendMetrics {

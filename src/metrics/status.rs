@@ -1,17 +1,64 @@
-//! The status model behind `/status` and the status page.
+//! The status model behind `/status`, the write routes' answers and the
+//! status page.
+//!
+//! `/status` is for scripts, so its shape is a promise: [`SCHEMA`] says
+//! which one. Within a schema, fields are only ever added; a field
+//! removed, renamed or given another meaning bumps it. The schema is
+//! documented on [`AdminService`](super::AdminService).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendId, BackendSet, Verdict};
-use crate::clock::{self, Nanos};
+use super::history::{History, SLOT, Series};
+use super::timeline::{Entry, Timeline};
+use crate::backend::{Backend, BackendId, Verdict};
 
-/// One backend as the status views show it.
+/// The version of the `/status` shape.
+pub(crate) const SCHEMA: u32 = 1;
+
+/// "Now" for requests per second: the newest 5 slots (10 s).
+const NOW: usize = 5;
+/// "Recent" for error rates, shares and quantiles: 30 slots (a minute).
+const RECENT: usize = 30;
+
+/// Figures over the recent past, from the history rings.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Figures {
+    /// Requests per second over the last 10 s.
+    pub(crate) requests_per_s: f64,
+    /// Failed share of the last minute's responses; `None` without any.
+    pub(crate) error_rate: Option<f64>,
+    /// Latency of the newest 2 s slot with responses in the last minute,
+    /// ms (from the metrics layer's histogram; `None` without one).
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
+}
+
+impl Figures {
+    fn of(series: Option<&Series>) -> Self {
+        let Some(series) = series else {
+            return Self::default();
+        };
+        Self {
+            requests_per_s: series.mean_rate(NOW),
+            error_rate: series.error_rate(RECENT),
+            p50_ms: Series::latest(&series.p50, RECENT),
+            p99_ms: Series::latest(&series.p99, RECENT),
+        }
+    }
+}
+
+/// One backend as the views show it.
 #[derive(Debug, Serialize)]
 pub(crate) struct BackendStatus {
+    #[serde(skip)]
+    pub(crate) id: BackendId,
     pub(crate) url: String,
+    /// One word: `healthy`, `ramping`, `unhealthy`, `ejected`, `draining`
+    /// (an operator's drain) or `removed` (left the set, finishing its
+    /// requests).
+    pub(crate) state: &'static str,
     /// Eligible for new requests now.
     pub(crate) healthy: bool,
     pub(crate) verdict: &'static str,
@@ -19,7 +66,9 @@ pub(crate) struct BackendStatus {
     pub(crate) ejection_remaining_ms: Option<u128>,
     pub(crate) consecutive_failures: u32,
     pub(crate) ejections: u64,
+    /// Drained by an operator, or removed and finishing its requests.
     pub(crate) draining: bool,
+    pub(crate) removed: bool,
     pub(crate) weight: u32,
     /// Weight × share: what the strategies use during slow start or ramp-down.
     pub(crate) effective_weight: f64,
@@ -27,93 +76,101 @@ pub(crate) struct BackendStatus {
     pub(crate) in_flight: u32,
     pub(crate) requests: u64,
     pub(crate) failures: u64,
-    /// This backend's part of the requests since the last sample (a few
-    /// seconds), `0.0..=1.0`.
+    /// This backend's part of the last minute's requests, `0.0..=1.0`.
     pub(crate) recent_traffic: f64,
+    #[serde(flatten)]
+    pub(crate) figures: Figures,
+    /// The peak-EWMA latency estimate, ms.
     pub(crate) latency_ms: Option<f64>,
     pub(crate) last_probe_error: Option<String>,
 }
 
 /// The whole set.
 #[derive(Debug, Serialize)]
-pub(crate) struct Status {
+pub(crate) struct Status<'a> {
+    pub(crate) schema: u32,
+    /// The set's snapshot version: it moves with every membership or
+    /// weight change.
     pub(crate) version: u64,
+    pub(crate) generated_at_ms: u64,
+    /// The width of a history slot.
+    pub(crate) slot_ms: u64,
+    /// Whether the write routes are on (a token file was given).
+    pub(crate) write_routes: bool,
+    pub(crate) total: Figures,
     pub(crate) backends: Vec<BackendStatus>,
+    /// The newest health events, newest first.
+    pub(crate) events: Vec<&'a Entry>,
 }
 
-/// How often the "recent traffic" baseline moves.
-const SAMPLE_EVERY: Nanos = 5_000_000_000;
-
-/// Request counts at a past instant, the baseline of "recent traffic".
-#[derive(Debug, Default)]
-pub(crate) struct TrafficSample {
-    inner: Mutex<(Nanos, HashMap<BackendId, u64>)>,
-}
-
-impl TrafficSample {
-    /// Requests per backend since the baseline; moves the baseline when it
-    /// is older than a few seconds.
-    fn recent(&self, backends: &[&Backend]) -> HashMap<BackendId, u64> {
-        let now = clock::now();
-        let current: HashMap<BackendId, u64> = backends
-            .iter()
-            .map(|b| (b.id(), b.state().requests()))
-            .collect();
-        let mut sample = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let deltas = current
-            .iter()
-            .map(|(id, &count)| (*id, count.saturating_sub(*sample.1.get(id).unwrap_or(&0))))
-            .collect();
-        if sample.0 == 0 || now.saturating_sub(sample.0) >= SAMPLE_EVERY {
-            *sample = (now, current);
-        }
-        deltas
-    }
-}
-
-impl Status {
-    pub(crate) fn of(set: &BackendSet, sample: &TrafficSample) -> Self {
-        let snapshot = set.snapshot();
-        let draining = set.draining();
-        let backends: Vec<&Backend> = snapshot.backends().iter().chain(&draining).collect();
-        let recent = sample.recent(&backends);
-        let total: u64 = recent.values().sum();
+impl<'a> Status<'a> {
+    /// The status of `members` and the removed `draining` ones.
+    pub(crate) fn of(
+        version: u64,
+        backends: &[Backend],
+        history: &History,
+        timeline: &'a Timeline,
+        write_routes: bool,
+    ) -> Self {
+        let recent = |b: &Backend| history.of(b.id()).map_or(0.0, |s| s.requests(RECENT));
+        let total: f64 = backends.iter().map(recent).sum();
         Status {
-            version: snapshot.version(),
+            schema: SCHEMA,
+            version,
+            generated_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            slot_ms: SLOT.as_millis() as u64,
+            write_routes,
+            total: Figures::of(Some(history.total())),
             backends: backends
                 .iter()
                 .map(|b| {
-                    let part = recent.get(&b.id()).copied().unwrap_or(0);
-                    let recent_traffic = if total == 0 {
-                        0.0
-                    } else {
-                        part as f64 / total as f64
-                    };
-                    BackendStatus::of(b, recent_traffic)
+                    let share = if total > 0.0 { recent(b) / total } else { 0.0 };
+                    BackendStatus::of(b, history, share)
                 })
                 .collect(),
+            events: timeline.newest_first().collect(),
         }
     }
 }
 
 impl BackendStatus {
-    fn of(backend: &Backend, recent_traffic: f64) -> Self {
+    pub(crate) fn of(backend: &Backend, history: &History, recent_traffic: f64) -> Self {
         let state = backend.state();
         let share = state.share();
         let remaining = state.ejection_remaining();
+        let healthy = state.is_eligible();
+        let verdict = match state.verdict() {
+            Verdict::Healthy => "healthy",
+            Verdict::Unhealthy => "unhealthy",
+            _ => "unknown",
+        };
+        let word = if state.is_removed() {
+            "removed"
+        } else if state.is_draining() {
+            "draining"
+        } else if remaining.is_some() {
+            "ejected"
+        } else if !healthy {
+            "unhealthy"
+        } else if share < 1.0 {
+            "ramping"
+        } else {
+            "healthy"
+        };
         BackendStatus {
+            id: backend.id(),
             url: backend.address().to_string(),
-            healthy: state.is_eligible(),
-            verdict: match state.verdict() {
-                Verdict::Healthy => "healthy",
-                Verdict::Unhealthy => "unhealthy",
-                _ => "unknown",
-            },
+            state: word,
+            healthy,
+            verdict,
             ejected: remaining.is_some(),
             ejection_remaining_ms: remaining.map(|d| d.as_millis()),
             consecutive_failures: state.consecutive_failures(),
             ejections: state.ejections_total(),
             draining: state.is_removed() || state.is_draining(),
+            removed: state.is_removed(),
             weight: backend.weight(),
             effective_weight: f64::from(backend.weight()) * share,
             share,
@@ -121,6 +178,7 @@ impl BackendStatus {
             requests: state.requests(),
             failures: state.failures(),
             recent_traffic,
+            figures: Figures::of(history.of(backend.id())),
             latency_ms: state.latency().map(|d| d.as_secs_f64() * 1e3),
             last_probe_error: state.last_probe_error().map(|e| e.to_string()),
         }

@@ -7,12 +7,16 @@
 //! path: drains and ejections are flags in the member's state (the
 //! snapshots' eligibility bits follow them), and a new weight publishes a
 //! snapshot like any membership change.
+//!
+//! The `*_by` forms, for the crate's admin service, name who made the
+//! change in the event ([`HealthEvent::actor`]).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::super::member::check_weight;
-use super::super::{Address, Backend, HealthEventKind};
+use super::super::{Address, Backend, HealthEvent, HealthEventKind};
 use super::BackendSet;
 use crate::Error;
 use crate::clock;
@@ -42,12 +46,16 @@ impl BackendSet {
     /// # Ok::<(), tower_lb::Error>(())
     /// ```
     pub fn drain(&self, address: &Address) -> bool {
+        self.drain_by(address, None)
+    }
+
+    pub(crate) fn drain_by(&self, address: &Address, actor: Option<&Arc<str>>) -> bool {
         let Some(backend) = self.member(address) else {
             return false;
         };
         let changed = backend.state().set_draining(true);
         if changed {
-            self.emit(&backend, HealthEventKind::Drained);
+            self.announce(&backend, HealthEventKind::Drained, actor);
         }
         changed
     }
@@ -56,13 +64,17 @@ impl BackendSet {
     /// through slow start when the set has one. Returns whether that changed
     /// anything. Sends [`HealthEventKind::Undrained`].
     pub fn undrain(&self, address: &Address) -> bool {
+        self.undrain_by(address, None)
+    }
+
+    pub(crate) fn undrain_by(&self, address: &Address, actor: Option<&Arc<str>>) -> bool {
         let Some(backend) = self.member(address) else {
             return false;
         };
         let changed = backend.state().set_draining(false);
         if changed {
             self.begin_slow_start(&backend, clock::now());
-            self.emit(&backend, HealthEventKind::Undrained);
+            self.announce(&backend, HealthEventKind::Undrained, actor);
         }
         changed
     }
@@ -70,24 +82,37 @@ impl BackendSet {
     /// Sets the weight of the member at `address`, keeping its runtime
     /// state, and rebuilds the balancers' tables before it returns. Returns
     /// whether that changed anything (`false`: no such member, or that
-    /// weight already).
+    /// weight already). Sends [`HealthEventKind::Reweighted`].
     ///
     /// # Errors
     ///
     /// A weight of 0 or above [`MAX_WEIGHT`](crate::backend::MAX_WEIGHT)
     /// (to take a backend out of rotation, [`drain`](Self::drain) it).
     pub fn set_weight(&self, address: &Address, weight: u32) -> Result<bool, Error> {
+        self.set_weight_by(address, weight, None)
+    }
+
+    pub(crate) fn set_weight_by(
+        &self,
+        address: &Address,
+        weight: u32,
+        actor: Option<&Arc<str>>,
+    ) -> Result<bool, Error> {
         check_weight(weight, address)?;
         let mut writer = self.lock();
         let Some(&position) = writer.index.get(address) else {
             return Ok(false);
         };
-        let member = &writer.members[position];
-        if member.weight() == weight {
+        let member = writer.members[position].clone();
+        let from = member.weight();
+        if from == weight {
             return Ok(false);
         }
         member.store_weight(weight);
         self.publish(&mut writer);
+        drop(writer);
+        let kind = HealthEventKind::Reweighted { from, to: weight };
+        self.announce(&member, kind, actor);
         Ok(true)
     }
 
@@ -98,6 +123,15 @@ impl BackendSet {
     /// slow start. Returns whether `address` is a member. Sends
     /// [`HealthEventKind::Ejected`] with a `count` of 0.
     pub fn eject(&self, address: &Address, duration: Duration) -> bool {
+        self.eject_by(address, duration, None)
+    }
+
+    pub(crate) fn eject_by(
+        &self,
+        address: &Address,
+        duration: Duration,
+        actor: Option<&Arc<str>>,
+    ) -> bool {
         let Some(backend) = self.member(address) else {
             return false;
         };
@@ -110,7 +144,8 @@ impl BackendSet {
                 state.reschedule_ejection(until, window);
             }
         });
-        self.emit(&backend, HealthEventKind::Ejected { duration, count: 0 });
+        let kind = HealthEventKind::Ejected { duration, count: 0 };
+        self.announce(&backend, kind, actor);
         true
     }
 
@@ -118,20 +153,39 @@ impl BackendSet {
     /// deadline; it returns through slow start. Returns whether an ejection
     /// was in force. Sends [`HealthEventKind::Returned`].
     pub fn readmit(&self, address: &Address) -> bool {
+        self.readmit_by(address, None)
+    }
+
+    pub(crate) fn readmit_by(&self, address: &Address, actor: Option<&Arc<str>>) -> bool {
         self.member(address)
-            .is_some_and(|backend| self.let_back(&backend))
+            .is_some_and(|backend| self.let_back_by(&backend, actor))
     }
 
     /// Ends `backend`'s ejection now and announces it; returns whether one
     /// was in force.
     pub(crate) fn let_back(&self, backend: &Backend) -> bool {
+        self.let_back_by(backend, None)
+    }
+
+    fn let_back_by(&self, backend: &Backend, actor: Option<&Arc<str>>) -> bool {
         let returned = backend
             .state()
             .readmit(clock::now(), self.slow_start_nanos());
         if returned {
-            self.emit(backend, HealthEventKind::Returned);
+            self.announce(backend, HealthEventKind::Returned, actor);
         }
         returned
+    }
+
+    /// Sends the event of an operator's change, naming `actor` when known.
+    fn announce(&self, backend: &Backend, kind: HealthEventKind, actor: Option<&Arc<str>>) {
+        let Some(actor) = actor else {
+            return self.emit(backend, kind);
+        };
+        if self.shared.events.receiver_count() > 0 {
+            let event = HealthEvent::new(backend.clone(), kind).by(Arc::clone(actor));
+            let _ = self.shared.events.send(event);
+        }
     }
 
     /// The member at `address`, if any.
@@ -142,7 +196,6 @@ impl BackendSet {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::HealthEvent;
     use super::*;
 
     fn set_of(n: u16) -> BackendSet {
@@ -181,6 +234,7 @@ mod tests {
     #[test]
     fn a_new_weight_keeps_the_state_and_publishes() {
         let set = set_of(2);
+        let mut events = set.events();
         let member = set.snapshot().get(&address(2)).unwrap().clone();
         let version = set.snapshot().version();
         assert!(set.set_weight(&address(2), 5).unwrap());
@@ -191,6 +245,30 @@ mod tests {
         assert_eq!(now.weight(), 5);
         assert!(now.same_state(&member));
         assert_eq!(set.snapshot().version(), version + 1);
+        assert_eq!(
+            kinds(&mut events),
+            [HealthEventKind::Reweighted { from: 1, to: 5 }]
+        );
+    }
+
+    #[test]
+    fn an_operator_named_in_the_change_is_named_in_its_event() {
+        let set = set_of(2);
+        let mut events = set.events();
+        let alice: Arc<str> = Arc::from("alice");
+        assert!(set.drain_by(&address(1), Some(&alice)));
+        assert!(set.set_weight_by(&address(2), 3, Some(&alice)).unwrap());
+        assert!(set.eject_by(&address(2), Duration::from_secs(1), Some(&alice)));
+        assert!(set.readmit_by(&address(2), Some(&alice)));
+        assert!(set.undrain(&address(1)));
+        let actors: Vec<Option<String>> = std::iter::from_fn(|| events.try_recv().ok())
+            .map(|event| event.actor().map(str::to_owned))
+            .collect();
+        let alice = Some("alice".to_owned());
+        assert_eq!(
+            actors,
+            [alice.clone(), alice.clone(), alice.clone(), alice, None]
+        );
     }
 
     #[tokio::test(start_paused = true)]
