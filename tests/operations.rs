@@ -131,14 +131,23 @@ async fn the_status_page_renders() {
     assert_eq!(page.status, 200);
     assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
     let html = page.body;
-    assert!(html.contains("<table>"), "{html}");
-    assert!(html.contains(&backends[0].url()) && html.contains(&backends[1].url()));
+    for backend in &backends {
+        let card = format!("data-backend=\"{}\"", backend.url());
+        assert!(html.contains(&card), "a card per backend: {html}");
+    }
     assert!(html.contains("1 of 2 backends eligible"), "{html}");
-    assert!(html.contains(">unhealthy<"), "{html}");
+    assert!(html.contains("data-state=\"unhealthy\""), "{html}");
     assert!(html.contains("connect: &lt;refused&gt;"), "escaped: {html}");
+    // Three sparklines per backend and three for the whole set.
+    assert_eq!(html.matches("<svg class=\"spark\"").count(), 9, "{html}");
     assert!(
-        html.contains("width:50.0%"),
-        "each had half the recent traffic: {html}"
+        !html.contains("<button type=\"button\" data-action"),
+        "no write routes, no buttons"
+    );
+    let part = get(&client, &admin.url("/?part=main")).await.body;
+    assert!(
+        part.starts_with("<header"),
+        "the refresh gets the main part only: {part}"
     );
     assert_eq!(get(&client, &admin.url("/nope")).await.status, 404);
 }

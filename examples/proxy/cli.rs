@@ -32,6 +32,11 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
 
+    /// Bearer tokens for the admin write routes (drain, weight, eject), one
+    /// a line, optionally `name:TOKEN`; without it those routes are off.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
     /// A backend, as URL[,weight=N][,protocol=h2]; repeat for more. Replaces
     /// the file's list.
     #[arg(long = "backend", value_name = "URL[,weight=N]")]

@@ -16,6 +16,8 @@ pub async fn log(set: BackendSet) {
             Err(_) => return,
         };
         let backend = event.backend().address().as_str();
+        // Who made an operator's change (an admin token's name).
+        let by = event.actor();
         match event.kind() {
             HealthEventKind::Verdict {
                 to,
@@ -26,15 +28,15 @@ pub async fn log(set: BackendSet) {
             }
             HealthEventKind::Verdict { to, .. } => tracing::info!(backend, "health: {to:?}"),
             HealthEventKind::Ejected { duration, count } => {
-                tracing::warn!(backend, "ejected for {duration:?} (ejection #{count})")
+                tracing::warn!(backend, by, "ejected for {duration:?} (ejection #{count})")
             }
-            HealthEventKind::Returned => tracing::info!(backend, "let back after ejection"),
+            HealthEventKind::Returned => tracing::info!(backend, by, "let back after ejection"),
             HealthEventKind::Share { share } => {
                 tracing::info!(backend, "share of traffic now {:.0} %", share * 100.0)
             }
             HealthEventKind::Joined => tracing::info!(backend, "joined"),
             HealthEventKind::Left => tracing::info!(backend, "left; draining"),
-            other => tracing::info!(backend, "{other:?}"),
+            other => tracing::info!(backend, by, "{other:?}"),
         }
     }
 }

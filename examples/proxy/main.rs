@@ -121,10 +121,16 @@ async fn run(
         println!("  {workers} worker threads, each with its own listener and backend connections");
     }
     if let Some(admin) = &admin_listener {
+        let writes = if settings.admin_tokens.is_some() {
+            ", POST /backends/..."
+        } else {
+            ""
+        };
         println!(
-            "  admin on http://{}/ (/metrics, /status)",
+            "  admin on http://{}/ (/metrics, /status{writes})",
             admin.local_addr()?
         );
+        warn_if_exposed(admin.local_addr()?, settings.admin_tokens.is_some());
     }
     if demo {
         println!("no --backend given: started three demo backends in this process.");
@@ -151,7 +157,10 @@ async fn run(
         max_connections: settings.max_connections,
     };
     if let Some(admin_listener) = admin_listener {
-        let admin = AdminService::new(set.clone(), registry);
+        let mut admin = AdminService::new(set.clone(), registry).with_metrics(&metrics);
+        if let Some(tokens) = settings.admin_tokens.clone() {
+            admin = admin.with_tokens(tokens);
+        }
         tokio::spawn(server::serve(
             admin_listener,
             admin,
@@ -214,6 +223,19 @@ async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The admin listener's read routes are open to whoever reaches them: on
+/// loopback that is this machine; elsewhere, say so unless tokens at least
+/// guard the write routes.
+fn warn_if_exposed(admin: std::net::SocketAddr, tokens: bool) {
+    if !admin.ip().is_loopback() && !tokens {
+        tracing::warn!(
+            %admin,
+            "the admin listener is not on loopback and has no --admin-token-file: \
+             anyone who reaches it reads /metrics and /status (the write routes stay off)"
+        );
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -19,6 +19,7 @@ use crate::cli::{self, Cli};
 pub struct File {
     listen: Option<SocketAddr>,
     admin: Option<SocketAddr>,
+    admin_token_file: Option<std::path::PathBuf>,
     #[serde(default, rename = "backend")]
     backends: Vec<FileBackend>,
     #[serde(default, deserialize_with = "parsed")]
@@ -158,6 +159,8 @@ fn first_line(text: &str) -> &str {
 pub struct Settings {
     pub listen: SocketAddr,
     pub admin: Option<SocketAddr>,
+    /// Tokens of the admin write routes.
+    pub admin_tokens: Option<tower_lb::metrics::AdminTokens>,
     pub backends: Vec<Backend>,
     pub strategy: AnyStrategy,
     pub slow_start: Duration,
@@ -217,6 +220,13 @@ impl Settings {
                 .or(file.listen)
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             admin: cli.admin.or(file.admin),
+            admin_tokens: match cli.admin_token_file.or(file.admin_token_file) {
+                Some(path) => Some(
+                    tower_lb::metrics::AdminTokens::read(&path)
+                        .map_err(|e| format!("admin-token-file: {e}"))?,
+                ),
+                None => None,
+            },
             backends: if cli.backends.is_empty() {
                 file_backends
             } else {
@@ -296,6 +306,9 @@ impl Settings {
         }
         if self.max_connections == 0 {
             return Err("server.max-connections: must be at least 1".into());
+        }
+        if self.admin_tokens.is_some() && self.admin.is_none() {
+            return Err("admin-token-file: needs admin (the listener of the write routes)".into());
         }
         if self.workers == Some(0) {
             return Err("workers: must be at least 1".into());

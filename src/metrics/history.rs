@@ -258,6 +258,20 @@ impl History {
         }
     }
 
+    /// Takes the baselines of a metrics layer's counters attached after the
+    /// last sample, so that the next slot's error rate and latency come
+    /// from them rather than from nothing.
+    pub(crate) fn baseline_metrics(&mut self, backends: &[Backend], recorder: &Recorder) {
+        for backend in backends {
+            if let Some(track) = self.tracks.get_mut(&backend.id()) {
+                let counters = read(backend, Some(recorder));
+                track.last.responses = counters.responses;
+                track.last.buckets = counters.buckets;
+            }
+        }
+        self.total_buckets = Some(recorder.latency.buckets());
+    }
+
     /// Samples now (see [`sample`](Self::sample)).
     pub(crate) fn sample_now(&mut self, backends: &[Backend], recorder: Option<&Recorder>) {
         self.sample(clock::now(), backends, recorder);

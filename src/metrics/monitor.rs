@@ -59,6 +59,9 @@ impl Monitor {
     }
 
     pub(crate) fn attach(&self, recorder: Arc<Recorder>) {
+        let backends = self.backends();
+        let mut inner = self.lock();
+        inner.history.baseline_metrics(&backends, &recorder);
         self.recorder.store(Some(recorder));
     }
 
