@@ -36,7 +36,9 @@ pub(crate) fn render(status: &Status<'_>, history: &History) -> String {
     html.push_str("</style></head><body>\n");
     if status.write_routes {
         html.push_str(concat!(
-            "<form id=\"token\" class=\"token\" autocomplete=\"off\">",
+            // Never submitted as a form, even before the script runs: the
+            // token must not land in a URL (and in whatever logs it).
+            "<form id=\"token\" class=\"token\" autocomplete=\"off\" onsubmit=\"return false\">",
             "<span class=\"enter\"><label for=\"secret\">Admin token</label></span> ",
             "<input class=\"enter\" id=\"secret\" name=\"secret\" type=\"password\" ",
             "placeholder=\"Bearer token, for drain / weight / eject\">",
