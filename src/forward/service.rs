@@ -13,18 +13,17 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Version};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use hyper::upgrade::OnUpgrade;
-use tokio::net::TcpStream;
 
 use super::h1::{Answer, DEFAULT_MAX_HEAD, Upgraded};
 use super::headers::{
     H2C, add_forwarded, keep_upgrade, requested_upgrade, strip_hop_by_hop, switches_to,
 };
 use super::pool::Pool;
+use super::stream::{Connect, Connector, Stream};
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
 use crate::backend::Protocol;
@@ -88,7 +87,7 @@ pub struct Forward<B> {
 
 struct Shared<B> {
     http1: Pool,
-    http2: Client<HttpConnector, B>,
+    http2: Client<Connector, B>,
     timeout: Option<Duration>,
     proto: HeaderValue,
     upgrades: Box<[Box<str>]>,
@@ -135,6 +134,7 @@ pub struct ForwardBuilder {
     pool_max_idle_per_host: usize,
     forwarded_proto: &'static str,
     upgrades: Vec<Box<str>>,
+    connect: Connect,
 }
 
 impl Default for ForwardBuilder {
@@ -146,6 +146,7 @@ impl Default for ForwardBuilder {
             pool_max_idle_per_host: usize::MAX,
             forwarded_proto: "http",
             upgrades: vec!["websocket".into()],
+            connect: Connect::default(),
         }
     }
 }
@@ -211,6 +212,18 @@ impl ForwardBuilder {
         self
     }
 
+    /// How `https://` backends are spoken to (feature `tls`): the roots
+    /// trusted, the name checked, a client certificate. Default: the
+    /// system's roots and each backend's own name ([`BackendTls::system`],
+    /// loaded once per process on the first `https://` connection).
+    ///
+    /// [`BackendTls::system`]: crate::forward::BackendTls::system
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::forward::BackendTls) -> Self {
+        self.connect.tls = Some(tls);
+        self
+    }
+
     /// Builds the forwarder. Needs no runtime until the first request.
     pub fn build<B>(self) -> Forward<B>
     where
@@ -218,9 +231,7 @@ impl ForwardBuilder {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(self.connect_timeout));
+        let connector = Connector::new(self.connect.clone(), self.connect_timeout, true);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -228,6 +239,7 @@ impl ForwardBuilder {
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host);
         let http1 = Pool::new(
+            self.connect,
             self.connect_timeout,
             self.pool_idle_timeout,
             self.pool_max_idle_per_host,
@@ -369,7 +381,7 @@ async fn within<T>(
 fn switch(
     response: Response<()>,
     protocol: Option<HeaderValue>,
-    upgraded: Upgraded<TcpStream>,
+    upgraded: Upgraded<Stream>,
     tunnel: Option<Tunnel>,
 ) -> Response<ResponseBody> {
     match tunnel {
