@@ -7,6 +7,8 @@ pub mod counting;
 pub mod process;
 pub mod raw;
 pub mod rude;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
