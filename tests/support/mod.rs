@@ -375,6 +375,7 @@ pub fn client() -> TestClient {
 }
 
 /// A response read whole: status, headers, body as text.
+#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
