@@ -405,3 +405,42 @@ async fn without_a_certificate_the_listener_stays_cleartext() {
     assert!(proxy.output().contains("tower-lb proxy on http://"));
     assert_eq!(get(&client(), &proxy.url("/")).await.status, 200);
 }
+
+#[tokio::test]
+async fn the_config_file_sets_both_directions() {
+    let ca = TestCa::new("test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let backend = TlsBackend::start(
+        "file-tls",
+        server_config(&ca.issue(&["api.internal"]), None, H1),
+        true,
+    )
+    .await;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (cert, key) = ca.issue(&["localhost"]).write(dir.path(), "proxy");
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nhandshake-timeout = \"5s\"\n\
+             [backend-tls]\nca = \"{}\"\nname = \"api.internal\"\n\
+             [[backend]]\nurl = \"{}\"\n",
+            ca_file.display(),
+            backend.url()
+        ),
+    )
+    .unwrap();
+    let proxy = ProxyProcess::start(&["--config", config.to_str().unwrap()]).await;
+    let answer = https_get(
+        proxy.addr,
+        client_config(ca.roots(), BOTH),
+        "localhost",
+        "/f",
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}\n{}", proxy.output());
+    assert_eq!(answer.body, "file-tls /f proto=https version=HTTP/1.1");
+    assert_eq!(backend.handshakes()[0].sni.as_deref(), Some("api.internal"));
+}
