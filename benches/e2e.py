@@ -229,11 +229,13 @@ http {{
     keepalive 128;
   }}
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{listen_tls};
+    {server_tls}
     location / {{
-      proxy_pass http://backends;
+      proxy_pass {scheme}://backends;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      {proxy_tls}
     }}
   }}
 }}
@@ -338,33 +340,6 @@ def nginx_tls(certs):
             "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:tls:10m;")
 
 
-NGINX_TLS_LB = """
-worker_processes 1;
-daemon off;
-pid {dir}/lb.pid;
-error_log {dir}/lb.error.log error;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  upstream backends {{
-    {servers}
-    keepalive 128;
-  }}
-  server {{
-    listen 127.0.0.1:{port}{listen_tls};
-    {server_tls}
-    location / {{
-      proxy_pass {scheme}://backends;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      {proxy_tls}
-    }}
-  }}
-}}
-"""
-
-
 def tls_candidates(tmp, proxy, certs, phase):
     """The balancers for one --tls phase: `terminate` (HTTPS to the
     balancer, cleartext behind) or `upstream` (cleartext to the balancer,
@@ -380,7 +355,7 @@ def tls_candidates(tmp, proxy, certs, phase):
             "proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_ssl_session_reuse on; "
             "proxy_ssl_protocols TLSv1.2 TLSv1.3;")
         with open(conf, "w") as f:
-            f.write(NGINX_TLS_LB.format(
+            f.write(NGINX_LB.format(
                 dir=tmp, servers=servers, port=BALANCER_PORT,
                 listen_tls=" ssl" if terminate else "",
                 server_tls=nginx_tls(certs) if terminate else "",
@@ -431,7 +406,8 @@ def candidates(tmp, proxy, compare=""):
         servers = "\n    ".join(f"server 127.0.0.1:{p};" for p in BACKEND_PORTS)
         conf = os.path.join(tmp, "lb.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_LB.format(dir=tmp, servers=servers, port=BALANCER_PORT))
+            f.write(NGINX_LB.format(dir=tmp, servers=servers, port=BALANCER_PORT, listen_tls="",
+                                    server_tls="", scheme="http", proxy_tls=""))
         return start(["nginx", "-p", tmp, "-c", conf], BALANCER_CORE, stderr=subprocess.DEVNULL)
 
     def haproxy():
@@ -564,6 +540,23 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 """
 
 
+def rounds(order, args, runs, direct_port, direct_scheme, scheme, label=""):
+    """Runs every candidate of `order` once a round, rotating the order each
+    round so no candidate always goes first; `None` is wrk straight at a
+    backend (`direct_port`)."""
+    for round_ in range(args.rounds):
+        shift = round_ % len(order)
+        for name, launch in order[shift:] + order[:shift]:
+            log(f"{label} round {round_ + 1}/{args.rounds}: {name}".strip())
+            if launch is None:
+                result = wrk(direct_port, args.duration, args.connections, direct_scheme)
+                result["cpu_us_per_request"] = float("nan")
+                result["peak_rss_mib"] = float("nan")
+            else:
+                result = measure(name, launch, args.duration, args.connections, scheme)
+            runs.setdefault(name, []).append(result)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -592,18 +585,7 @@ def main():
         if args.only:
             wanted = {name.strip() for name in args.only.split(",")} | {"nginx"}
             order = [(name, launch) for name, launch in order if name in wanted]
-        for round_ in range(args.rounds):
-            # Rotate the order each round so no candidate always goes first.
-            shift = round_ % len(order)
-            for name, launch in order[shift:] + order[:shift]:
-                log(f"round {round_ + 1}/{args.rounds}: {name}")
-                if launch is None:
-                    result = wrk(BACKEND_PORTS[0], args.duration, args.connections)
-                    result["cpu_us_per_request"] = float("nan")
-                    result["peak_rss_mib"] = float("nan")
-                else:
-                    result = measure(name, launch, args.duration, args.connections)
-                runs.setdefault(name, []).append(result)
+        rounds(order, args, runs, BACKEND_PORTS[0], "http", "http")
         stream = None if args.skip_stream else stream_gib(tmp, args.proxy)
     finally:
         stop_all()
@@ -631,17 +613,7 @@ def main_tls(args):
                 wanted = {name.strip() for name in args.only.split(",")} | {"nginx"}
                 order = [(name, launch) for name, launch in order if name in wanted]
             runs = phases.setdefault(phase, {})
-            for round_ in range(args.rounds):
-                shift = round_ % len(order)
-                for name, launch in order[shift:] + order[:shift]:
-                    log(f"{phase} round {round_ + 1}/{args.rounds}: {name}")
-                    if launch is None:
-                        result = wrk(TLS_BACKEND_PORTS[0], args.duration, args.connections, "https")
-                        result["cpu_us_per_request"] = float("nan")
-                        result["peak_rss_mib"] = float("nan")
-                    else:
-                        result = measure(name, launch, args.duration, args.connections, scheme)
-                    runs.setdefault(name, []).append(result)
+            rounds(order, args, runs, TLS_BACKEND_PORTS[0], "https", scheme, phase)
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

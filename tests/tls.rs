@@ -68,9 +68,8 @@ fn chain(error: &Error) -> String {
 #[tokio::test]
 async fn a_verified_backend_is_spoken_to_over_pooled_tls() {
     let ca = TestCa::new("test CA");
-    let leaf = ca.issue(&["127.0.0.1"]);
-    let backend = TlsBackend::start("a", server_config(&leaf, None, H1), true).await;
-    let set = BackendSet::new([backend.url().parse::<Backend>().unwrap()]);
+    let backend = TlsBackend::signed_by("a", &ca, &["127.0.0.1"], true).await;
+    let set = backend.set();
     let service = stack(&set, ca_tls(&ca).build().unwrap());
     for _ in 0..3 {
         let (status, body, error) = get(&service, "/hello").await;
@@ -87,11 +86,10 @@ async fn a_verified_backend_is_spoken_to_over_pooled_tls() {
 #[tokio::test]
 async fn a_pool_refill_resumes_the_session() {
     let ca = TestCa::new("test CA");
-    let leaf = ca.issue(&["127.0.0.1"]);
     // The backend closes every connection after its response, so each
     // request needs a new one.
-    let backend = TlsBackend::start("a", server_config(&leaf, None, H1), false).await;
-    let set = BackendSet::new([backend.url().parse::<Backend>().unwrap()]);
+    let backend = TlsBackend::signed_by("a", &ca, &["127.0.0.1"], false).await;
+    let set = backend.set();
     let service = stack(&set, ca_tls(&ca).build().unwrap());
     for _ in 0..3 {
         let (status, body, error) = get(&service, "/").await;
@@ -111,7 +109,7 @@ async fn the_verification_name_can_be_set_and_is_sent_as_sni() {
     let ca = TestCa::new("test CA");
     let leaf = ca.issue(&["api.internal"]);
     let backend = TlsBackend::start("a", server_config(&leaf, None, H1), true).await;
-    let set = BackendSet::new([backend.url().parse::<Backend>().unwrap()]);
+    let set = backend.set();
 
     // Addressed by IP, the certificate names a service: refused...
     let service = stack(&set, ca_tls(&ca).build().unwrap());
@@ -126,7 +124,7 @@ async fn the_verification_name_can_be_set_and_is_sent_as_sni() {
     );
 
     // ...unless the name to verify is given.
-    let set = BackendSet::new([backend.url().parse::<Backend>().unwrap()]);
+    let set = backend.set();
     let service = stack(
         &set,
         ca_tls(&ca).server_name("api.internal").build().unwrap(),
@@ -141,9 +139,8 @@ async fn the_verification_name_can_be_set_and_is_sent_as_sni() {
 async fn an_untrusted_certificate_is_a_502_counted_by_passive_health() {
     let trusted = TestCa::new("trusted CA");
     let other = TestCa::new("someone else's CA");
-    let leaf = other.issue(&["127.0.0.1"]);
-    let backend = TlsBackend::start("a", server_config(&leaf, None, H1), true).await;
-    let set = BackendSet::new([backend.url().parse::<Backend>().unwrap()]);
+    let backend = TlsBackend::signed_by("a", &other, &["127.0.0.1"], true).await;
+    let set = backend.set();
     let service = stack(&set, ca_tls(&trusted).build().unwrap());
     for n in 1..=3 {
         let (status, body, error) = get(&service, "/").await;
@@ -185,12 +182,12 @@ async fn mutual_tls_shows_the_client_certificate() {
     let config = server_config(&leaf, Some(&client_ca), H1);
     let backend = TlsBackend::start("a", config, true).await;
 
-    let set = BackendSet::new([backend.url().parse::<Backend>().unwrap()]);
+    let set = backend.set();
     let without = stack(&set, ca_tls(&server_ca).build().unwrap());
     let (status, _, _) = get(&without, "/").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "no client certificate");
 
-    let set = BackendSet::new([backend.url().parse::<Backend>().unwrap()]);
+    let set = backend.set();
     let tls = ca_tls(&server_ca)
         .client_cert_pem(&client.cert_pem, &client.key_pem)
         .build()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::process::{ProxyProcess, free_addr, run_proxy};
+use support::process::{ProxyProcess, free_addr, run_proxy, signal};
 use support::tls::{
     FirstBytes, TestCa, TlsBackend, client_config, https_connect, https_get, is_client_hello,
     server_config,
@@ -20,14 +20,6 @@ use tokio::io::AsyncReadExt;
 
 const H1: &[&[u8]] = &[b"http/1.1"];
 const BOTH: &[&[u8]] = &[b"h2", b"http/1.1"];
-
-fn signal(proxy: &ProxyProcess, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 #[tokio::test]
 async fn https_for_clients_over_http1_and_h2() {
@@ -302,15 +294,14 @@ async fn https_backends_verified_by_the_flags_with_mutual_tls() {
     let leaf = server_ca.issue(&["api.internal"]);
     let config = server_config(&leaf, Some(&client_ca), H1);
     let backend = TlsBackend::start("tls-a", config, true).await;
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &server_ca.pem).unwrap();
+    let ca_file = server_ca.write(dir.path());
     let (client_cert, client_key) = client_ca.issue(&["proxy"]).write(dir.path(), "client");
     let admin = free_addr();
     let proxy = ProxyProcess::start(&[
         "--backend",
         &backend.url(),
         "--backend-ca",
-        ca_file.to_str().unwrap(),
+        &ca_file,
         "--backend-tls-name",
         "api.internal",
         "--backend-cert",
@@ -349,8 +340,7 @@ async fn a_backend_that_fails_verification_gets_502_a_logged_reason_and_no_clear
     let trusted = TestCa::new("trusted CA");
     let stranger = TestCa::new("stranger CA");
     let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &trusted.pem).unwrap();
+    let ca_file = trusted.write(dir.path());
     let untrusted = TlsBackend::start(
         "untrusted",
         server_config(&stranger.issue(&["127.0.0.1"]), None, H1),
@@ -374,7 +364,7 @@ async fn a_backend_that_fails_verification_gets_502_a_logged_reason_and_no_clear
             "--backend",
             &url,
             "--backend-ca",
-            ca_file.to_str().unwrap(),
+            &ca_file,
             "--retries",
             "0",
             // Probes (over TLS too) would mark it down first: this is
@@ -416,8 +406,7 @@ async fn the_config_file_sets_both_directions() {
         true,
     )
     .await;
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let ca_file = ca.write(dir.path());
     let (cert, key) = ca.issue(&["localhost"]).write(dir.path(), "proxy");
     let config = dir.path().join("proxy.toml");
     std::fs::write(
@@ -426,7 +415,7 @@ async fn the_config_file_sets_both_directions() {
             "[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nhandshake-timeout = \"5s\"\n\
              [backend-tls]\nca = \"{}\"\nname = \"api.internal\"\n\
              [[backend]]\nurl = \"{}\"\n",
-            ca_file.display(),
+            ca_file,
             backend.url()
         ),
     )

@@ -6,6 +6,9 @@
 //! cargo run --release --example proxy -- \
 //!     --backend http://10.0.0.1:8000 --backend http://10.0.0.2:8000,weight=2 \
 //!     --strategy least-connections --health-path /healthz --admin 127.0.0.1:9090
+//! cargo run --release --example proxy -- \
+//!     --tls-cert proxy.pem --tls-key proxy.key \
+//!     --backend https://10.0.0.1:8443 --backend-ca backends-ca.pem
 //! ```
 //!
 //! Built only from the library's public API:

@@ -60,7 +60,8 @@ use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 /// passive health checking to read). That makes it a ready
 /// `fallback_service` for an axum `Router`.
 ///
-/// Backends are spoken to in cleartext HTTP/1.1 over a pool of keep-alive
+/// Backends are spoken to in HTTP/1.1 (over TLS for `https://` backends:
+/// [`ForwardBuilder::tls`], feature `tls`) over a pool of keep-alive
 /// connections per backend, by tower-lb's own codec driven in the
 /// request's task (lock-free checkout, no connection task or channel per
 /// request; a connection returns when its response body ends; a response
@@ -161,8 +162,9 @@ impl ForwardBuilder {
         self
     }
 
-    /// How long a TCP connect may take. Default 5 s (Envoy's): a backend
-    /// that drops SYNs is given up on in time for a retry elsewhere.
+    /// How long a TCP connect may take (for an `https://` backend, with its
+    /// TLS handshake). Default 5 s (Envoy's): a backend that drops SYNs is
+    /// given up on in time for a retry elsewhere.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

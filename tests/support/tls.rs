@@ -70,6 +70,13 @@ impl TestCa {
         }
     }
 
+    /// Writes the CA certificate to `dir`; its path.
+    pub fn write(&self, dir: &std::path::Path) -> String {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, &self.pem).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
     pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
@@ -212,8 +219,20 @@ impl TlsBackend {
         }
     }
 
+    /// A backend showing a certificate for `names` issued by `ca`, over
+    /// HTTP/1.1.
+    pub async fn signed_by(name: &str, ca: &TestCa, names: &[&str], keep_alive: bool) -> Self {
+        let config = server_config(&ca.issue(names), None, &[b"http/1.1"]);
+        Self::start(name, config, keep_alive).await
+    }
+
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
+    }
+
+    /// A set of this one backend.
+    pub fn set(&self) -> tower_lb::BackendSet {
+        tower_lb::BackendSet::new([self.url().parse::<tower_lb::Backend>().unwrap()])
     }
 
     pub fn handshakes(&self) -> Vec<Handshake> {
