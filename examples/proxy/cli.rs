@@ -117,6 +117,38 @@ pub struct Cli {
     /// available to the process].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+
+    /// Serve HTTPS on --listen with this certificate (PEM; a chain, leaf
+    /// first). Needs --tls-key. SIGHUP (and --watch) reloads it.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long a client may take to finish its TLS handshake [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub tls_handshake_timeout: Option<Duration>,
+
+    /// CA bundle (PEM) to verify https backends with, instead of the
+    /// system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub backend_ca: Option<PathBuf>,
+
+    /// Name to verify in https backends' certificates and send as SNI,
+    /// instead of each backend's host (for backends addressed by IP).
+    #[arg(long, value_name = "NAME")]
+    pub backend_tls_name: Option<String>,
+
+    /// Client certificate (PEM chain) to show https backends: mutual TLS.
+    /// Needs --backend-key.
+    #[arg(long, value_name = "FILE")]
+    pub backend_cert: Option<PathBuf>,
+
+    /// The private key of --backend-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub backend_key: Option<PathBuf>,
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h 30m`.

@@ -17,6 +17,7 @@ pub(crate) fn render(status: &Status) -> String {
         "table{border-collapse:collapse}th,td{padding:.4em .8em;text-align:left;border-bottom:1px solid #ddd}",
         "th{font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}",
         ".ok{color:#176b2c}.down{color:#b3261e}.warn{color:#8a5a00}",
+        ".tls{font-size:.75em;border:1px solid #3b6fd4;color:#3b6fd4;padding:0 .2em}",
         ".bar{background:#eee;width:12em;height:.9em}.bar div{background:#3b6fd4;height:100%}",
         "</style></head><body>\n"
     ));
@@ -52,6 +53,11 @@ fn row(html: &mut String, b: &BackendStatus) {
         ("ok", "healthy".to_owned())
     };
     let percent = b.recent_traffic * 100.0;
+    let tls = if b.tls {
+        " <span class=\"tls\" title=\"spoken to over TLS\">TLS</span>"
+    } else {
+        ""
+    };
     let latency = b
         .latency_ms
         .map_or_else(|| "\u{2013}".to_owned(), |ms| format!("{ms:.1} ms"));
@@ -62,7 +68,7 @@ fn row(html: &mut String, b: &BackendStatus) {
     };
     let _ = writeln!(
         html,
-        "<tr><td>{}</td><td class=\"{class}\">{health}</td>\
+        "<tr><td>{}{tls}</td><td class=\"{class}\">{health}</td>\
          <td><div class=\"bar\" title=\"{percent:.0} %\"><div style=\"width:{percent:.1}%\"></div></div> {percent:.0} %</td>\
          <td class=\"n\">{weight}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
          <td class=\"n\">{latency}</td><td>{}</td></tr>",

@@ -12,6 +12,8 @@ use crate::clock::{self, Nanos};
 #[derive(Debug, Serialize)]
 pub(crate) struct BackendStatus {
     pub(crate) url: String,
+    /// Spoken to over TLS (an `https://` backend).
+    pub(crate) tls: bool,
     /// Eligible for new requests now.
     pub(crate) healthy: bool,
     pub(crate) verdict: &'static str,
@@ -103,6 +105,7 @@ impl BackendStatus {
         let remaining = state.ejection_remaining();
         BackendStatus {
             url: backend.address().to_string(),
+            tls: backend.address().scheme() == &http::uri::Scheme::HTTPS,
             healthy: state.is_eligible_now(),
             verdict: match state.verdict() {
                 Verdict::Healthy => "healthy",
