@@ -118,6 +118,7 @@ impl Claims {
     }
 
     /// How many addresses are claimed.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_address.len()
     }

@@ -356,7 +356,14 @@ impl Writer {
                 old.reconfigure(&backend);
                 old
             }
-            None => backend,
+            None => {
+                // The very backend removed earlier (it drained), inserted
+                // again: it is a member again, not left out forever.
+                if backend.state().is_removed() {
+                    backend.state().mark_restored();
+                }
+                backend
+            }
         };
         if let Some((now, window)) = slow_start {
             backend.state().start_slow_start(now, window);

@@ -9,6 +9,8 @@
 //! driven inside the request's task; HTTP/2 backends by hyper-util's client.
 
 mod body;
+#[cfg(test)]
+mod churn_tests;
 mod future;
 mod h1;
 mod headers;
