@@ -22,6 +22,7 @@
 
 mod cli;
 mod demo;
+mod discovery;
 mod events;
 mod listeners;
 mod reload;
@@ -86,7 +87,7 @@ async fn run(
         Some(path) => Probe::http(path)?,
         None => Probe::tcp(),
     };
-    let demo = settings.backends.is_empty();
+    let demo = settings.backends.is_empty() && settings.discover.is_empty();
     let backends = if demo {
         demo::start(3).await?
     } else {
@@ -115,6 +116,12 @@ async fn run(
             backend.weight()
         );
     }
+    for source in &settings.discover {
+        println!("  discover {source}");
+    }
+    if let Some(resolver) = settings.resolver {
+        println!("  DNS server {resolver}");
+    }
     if workers == 1 {
         println!("  1 worker thread");
     } else {
@@ -131,11 +138,10 @@ async fn run(
         println!("try:   for i in 1 2 3 4 5 6; do curl -s {url}; done");
     }
 
-    let set = BackendSet::new(backends).with_slow_start(settings.slow_start);
+    let set = BackendSet::new(backends.clone()).with_slow_start(settings.slow_start);
     tokio::spawn(events::log(set.clone()));
-    if let Some(path) = config {
-        reload::spawn(set.clone(), path, settings.watch)?;
-    }
+    reload::spawn(set.clone(), backends, config, settings.watch)?;
+    discovery::spawn(&set, &settings.discover, settings.resolver)?;
     let _health = ActiveHealthCheck::new(probe)
         .interval(settings.health_interval)
         .timeout(settings.health_timeout)
