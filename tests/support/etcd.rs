@@ -38,10 +38,16 @@ impl Etcd {
     }
 
     async fn run(&mut self) {
-        let (client, peer) = (format!("http://{}", self.client), format!("http://{}", self.peer));
+        let (client, peer) = (
+            format!("http://{}", self.client),
+            format!("http://{}", self.peer),
+        );
         let child = Command::new(binary())
             .arg("--name=test")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -72,11 +78,21 @@ impl Etcd {
     }
 
     pub async fn put(&self, key: &str, value: &str) {
-        self.connect().await.unwrap().put(key, value, None).await.unwrap();
+        self.connect()
+            .await
+            .unwrap()
+            .put(key, value, None)
+            .await
+            .unwrap();
     }
 
     pub async fn delete(&self, key: &str) {
-        self.connect().await.unwrap().delete(key, None).await.unwrap();
+        self.connect()
+            .await
+            .unwrap()
+            .delete(key, None)
+            .await
+            .unwrap();
     }
 
     /// Kills it (by its PID, through the child handle); the data stays.
