@@ -5,6 +5,8 @@
 
 #[path = "support/dnsmasq.rs"]
 mod dnsmasq;
+#[path = "support/featured.rs"]
+mod featured;
 mod support;
 
 use std::collections::BTreeMap;
@@ -15,6 +17,12 @@ use dnsmasq::Dnsmasq;
 use support::process::ProxyProcess;
 use support::{TestBackend, client, get};
 use tokio::time::Instant;
+
+/// The example proxy, built with the `dns` feature if it was not.
+async fn start_proxy(args: &[&str]) -> ProxyProcess {
+    featured::ensure_proxy_with("dns:probe.test:1", "dns");
+    ProxyProcess::start(args).await
+}
 use tower_lb::BackendSet;
 use tower_lb::discover::Dns;
 
@@ -144,7 +152,7 @@ async fn the_example_proxy_follows_a_name_combined_with_a_static_backend() {
     let dns = Dnsmasq::start("127.0.0.1 web.test\n", &[]);
     let admin = support::process::free_addr();
     let discover = format!("dns:web.test:{}", one.addr.port());
-    let proxy = ProxyProcess::start(&[
+    let proxy = start_proxy(&[
         "--discover",
         &discover,
         "--resolver",
@@ -202,4 +210,35 @@ async fn the_example_proxy_follows_a_name_combined_with_a_static_backend() {
     want.sort();
     assert_eq!(sources, want);
     drop(two);
+}
+
+#[tokio::test]
+async fn the_proxys_file_takes_discover_and_resolver() {
+    let backend = TestBackend::start("filed").await;
+    let dns = Dnsmasq::start("127.0.0.1 web.test\n", &[]);
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    let text = format!(
+        "discover = [\"dns:web.test:{}\"]\nresolver = \"{}\"\nworkers = 1\n",
+        backend.addr.port(),
+        dns.addr
+    );
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    let path = file.into_temp_path();
+    let proxy = start_proxy(&["--config", path.to_str().unwrap()]).await;
+    assert!(
+        proxy
+            .output()
+            .contains(&format!("discover dns:web.test:{}", backend.addr.port()))
+    );
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(&client, &proxy.url("/")).await;
+        if answer.status == 200 {
+            assert_eq!(answer.body, "filed");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", proxy.output());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -7,6 +7,8 @@
 
 #[path = "support/etcd.rs"]
 mod etcd;
+#[path = "support/featured.rs"]
+mod featured;
 mod support;
 
 use std::collections::BTreeMap;
@@ -19,6 +21,12 @@ use http_body_util::Full;
 use support::process::{ProxyProcess, free_addr};
 use support::{TestBackend, TestClient, client, get, send};
 use tokio::time::Instant;
+
+/// The example proxy, built with the `etcd` feature if it was not.
+async fn start_proxy(args: &[&str]) -> ProxyProcess {
+    featured::ensure_proxy_with("etcd:http://127.0.0.1:1/probe", "etcd");
+    ProxyProcess::start(args).await
+}
 use tower_lb::BackendSet;
 use tower_lb::discover::Etcd as EtcdSource;
 
@@ -113,7 +121,7 @@ async fn a_prefix_is_read_then_watched_and_etcd_going_away_keeps_the_set() {
 
 /// A proxy following `/svc/` at `etcd`, hashing on the `x-key` header.
 async fn proxy(etcd: &Etcd, admin: std::net::SocketAddr) -> ProxyProcess {
-    ProxyProcess::start(&[
+    start_proxy(&[
         "--discover",
         &format!("etcd:{}/svc/", etcd.endpoint()),
         "--strategy",
@@ -213,7 +221,7 @@ async fn a_rolling_replacement_of_every_backend_under_load_fails_no_request() {
             .await;
     }
     let admin = free_addr();
-    let proxy = ProxyProcess::start(&[
+    let proxy = start_proxy(&[
         "--discover",
         &format!("etcd:{}/svc/", etcd.endpoint()),
         "--admin",
@@ -308,7 +316,7 @@ async fn the_proxys_memory_stays_flat_under_a_churning_prefix() {
     let steady = TestBackend::start("steady").await;
     etcd.put("/svc/steady", &steady.url()).await;
     let admin = free_addr();
-    let proxy = ProxyProcess::start(&[
+    let proxy = start_proxy(&[
         "--discover",
         &format!("etcd:{}/svc/", etcd.endpoint()),
         "--admin",
