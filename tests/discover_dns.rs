@@ -7,6 +7,8 @@
 mod dnsmasq;
 #[path = "support/featured.rs"]
 mod featured;
+#[path = "support/members.rs"]
+mod members;
 mod support;
 
 use std::collections::BTreeMap;
@@ -14,44 +16,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use dnsmasq::Dnsmasq;
+use members::{members, until};
 use support::process::ProxyProcess;
 use support::{TestBackend, client, get};
 use tokio::time::Instant;
+
+use tower_lb::BackendSet;
+use tower_lb::discover::Dns;
 
 /// The example proxy, built with the `dns` feature if it was not.
 async fn start_proxy(args: &[&str]) -> ProxyProcess {
     featured::ensure_proxy_with("dns:probe.test:1", "dns");
     ProxyProcess::start(args).await
-}
-use tower_lb::BackendSet;
-use tower_lb::discover::Dns;
-
-/// The set's members as `address weight`, sorted.
-fn members(set: &BackendSet) -> Vec<String> {
-    let mut out: Vec<String> = set
-        .snapshot()
-        .backends()
-        .iter()
-        .map(|b| format!("{} {}", b.address().as_str(), b.weight()))
-        .collect();
-    out.sort();
-    out
-}
-
-/// Waits until the members are `want`; how long it took.
-async fn until(set: &BackendSet, want: &[&str], limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        if members(set) == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "members {:?}, wanted {want:?}",
-            members(set)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn follow(set: &BackendSet, dns: Dns) -> tokio::task::JoinHandle<()> {

@@ -9,6 +9,8 @@
 mod etcd;
 #[path = "support/featured.rs"]
 mod featured;
+#[path = "support/members.rs"]
+mod members;
 mod support;
 
 use std::collections::BTreeMap;
@@ -18,42 +20,18 @@ use std::time::Duration;
 
 use etcd::Etcd;
 use http_body_util::Full;
+use members::{members, until};
 use support::process::{ProxyProcess, free_addr};
 use support::{TestBackend, TestClient, client, get, send};
 use tokio::time::Instant;
+
+use tower_lb::BackendSet;
+use tower_lb::discover::Etcd as EtcdSource;
 
 /// The example proxy, built with the `etcd` feature if it was not.
 async fn start_proxy(args: &[&str]) -> ProxyProcess {
     featured::ensure_proxy_with("etcd:http://127.0.0.1:1/probe", "etcd");
     ProxyProcess::start(args).await
-}
-use tower_lb::BackendSet;
-use tower_lb::discover::Etcd as EtcdSource;
-
-fn members(set: &BackendSet) -> Vec<String> {
-    let mut out: Vec<String> = set
-        .snapshot()
-        .backends()
-        .iter()
-        .map(|b| format!("{} {}", b.address().as_str(), b.weight()))
-        .collect();
-    out.sort();
-    out
-}
-
-async fn until(set: &BackendSet, want: &[&str], limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        if members(set) == want {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "members {:?}, wanted {want:?}",
-            members(set)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
@@ -117,6 +95,15 @@ async fn a_prefix_is_read_then_watched_and_etcd_going_away_keeps_the_set() {
     )
     .await;
     println!("caught up {:?} after etcd came back", back.elapsed());
+}
+
+/// A proxy following `/svc/` at `etcd`, with `extra` arguments.
+async fn follower(etcd: &Etcd, admin: std::net::SocketAddr, extra: &[&str]) -> ProxyProcess {
+    let discover = format!("etcd:{}/svc/", etcd.endpoint());
+    let admin = admin.to_string();
+    let mut args = vec!["--discover", &discover, "--admin", &admin, "--workers", "1"];
+    args.extend_from_slice(extra);
+    start_proxy(&args).await
 }
 
 /// A proxy following `/svc/` at `etcd`, hashing on the `x-key` header.
@@ -221,15 +208,7 @@ async fn a_rolling_replacement_of_every_backend_under_load_fails_no_request() {
             .await;
     }
     let admin = free_addr();
-    let proxy = start_proxy(&[
-        "--discover",
-        &format!("etcd:{}/svc/", etcd.endpoint()),
-        "--admin",
-        &admin.to_string(),
-        "--workers",
-        "1",
-    ])
-    .await;
+    let proxy = follower(&etcd, admin, &[]).await;
     let client = client();
     members_are(&client, admin, 3).await;
     // A steady load: four clients in a loop until told to stop.
@@ -316,17 +295,7 @@ async fn the_proxys_memory_stays_flat_under_a_churning_prefix() {
     let steady = TestBackend::start("steady").await;
     etcd.put("/svc/steady", &steady.url()).await;
     let admin = free_addr();
-    let proxy = start_proxy(&[
-        "--discover",
-        &format!("etcd:{}/svc/", etcd.endpoint()),
-        "--admin",
-        &admin.to_string(),
-        "--workers",
-        "1",
-        "--health-interval",
-        "200ms",
-    ])
-    .await;
+    let proxy = follower(&etcd, admin, &["--health-interval", "200ms"]).await;
     let client = client();
     members_are(&client, admin, 1).await;
     let mut kv = etcd.connect().await.unwrap();

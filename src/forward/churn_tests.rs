@@ -55,14 +55,18 @@ async fn exchange(pool: &Pool, backend: &Backend) {
     assert_eq!(&bytes[..], b"ok");
 }
 
-#[tokio::test]
-async fn ten_thousand_backends_in_and_out_leave_the_pool_as_it_was() {
-    let pool = Pool::new(
+fn pool() -> Pool {
+    Pool::new(
         Duration::from_secs(1),
         Duration::from_secs(90),
         usize::MAX,
         DEFAULT_MAX_HEAD,
-    );
+    )
+}
+
+#[tokio::test]
+async fn ten_thousand_backends_in_and_out_leave_the_pool_as_it_was() {
+    let pool = pool();
     let set = BackendSet::default();
     let (steady, _steady_task) = backend().await;
     set.insert(steady.clone());
@@ -93,12 +97,7 @@ async fn ten_thousand_backends_in_and_out_leave_the_pool_as_it_was() {
 
 #[tokio::test]
 async fn a_connection_to_a_removed_backend_is_not_kept_and_a_returning_address_is_pooled_again() {
-    let pool = Pool::new(
-        Duration::from_secs(1),
-        Duration::from_secs(90),
-        usize::MAX,
-        DEFAULT_MAX_HEAD,
-    );
+    let pool = pool();
     let set = BackendSet::default();
     let (first, _task) = backend().await;
     set.insert(first.clone());
