@@ -109,35 +109,49 @@ pub fn spawn(
     resolver: Option<SocketAddr>,
 ) -> Result<(), tower_lb::Error> {
     for source in sources {
-        let label = source.to_string();
-        let set = set.clone();
-        match source {
-            #[cfg(feature = "dns")]
-            Source::Dns { host, port } => {
-                let discover = dns(tower_lb::discover::Dns::a(host, *port), resolver)?;
-                tokio::spawn(async move { set.follow_source(&label, discover).await });
-            }
-            #[cfg(feature = "dns")]
-            Source::Srv { name } => {
-                let discover = dns(tower_lb::discover::Dns::srv(name), resolver)?;
-                tokio::spawn(async move { set.follow_source(&label, discover).await });
-            }
-            #[cfg(feature = "etcd")]
-            Source::Etcd { endpoint, prefix } => {
-                let discover = tower_lb::discover::Etcd::new([endpoint], prefix).discover()?;
-                tokio::spawn(async move { set.follow_source(&label, discover).await });
-            }
-            #[allow(unreachable_patterns)]
-            other => {
-                let _ = (resolver, set, label);
-                return Err(tower_lb::Error::config(format!(
-                    "--discover {other}: {}",
-                    other.available().err().unwrap_or_default()
-                )));
-            }
-        }
+        start(set, source, resolver)?;
     }
     Ok(())
+}
+
+/// Starts following one source.
+fn start(
+    set: &BackendSet,
+    source: &Source,
+    resolver: Option<SocketAddr>,
+) -> Result<(), tower_lb::Error> {
+    let label = source.to_string();
+    let set = set.clone();
+    match source {
+        #[cfg(feature = "dns")]
+        Source::Dns { host, port } => {
+            let discover = dns(tower_lb::discover::Dns::a(host, *port), resolver)?;
+            tokio::spawn(async move { set.follow_source(&label, discover).await });
+            Ok(())
+        }
+        #[cfg(feature = "dns")]
+        Source::Srv { name } => {
+            let discover = dns(tower_lb::discover::Dns::srv(name), resolver)?;
+            tokio::spawn(async move { set.follow_source(&label, discover).await });
+            Ok(())
+        }
+        #[cfg(feature = "etcd")]
+        Source::Etcd { endpoint, prefix } => {
+            let discover = tower_lb::discover::Etcd::new([endpoint], prefix).discover()?;
+            tokio::spawn(async move { set.follow_source(&label, discover).await });
+            Ok(())
+        }
+        // Parsing refuses what this build cannot follow; kept for the
+        // builds without a feature.
+        #[allow(unreachable_patterns)]
+        other => {
+            let _ = (resolver, set, label);
+            Err(tower_lb::Error::config(format!(
+                "--discover {other}: {}",
+                other.available().err().unwrap_or_default()
+            )))
+        }
+    }
 }
 
 #[cfg(feature = "dns")]
