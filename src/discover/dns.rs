@@ -1,17 +1,16 @@
 //! Backends from DNS: the A/AAAA records of a name on a port, or the SRV
 //! records of a service (feature `dns`, on hickory-resolver).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use futures_util::stream::{BoxStream, Stream, StreamExt};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
@@ -21,8 +20,7 @@ use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::rr::{Name, RData};
 use tower::discover::Change;
 
-use super::backoff::Backoff;
-use super::listing::Listing;
+use self::poller::{Answer, BoxFuture, Poller};
 use crate::backend::{Address, MAX_WEIGHT};
 use crate::{Backend, BoxError, Error};
 
@@ -236,90 +234,6 @@ impl fmt::Debug for DnsDiscover {
     }
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// One good answer: the backends, and how long it may be kept (seconds).
-#[derive(Debug)]
-struct Answer {
-    backends: Vec<Backend>,
-    ttl: u32,
-}
-
-/// Looks up again and again, each time when the last answer's TTL runs
-/// out, and turns answers into changes.
-struct Poller<R> {
-    resolve: R,
-    label: Arc<str>,
-    bounds: (Duration, Duration),
-    listing: Listing<Address>,
-    backoff: Backoff,
-    wait: Duration,
-}
-
-impl<R> Poller<R>
-where
-    R: FnMut() -> BoxFuture<Result<Answer, BoxError>> + Send + 'static,
-{
-    fn new(resolve: R, label: Arc<str>, bounds: (Duration, Duration)) -> Self {
-        Self {
-            resolve,
-            label,
-            bounds,
-            listing: Listing::default(),
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
-            wait: Duration::ZERO,
-        }
-    }
-
-    fn into_stream(self) -> BoxStream<'static, Change<Address, Backend>> {
-        stream::unfold(self, |mut poller| async move {
-            let changes = poller.next_changes().await;
-            Some((stream::iter(changes), poller))
-        })
-        .flatten()
-        .boxed()
-    }
-
-    /// Waits for the next lookup that changes something; its changes.
-    async fn next_changes(&mut self) -> Vec<Change<Address, Backend>> {
-        loop {
-            tokio::time::sleep(self.wait).await;
-            match (self.resolve)().await {
-                Ok(answer) => {
-                    self.backoff.reset();
-                    let (min, max) = self.bounds;
-                    self.wait = Duration::from_secs(u64::from(answer.ttl)).clamp(min, max);
-                    let next: HashMap<Address, Backend> = answer
-                        .backends
-                        .into_iter()
-                        .map(|b| (b.address().clone(), b))
-                        .collect();
-                    let changes = self.listing.replace(next);
-                    if !changes.is_empty() {
-                        tracing::info!(
-                            source = %self.label,
-                            backends = self.listing.len(),
-                            next_lookup = ?self.wait,
-                            "DNS answer changed"
-                        );
-                        return changes;
-                    }
-                }
-                Err(error) => {
-                    self.wait = self.backoff.fail();
-                    tracing::warn!(
-                        source = %self.label,
-                        %error,
-                        retry_in = ?self.wait,
-                        kept = self.listing.len(),
-                        "DNS lookup failed; keeping the last answer"
-                    );
-                }
-            }
-        }
-    }
-}
-
 async fn lookup(resolver: &TokioResolver, query: &Query) -> Result<Answer, BoxError> {
     match query {
         Query::Host { host, port } => match addresses(resolver, host).await? {
@@ -456,5 +370,6 @@ fn backend(addr: SocketAddr, weight: u32) -> Result<Backend, Error> {
     Backend::weighted(format!("http://{addr}").parse()?, weight)
 }
 
+mod poller;
 #[cfg(test)]
 mod tests;
