@@ -68,6 +68,7 @@
 //!
 //! - [`backend`]: backends, their runtime state, the set and its snapshots.
 //! - [`balance`]: the [`LoadBalanceLayer`] and the strategies.
+//! - [`discover`]: backends from DNS (feature `dns`) and etcd (feature `etcd`).
 //! - [`failover`]: retries on another backend, budgeted, with bounded body replay.
 //! - [`forward`]: the [`Forward`] service.
 //! - [`health`]: active probes, passive outlier detection, health events.
@@ -80,6 +81,7 @@ pub mod backend;
 pub mod balance;
 mod client_addr;
 mod clock;
+pub mod discover;
 mod error;
 pub mod extensions;
 pub mod failover;

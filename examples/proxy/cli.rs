@@ -9,6 +9,8 @@ use clap::Parser;
 use tower_lb::Backend;
 use tower_lb::balance::{AnyStrategy, HashKey};
 
+use crate::discovery::Source;
+
 /// A reverse proxy that load-balances over HTTP backends, built only from
 /// tower-lb's public API. With no backend anywhere it starts three demo
 /// backends. Flags override the configuration file.
@@ -36,6 +38,18 @@ pub struct Cli {
     /// the file's list.
     #[arg(long = "backend", value_name = "URL[,weight=N]")]
     pub backends: Vec<Backend>,
+
+    /// A discovery source, repeatable and combinable with --backend:
+    /// dns:HOST:PORT (A/AAAA records), srv:NAME (SRV records),
+    /// etcd:http://HOST:PORT/PREFIX (each key a backend). Replaces the
+    /// file's list.
+    #[arg(long = "discover", value_name = "SOURCE")]
+    pub discover: Vec<Source>,
+
+    /// The DNS server (ADDR:PORT) that dns: and srv: sources ask, instead
+    /// of the system's resolver configuration.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub resolver: Option<SocketAddr>,
 
     /// Balancing strategy: round-robin, weighted-round-robin,
     /// least-connections, ip-hash, hash, p2c, random [default: round-robin].

@@ -25,6 +25,7 @@
 
 mod cli;
 mod demo;
+mod discovery;
 mod events;
 mod listeners;
 mod reload;
@@ -101,7 +102,7 @@ async fn run(
         Some(path) => Probe::http(path)?,
         None => Probe::tcp(),
     };
-    let demo = settings.backends.is_empty();
+    let demo = settings.backends.is_empty() && settings.discover.is_empty();
     let backends = if demo {
         demo::start(3).await?
     } else {
@@ -138,6 +139,12 @@ async fn run(
     if let Some(tls) = &backend_tls {
         println!("  https backends verified with {tls:?}");
     }
+    for source in &settings.discover {
+        println!("  discover {source}");
+    }
+    if let Some(resolver) = settings.resolver {
+        println!("  DNS server {resolver}");
+    }
     if workers == 1 {
         println!("  1 worker thread");
     } else {
@@ -154,11 +161,10 @@ async fn run(
         println!("try:   for i in 1 2 3 4 5 6; do curl -s {url}; done");
     }
 
-    let set = BackendSet::new(backends).with_slow_start(settings.slow_start);
+    let set = BackendSet::new(backends.clone()).with_slow_start(settings.slow_start);
     tokio::spawn(events::log(set.clone()));
-    if let Some(path) = config {
-        reload::spawn(set.clone(), path, settings.watch)?;
-    }
+    reload::spawn(set.clone(), backends, config, settings.watch)?;
+    discovery::spawn(&set, &settings.discover, settings.resolver)?;
     if let Some(terminator) = &terminator {
         terminator.spawn_reload(settings.watch)?;
     }

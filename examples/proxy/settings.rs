@@ -13,6 +13,7 @@ use tower_lb::Backend;
 use tower_lb::balance::{AnyStrategy, HashKey};
 
 use crate::cli::{self, Cli};
+use crate::discovery::Source;
 
 /// The TOML file. Keys are the flags' names; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +23,9 @@ pub struct File {
     admin: Option<SocketAddr>,
     #[serde(default, rename = "backend")]
     backends: Vec<FileBackend>,
+    #[serde(default, deserialize_with = "sources")]
+    discover: Vec<Source>,
+    resolver: Option<SocketAddr>,
     #[serde(default, deserialize_with = "parsed")]
     strategy: Option<AnyStrategy>,
     #[serde(default, deserialize_with = "parsed")]
@@ -121,6 +125,13 @@ where
     text.parse().map(Some).map_err(de::Error::custom)
 }
 
+fn sources<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Source>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| text.parse().map_err(de::Error::custom))
+        .collect()
+}
+
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     Vec::<String>::deserialize(d)?
         .iter()
@@ -184,6 +195,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub admin: Option<SocketAddr>,
     pub backends: Vec<Backend>,
+    /// Discovery sources beside the static backends.
+    pub discover: Vec<Source>,
+    /// The DNS server discovery asks, instead of the system's.
+    pub resolver: Option<SocketAddr>,
     pub strategy: AnyStrategy,
     pub slow_start: Duration,
     pub panic_routing: bool,
@@ -346,6 +361,12 @@ impl Settings {
             } else {
                 cli.backends
             },
+            discover: if cli.discover.is_empty() {
+                file.discover
+            } else {
+                cli.discover
+            },
+            resolver: cli.resolver.or(file.resolver),
             strategy,
             slow_start: cli.slow_start.or(file.slow_start).unwrap_or(Duration::ZERO),
             panic_routing: cli.panic_routing || file.panic_routing.unwrap_or(false),

@@ -12,6 +12,7 @@
 //! found unhealthy by active probes, and not ejected by outlier detection.
 
 mod address;
+mod claims;
 mod discover;
 mod eligibility;
 pub(crate) mod ewma;
@@ -24,6 +25,7 @@ mod state;
 mod watch;
 
 pub use address::Address;
+pub(crate) use claims::{Claim, Source, SourceId};
 pub use in_flight::InFlight;
 pub use member::{Backend, MAX_WEIGHT, Protocol};
 pub(crate) use outcomes::Tally;

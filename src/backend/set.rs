@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
+use super::claims::{Claim, Claims, Source};
 use super::{Address, Backend, Snapshot};
 use crate::clock::{self, Nanos};
 use crate::health::{HealthEvent, HealthEventKind};
@@ -79,6 +80,8 @@ struct Writer {
     draining: Vec<Backend>,
     version: u64,
     listeners: Vec<Weak<dyn SnapshotListener>>,
+    /// Which following sources list which addresses (see `claims`).
+    claims: Claims,
 }
 
 impl BackendSet {
@@ -91,6 +94,7 @@ impl BackendSet {
             draining: Vec::new(),
             version: 0,
             listeners: Vec::new(),
+            claims: Claims::default(),
         };
         for backend in backends {
             writer.insert(backend, None);
@@ -177,7 +181,62 @@ impl BackendSet {
 
     /// Applies several changes and publishes once.
     pub fn apply(&self, updates: impl IntoIterator<Item = Update>) {
+        self.write(|_| updates.into_iter().collect());
+    }
+
+    /// Applies what `source` now lists or no longer lists: the union of
+    /// all sources decides membership (see `claims`). Publishes once.
+    pub(crate) fn apply_claims(&self, source: &Source, claims: Vec<Claim>) {
+        self.write(|writer| writer.claims.resolve(source, claims));
+    }
+
+    /// The labels of the discovery sources that list the member at
+    /// `address` (first-started first); empty for a member only written
+    /// directly, or not a member.
+    ///
+    /// ```
+    /// use tower::discover::Change;
+    /// use tower_lb::{Backend, BackendSet};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_lb::Error> {
+    /// let set = BackendSet::default();
+    /// let backend: Backend = "http://127.0.0.1:9001".parse()?;
+    /// let listed = futures_util::stream::iter([
+    ///     Ok::<_, std::convert::Infallible>(Change::Insert(1, backend.clone())),
+    /// ]);
+    /// set.follow_source("static", listed).await.unwrap();
+    /// assert_eq!(&*set.sources(backend.address())[0], "static");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sources(&self, address: &Address) -> Vec<Arc<str>> {
+        self.lock().claims.sources(address)
+    }
+
+    /// The sources of each of `addresses`, under one lock (status views).
+    pub(crate) fn sources_of<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a Address>,
+    ) -> Vec<Vec<Arc<str>>> {
+        let writer = self.lock();
+        addresses
+            .into_iter()
+            .map(|address| writer.claims.sources(address))
+            .collect()
+    }
+
+    /// How many addresses discovery sources claim (tests of bounded memory).
+    #[cfg(test)]
+    pub(crate) fn claimed(&self) -> usize {
+        self.lock().claims.len()
+    }
+
+    /// Runs the updates `make` returns under the writer lock, publishes
+    /// once if anything changed, then sends the events.
+    fn write(&self, make: impl FnOnce(&mut Writer) -> Vec<Update>) {
         let mut writer = self.lock();
+        let updates = make(&mut writer);
         let slow_start = Some((clock::now(), self.shared.slow_start.load(Relaxed)));
         let mut changed = false;
         let mut events = Vec::new();
@@ -297,7 +356,14 @@ impl Writer {
                 old.reconfigure(&backend);
                 old
             }
-            None => backend,
+            None => {
+                // The very backend removed earlier (it drained), inserted
+                // again: it is a member again, not left out forever.
+                if backend.state().is_removed() {
+                    backend.state().mark_restored();
+                }
+                backend
+            }
         };
         if let Some((now, window)) = slow_start {
             backend.state().start_slow_start(now, window);
@@ -309,6 +375,7 @@ impl Writer {
     }
 
     fn remove(&mut self, address: &Address) -> Option<Backend> {
+        self.claims.forget(address);
         let position = self.index.remove(address)?;
         let backend = self.members.remove(position);
         for (offset, member) in self.members[position..].iter().enumerate() {

@@ -12,6 +12,8 @@
 //! `https://` address is refused when it is parsed.
 
 mod body;
+#[cfg(test)]
+mod churn_tests;
 mod future;
 mod h1;
 mod headers;

@@ -34,7 +34,7 @@ use std::time::Duration;
 use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
 use super::stream::{self, Connect, Stream};
 use crate::clock::{self, Nanos};
-use crate::{BoxError, ClientAddr, Error, ErrorKind};
+use crate::{Backend, BoxError, ClientAddr, Error, ErrorKind, Target};
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
 use http::request::Parts;
@@ -64,6 +64,18 @@ pub(crate) struct Host {
     idle_count: AtomicUsize,
     max_idle: usize,
     idle_timeout: Nanos,
+    /// The backend of the first request (from its [`Target`]), so that
+    /// the pool can forget hosts that left the set (see `kept`).
+    backend: Option<Backend>,
+}
+
+impl Host {
+    /// Whether the backend has left its set: its connections are not kept.
+    fn is_removed(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|b| b.state().is_removed())
+    }
 }
 
 struct Idle {
@@ -84,6 +96,11 @@ pub(crate) struct Lease {
 impl Lease {
     /// Returns `conn` to the pool (or closes it when the pool is full).
     pub(crate) fn release(self, conn: Conn<Stream>) {
+        // A backend that left the set gets no new requests: keeping its
+        // connection would only hold a socket open (it closes here).
+        if self.host.is_removed() {
+            return;
+        }
         if self.host.idle_count.fetch_add(1, Relaxed) >= self.host.max_idle {
             self.host.idle_count.fetch_sub(1, Relaxed);
             return;
@@ -114,10 +131,17 @@ impl Pool {
         }
     }
 
-    /// The pool of `authority` (over TLS or not), made on first use.
-    fn host(&self, authority: &Authority, tls: bool) -> Arc<Host> {
+    /// The pool of `authority` (over TLS or not), made on first use (for
+    /// `backend`, the request's target if it has one). An entry left by a
+    /// backend that has since left the set is replaced when the address is
+    /// back as a new member, so the new member's connections are pooled.
+    fn host(&self, authority: &Authority, tls: bool, backend: Option<&Backend>) -> Arc<Host> {
         let hosts = if tls { &self.tls_hosts } else { &self.hosts };
-        if let Some(host) = hosts.load().get(authority) {
+        let stale =
+            |host: &Host| host.is_removed() && backend.is_some_and(|b| !b.state().is_removed());
+        if let Some(host) = hosts.load().get(authority)
+            && !stale(host)
+        {
             return Arc::clone(host);
         }
         let made = Arc::new(Host {
@@ -127,16 +151,22 @@ impl Pool {
             idle_count: AtomicUsize::new(0),
             max_idle: self.max_idle,
             idle_timeout: self.idle_timeout,
+            backend: backend.cloned(),
         });
         let previous = hosts.rcu(|hosts| {
-            let mut hosts = FxHashMap::clone(hosts);
-            hosts
-                .entry(authority.clone())
-                .or_insert_with(|| Arc::clone(&made));
+            // The map is copied anyway: the moment to forget the hosts
+            // whose backends left (O(hosts), on this rare path only).
+            let mut hosts = kept(hosts);
+            if hosts.get(authority).is_none_or(|host| stale(host)) {
+                hosts.insert(authority.clone(), Arc::clone(&made));
+            }
             hosts
         });
         // Another thread may have added it first: use the one in the map.
-        previous.get(authority).cloned().unwrap_or(made)
+        match previous.get(authority) {
+            Some(host) if !stale(host) => Arc::clone(host),
+            _ => made,
+        }
     }
 
     /// One exchange with the backend `parts`' URI names: on an idle
@@ -162,7 +192,8 @@ impl Pool {
                 Error::new(ErrorKind::Upstream).with_message("request URI names no backend")
             );
         };
-        let host = self.host(&backend, stream::is_tls(parts.uri.scheme()));
+        let target = parts.extensions.get::<Target>().map(Target::backend);
+        let host = self.host(&backend, stream::is_tls(parts.uri.scheme()), target);
         let framing = BodyFraming::of(&*body);
         let head_request = parts.method == Method::HEAD;
         let now = clock::now();
@@ -198,6 +229,20 @@ impl Pool {
             }
         }
     }
+}
+
+/// A copy of the map without the hosts whose backends have left the set
+/// and drained (no exchange holds a lease: the map's is the only
+/// reference): their idle connections close, and nothing of a removed
+/// backend stays in the pool. It runs when a new host joins the map, so
+/// churn never grows the pool past the current members plus the removed
+/// backends of the last change.
+fn kept(hosts: &FxHashMap<Authority, Arc<Host>>) -> FxHashMap<Authority, Arc<Host>> {
+    hosts
+        .iter()
+        .filter(|(_, host)| !(host.is_removed() && Arc::strong_count(host) == 1))
+        .map(|(authority, host)| (authority.clone(), Arc::clone(host)))
+        .collect()
 }
 
 /// Whether a request that failed on a reused connection may go out again
@@ -248,6 +293,14 @@ impl Host {
     async fn connect(&self, settings: &Connect, timeout: Duration) -> Result<Conn<Stream>, Error> {
         let stream = stream::connect(settings, &self.authority, self.tls, false, timeout).await?;
         Ok(Conn::new(stream))
+    }
+}
+
+impl Pool {
+    /// How many hosts the pool holds (tests of bounded memory).
+    #[cfg(test)]
+    pub(crate) fn hosts(&self) -> usize {
+        self.hosts.load().len()
     }
 }
 

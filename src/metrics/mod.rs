@@ -20,6 +20,8 @@
 
 mod admin;
 mod body;
+#[cfg(test)]
+mod churn_tests;
 mod collector;
 mod future;
 mod histogram;

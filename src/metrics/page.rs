@@ -28,7 +28,7 @@ pub(crate) fn render(status: &Status) -> String {
         status.version
     );
     html.push_str(concat!(
-        "<table>\n<tr><th>backend</th><th>health</th><th>recent traffic</th>",
+        "<table>\n<tr><th>backend</th><th>source</th><th>health</th><th>recent traffic</th>",
         "<th>weight</th><th>in flight</th><th>requests</th><th>failures</th>",
         "<th>latency</th><th>last probe error</th></tr>\n"
     ));
@@ -68,11 +68,12 @@ fn row(html: &mut String, b: &BackendStatus) {
     };
     let _ = writeln!(
         html,
-        "<tr><td>{}{tls}</td><td class=\"{class}\">{health}</td>\
+        "<tr><td>{}{tls}</td><td>{}</td><td class=\"{class}\">{health}</td>\
          <td><div class=\"bar\" title=\"{percent:.0} %\"><div style=\"width:{percent:.1}%\"></div></div> {percent:.0} %</td>\
          <td class=\"n\">{weight}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
          <td class=\"n\">{latency}</td><td>{}</td></tr>",
         escape(&b.url),
+        escape(&b.sources.join(", ")),
         b.in_flight,
         b.requests,
         b.failures,

@@ -14,6 +14,10 @@ pub(crate) struct BackendStatus {
     pub(crate) url: String,
     /// Spoken to over TLS (an `https://` backend).
     pub(crate) tls: bool,
+    /// The discovery sources that list it (`dns:web:8000`, `etcd:...`,
+    /// `static`), first-started first; empty when it was written to the
+    /// set directly, or has left it and drains.
+    pub(crate) sources: Vec<String>,
     /// Eligible for new requests now.
     pub(crate) healthy: bool,
     pub(crate) verdict: &'static str,
@@ -80,18 +84,20 @@ impl Status {
         let backends: Vec<&Backend> = snapshot.backends().iter().chain(&draining).collect();
         let recent = sample.recent(&backends);
         let total: u64 = recent.values().sum();
+        let sources = set.sources_of(backends.iter().map(|b| b.address()));
         Status {
             version: snapshot.version(),
             backends: backends
                 .iter()
-                .map(|b| {
+                .zip(sources)
+                .map(|(b, sources)| {
                     let part = recent.get(&b.id()).copied().unwrap_or(0);
                     let recent_traffic = if total == 0 {
                         0.0
                     } else {
                         part as f64 / total as f64
                     };
-                    BackendStatus::of(b, recent_traffic)
+                    BackendStatus::of(b, recent_traffic, sources)
                 })
                 .collect(),
         }
@@ -99,13 +105,14 @@ impl Status {
 }
 
 impl BackendStatus {
-    fn of(backend: &Backend, recent_traffic: f64) -> Self {
+    fn of(backend: &Backend, recent_traffic: f64, sources: Vec<std::sync::Arc<str>>) -> Self {
         let state = backend.state();
         let share = state.current_share();
         let remaining = state.ejection_remaining();
         BackendStatus {
             url: backend.address().to_string(),
             tls: backend.address().scheme() == &http::uri::Scheme::HTTPS,
+            sources: sources.iter().map(|s| s.to_string()).collect(),
             healthy: state.is_eligible_now(),
             verdict: match state.verdict() {
                 Verdict::Healthy => "healthy",
