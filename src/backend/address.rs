@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
 
-use crate::Error;
+use crate::error::Error;
 
 /// A backend's address: a scheme (`http`) and an authority (`host:port`),
 /// such as `http://10.0.0.5:8080`.

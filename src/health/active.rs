@@ -10,7 +10,8 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use super::probe::{Probe, ProbeClient};
 use super::{HealthEventKind, Verdict};
 use crate::backend::{Backend, BackendId, BackendSet};
-use crate::{Error, clock};
+use crate::clock;
+use crate::error::Error;
 
 /// Probes every backend of a set in the background and sets its health
 /// [`Verdict`]: unhealthy after `unhealthy_after` failed probes in a row,

@@ -13,8 +13,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::Error;
 use crate::backend::Backend;
+use crate::error::Error;
 
 /// How much of a probe response body is read to look for the expected text.
 const BODY_LIMIT: usize = 64 * 1024;
