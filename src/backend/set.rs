@@ -9,10 +9,10 @@ use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
-use super::home::Home;
-use super::{Address, Backend, BackendId, HealthEvent, HealthEventKind, Snapshot};
+use super::{Address, Backend, HealthEvent, HealthEventKind, Snapshot};
 use crate::clock::{self, Nanos};
 
+mod events;
 mod operations;
 
 /// How many events a slow subscriber may fall behind before it misses some.
@@ -167,51 +167,6 @@ impl BackendSet {
             .start_slow_start(now, self.slow_start_nanos());
     }
 
-    /// Runs `decide` with ejection decisions serialized, given how many
-    /// members are ejected now and how many there are: what an ejection
-    /// cap needs to be exact. Counting only reads the deadlines, so a
-    /// backend whose ejection ran out never counts.
-    pub(crate) fn deciding_ejection<R>(
-        &self,
-        now: Nanos,
-        decide: impl FnOnce(usize, usize) -> R,
-    ) -> R {
-        let _decision = self
-            .shared
-            .ejecting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let snapshot = self.snapshot();
-        let ejected = snapshot
-            .backends()
-            .iter()
-            .filter(|b| b.state().is_ejected_at(now))
-            .count();
-        decide(ejected, snapshot.len())
-    }
-
-    /// Makes this set one of `backend`'s homes: told when its ejection ends
-    /// on read, so that it can announce the return.
-    fn adopt(&self, backend: &Backend) {
-        let home: Weak<dyn Home> = Arc::downgrade(&self.shared) as Weak<dyn Home>;
-        backend.state().add_home(home);
-    }
-
-    /// A receiver of every [`HealthEvent`] from now on: backends joining and
-    /// leaving, health verdicts, ejections, returns and share changes.
-    ///
-    /// A subscriber that falls more than 4096 events behind misses the
-    /// oldest (and is told so by `recv`); events are never held back for a
-    /// slow subscriber.
-    pub fn events(&self) -> broadcast::Receiver<HealthEvent> {
-        self.shared.events.subscribe()
-    }
-
-    /// Sends an event to the subscribers, if any.
-    pub(crate) fn emit(&self, backend: &Backend, kind: HealthEventKind) {
-        self.shared.emit(backend, kind);
-    }
-
     /// The current snapshot. Lock-free.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.current.load_full()
@@ -326,25 +281,6 @@ impl BackendSet {
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Shared {
-    fn emit(&self, backend: &Backend, kind: HealthEventKind) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(HealthEvent::new(backend.clone(), kind));
-        }
-    }
-}
-
-impl Home for Shared {
-    /// Announces the return of a member whose ejection ran out (a removed
-    /// one has left: nothing to announce).
-    fn returned(&self, id: BackendId) {
-        let snapshot = self.current.load();
-        if let Some(backend) = snapshot.backends().iter().find(|b| b.id() == id) {
-            self.emit(backend, HealthEventKind::Returned);
-        }
     }
 }
 
