@@ -17,8 +17,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::backend::Address;
-
 /// A boxed error, the currency of tower and hyper.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -55,7 +53,9 @@ pub enum ErrorKind {
 #[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
-    backend: Option<Address>,
+    /// The backend's canonical address (`http://host:port`), as text: the
+    /// error type sits below the backend types, so that they can return it.
+    backend: Option<Arc<str>>,
     message: Option<Arc<str>>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
 }
@@ -82,9 +82,11 @@ impl Error {
         self
     }
 
-    /// Attaches the backend this error concerns.
-    pub fn with_backend(mut self, backend: Address) -> Self {
-        self.backend = Some(backend);
+    /// Attaches the backend this error concerns: an
+    /// [`Address`](crate::backend::Address) (which converts without
+    /// copying its text) or any string.
+    pub fn with_backend(mut self, backend: impl Into<Arc<str>>) -> Self {
+        self.backend = Some(backend.into());
         self
     }
 
@@ -99,9 +101,10 @@ impl Error {
         self.kind
     }
 
-    /// The backend this error concerns, when there is one.
-    pub fn backend(&self) -> Option<&Address> {
-        self.backend.as_ref()
+    /// The canonical address of the backend this error concerns
+    /// (`http://host:port`), when there is one.
+    pub fn backend(&self) -> Option<&str> {
+        self.backend.as_deref()
     }
 
     /// No backend was eligible.

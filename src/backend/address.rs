@@ -5,10 +5,10 @@ use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::Uri;
 use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Uri};
 
-use crate::Error;
+use crate::error::Error;
 
 /// A backend's address: a scheme (`http` or `https`) and an authority
 /// (`host:port`), such as `http://10.0.0.5:8080` or `https://api.internal`.
@@ -28,6 +28,12 @@ use crate::Error;
 pub struct Address {
     scheme: Scheme,
     authority: Authority,
+    /// The port, the scheme's default made explicit: computed once here,
+    /// so that nothing else needs to know that `http` means 80.
+    port: u16,
+    /// The authority as a `Host` header value, for requests of the proxy's
+    /// own (health probes).
+    host_header: HeaderValue,
     canonical: Arc<str>,
 }
 
@@ -40,6 +46,22 @@ impl Address {
     /// `host:port` as given.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The host, as given (an IPv6 host keeps its brackets, as in `http::uri::Authority::host`).
+    pub fn host(&self) -> &str {
+        self.authority.host()
+    }
+
+    /// The port: the one given, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The authority as a `Host` header value, for requests the proxy makes
+    /// itself (a request it forwards keeps the client's `Host`).
+    pub fn host_header(&self) -> &HeaderValue {
+        &self.host_header
     }
 
     /// The canonical text, `scheme://host:port` in lower case.
@@ -94,6 +116,8 @@ impl FromStr for Address {
             return Err(invalid("a backend URL has no path or query"));
         }
         let port = authority.port_u16().unwrap_or(default_port);
+        let host_header = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| invalid("the authority is not a valid Host header"))?;
         let canonical = format!(
             "{}://{}:{}",
             scheme.as_str(),
@@ -103,6 +127,8 @@ impl FromStr for Address {
         Ok(Self {
             scheme,
             authority,
+            port,
+            host_header,
             canonical: Arc::from(canonical),
         })
     }
@@ -140,6 +166,14 @@ impl fmt::Display for Address {
     }
 }
 
+/// The canonical text, shared: what an [`Error`] keeps of the backend it
+/// concerns (one reference count, no copy).
+impl From<Address> for Arc<str> {
+    fn from(address: Address) -> Self {
+        address.canonical
+    }
+}
+
 impl fmt::Debug for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Address({self})")
@@ -157,6 +191,10 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.as_str(), "http://example.com:80");
         assert_eq!(a.to_string(), "http://Example.com");
+        assert_eq!((a.port(), b.port()), (80, 80));
+        assert_eq!(a.host_header(), "Example.com");
+        let c: Address = "http://[::1]:9001".parse().unwrap();
+        assert_eq!((c.host(), c.port()), ("[::1]", 9001));
     }
 
     #[cfg(feature = "tls")]

@@ -130,11 +130,6 @@ impl Mirrors {
         });
     }
 
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Mirror>> {
         self.list.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -179,9 +174,9 @@ mod tests {
         let kept = Eligibility::new(1);
         mirrors.add(&kept, 0, &flags, NOT_PLAIN);
         mirrors.add(&Eligibility::new(1), 0, &flags, NOT_PLAIN);
-        assert_eq!(mirrors.len(), 2);
+        assert_eq!(mirrors.lock().len(), 2);
         mirrors.refresh(&flags, NOT_PLAIN);
-        assert_eq!(mirrors.len(), 1);
+        assert_eq!(mirrors.lock().len(), 1);
     }
 
     #[test]

@@ -6,11 +6,19 @@
 //! the time since the last sample, and the estimate decays towards zero while
 //! nothing is observed, so an idle backend is tried again.
 //!
+//! A sample taken by a *probe* (a request a balancer sent to re-measure a
+//! backend it had been avoiding) replaces the estimate instead of blending
+//! in: the old estimate described the backend as it was when it was last
+//! chosen, and blending a fresh sample into it with the time-based weight
+//! would keep a backend that answered slowly once penalised for tens of
+//! seconds (at low load, where nothing is pending, for good: it would get
+//! no samples at all).
+//!
 //! The value lives in two atomics updated without a lock. Two concurrent
 //! observations may race and one may win over the other; for a smoothed
 //! estimate that is harmless, and it keeps the request path lock-free.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use crate::clock::Nanos;
 
@@ -24,6 +32,8 @@ const DECAY_NS: f64 = 10e9;
 pub(crate) struct PeakEwma {
     estimate_bits: AtomicU64,
     stamp: AtomicU64,
+    /// The next sample answers a probe: it replaces the estimate.
+    probed: AtomicBool,
 }
 
 impl PeakEwma {
@@ -32,7 +42,9 @@ impl PeakEwma {
         let rtt = rtt as f64;
         let stamp = self.stamp.swap(now, Relaxed);
         let estimate = f64::from_bits(self.estimate_bits.load(Relaxed));
-        let next = if stamp == 0 || rtt > estimate {
+        // A load first: the swap (a write) only when a probe is pending.
+        let probed = self.probed.load(Relaxed) && self.probed.swap(false, Relaxed);
+        let next = if stamp == 0 || probed || rtt > estimate {
             rtt
         } else {
             let elapsed = now.saturating_sub(stamp) as f64;
@@ -40,6 +52,11 @@ impl PeakEwma {
             estimate * weight + rtt * (1.0 - weight)
         };
         self.estimate_bits.store(next.to_bits(), Relaxed);
+    }
+
+    /// Marks the next sample as a probe's (see the module docs).
+    pub(crate) fn probe(&self) {
+        self.probed.store(true, Relaxed);
     }
 
     /// The last estimate and when it was taken (no decay applied), or `None`
@@ -64,12 +81,6 @@ impl PeakEwma {
         let estimate = f64::from_bits(self.estimate_bits.load(Relaxed));
         let elapsed = now.saturating_sub(stamp) as f64;
         Some(estimate * (-elapsed / DECAY_NS).exp())
-    }
-
-    /// The last stored estimate without decay, in nanoseconds (0 if none).
-    #[cfg(test)]
-    pub(crate) fn last_estimate(&self) -> f64 {
-        f64::from_bits(self.estimate_bits.load(Relaxed))
     }
 }
 
@@ -114,7 +125,7 @@ mod tests {
         // One decay constant later the old value weighs 1/e.
         ewma.observe(0, 1 + 10_000 * MS);
         let expected = 100.0 * MS as f64 * (-1.0f64).exp();
-        let got = ewma.last_estimate();
+        let got = ewma.sample().unwrap().0;
         assert!((got - expected).abs() < 1.0, "{got} vs {expected}");
     }
 
@@ -145,6 +156,22 @@ mod tests {
                 "{elapsed}"
             );
         }
+    }
+
+    #[test]
+    fn a_probe_answer_replaces_the_estimate() {
+        let ewma = PeakEwma::default();
+        ewma.observe(50 * MS, 1);
+        ewma.observe(MS, 2);
+        assert!(ewma.sample().unwrap().0 > 49.0 * MS as f64, "blended in");
+        ewma.probe();
+        ewma.observe(MS, 3);
+        assert_eq!(ewma.sample().unwrap().0, MS as f64, "replaced");
+        ewma.observe(0, 4);
+        assert!(
+            ewma.sample().unwrap().0 > 0.99 * MS as f64,
+            "one probe, one sample"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 
 use super::{Address, BackendId, BackendState};
-use crate::Error;
+use crate::error::Error;
 
 /// The largest weight a backend may have. Weights are relative, so this
 /// only bounds the precomputed schedules of weighted strategies.
@@ -93,10 +93,24 @@ impl Backend {
         }
     }
 
-    /// This backend spoken to in `protocol`. For building a backend; a
-    /// member of a set changes settings by being listed again.
-    pub fn with_protocol(self, protocol: Protocol) -> Self {
-        self.node.protocol.store(protocol.to_u8(), Relaxed);
+    /// This backend spoken to in `protocol`.
+    ///
+    /// A builder: it never changes a value other handles see. On the only
+    /// handle of a backend it sets the protocol in place; on a shared one
+    /// (a clone of a set's member, say) it returns a new backend, with its
+    /// own fresh state, and the member is left as it was. To change a
+    /// member's settings, list it again in its set
+    /// ([`BackendSet::insert`](super::BackendSet::insert)): the member takes
+    /// them and keeps its state.
+    pub fn with_protocol(mut self, protocol: Protocol) -> Self {
+        match Arc::get_mut(&mut self.node) {
+            Some(node) => *node.protocol.get_mut() = protocol.to_u8(),
+            None => {
+                let fresh = Self::build(self.address().clone(), self.weight());
+                fresh.node.protocol.store(protocol.to_u8(), Relaxed);
+                self = fresh;
+            }
+        }
         self
     }
 
@@ -105,6 +119,12 @@ impl Backend {
     pub(crate) fn reconfigure(&self, other: &Backend) {
         self.node.weight.store(other.weight(), Relaxed);
         self.node.protocol.store(other.protocol().to_u8(), Relaxed);
+    }
+
+    /// Sets the weight of this member (checked by the caller): what the
+    /// set's [`set_weight`](super::BackendSet::set_weight) does.
+    pub(crate) fn store_weight(&self, weight: u32) {
+        self.node.weight.store(weight, Relaxed);
     }
 
     /// Whether `other` has the same settings (weight, protocol).
@@ -147,7 +167,7 @@ impl Backend {
     }
 }
 
-fn check_weight(weight: u32, address: &Address) -> Result<(), Error> {
+pub(super) fn check_weight(weight: u32, address: &Address) -> Result<(), Error> {
     if weight == 0 || weight > MAX_WEIGHT {
         return Err(Error::config(format!(
             "backend `{address}`: weight must be 1 to {MAX_WEIGHT}, got {weight}"
@@ -266,5 +286,26 @@ mod tests {
         b.reconfigure(&"http://127.0.0.1:1,weight=7,protocol=h2".parse().unwrap());
         assert_eq!((b.weight(), b.protocol()), (7, Protocol::Http2));
         assert_eq!(b.state().in_flight(), 1);
+    }
+
+    #[test]
+    fn building_never_changes_a_shared_backend() {
+        let member = Backend::new("http://127.0.0.1:1".parse().unwrap());
+        let built = member.clone().with_protocol(Protocol::Http2);
+        assert_eq!(
+            member.protocol(),
+            Protocol::Http1,
+            "the member is untouched"
+        );
+        assert_eq!(built.protocol(), Protocol::Http2);
+        assert!(!built.same_state(&member), "a new backend");
+        let alone = Backend::new("http://127.0.0.1:2".parse().unwrap());
+        let id = alone.id();
+        let alone = alone.with_protocol(Protocol::Http2);
+        assert_eq!(
+            (alone.id(), alone.protocol()),
+            (id, Protocol::Http2),
+            "set in place"
+        );
     }
 }

@@ -10,9 +10,11 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
 use super::claims::{Claim, Claims, Source};
-use super::{Address, Backend, Snapshot};
+use super::{Address, Backend, HealthEvent, HealthEventKind, Snapshot};
 use crate::clock::{self, Nanos};
-use crate::health::{HealthEvent, HealthEventKind};
+
+mod events;
+mod operations;
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BACKLOG: usize = 4096;
@@ -48,6 +50,13 @@ pub enum Update {
 /// requests it has finish; [`draining`](Self::draining) lists those still busy.
 /// A backend added to a running set gets [slow start](Self::with_slow_start).
 ///
+/// An operator's changes are explicit methods too, each with its event:
+/// [`drain`](Self::drain) / [`undrain`](Self::undrain),
+/// [`set_weight`](Self::set_weight), [`eject`](Self::eject) /
+/// [`readmit`](Self::readmit) and [`set_slow_start`](Self::set_slow_start).
+/// Builders ([`with_slow_start`](Self::with_slow_start)) never change a set
+/// that other handles see.
+///
 /// ```
 /// use tower_lb::{Backend, BackendSet};
 ///
@@ -71,6 +80,10 @@ struct Shared {
     events: broadcast::Sender<HealthEvent>,
     slow_start: AtomicU64,
     writer: Mutex<Writer>,
+    /// Serializes ejection decisions, so that the ejection cap is exact.
+    /// Only failures past outlier detection's threshold and operators take
+    /// it; never a plain request.
+    ejecting: Mutex<()>,
 }
 
 struct Writer {
@@ -102,57 +115,60 @@ impl BackendSet {
         let snapshot = Snapshot::new(writer.members.clone(), 0);
         let (sender, _) = watch::channel(Arc::clone(&snapshot));
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
-        Self {
+        let members = snapshot.backends().to_vec();
+        let set = Self {
             shared: Arc::new(Shared {
                 current: ArcSwap::new(snapshot),
                 sender,
                 events,
                 slow_start: AtomicU64::new(0),
                 writer: Mutex::new(writer),
+                ejecting: Mutex::new(()),
             }),
+        };
+        for backend in &members {
+            set.adopt(backend);
         }
+        set
     }
 
-    /// Backends added to the running set (and, through the health layers,
-    /// backends that recover or are let back after an ejection) ramp their
-    /// share of traffic from 10 % to full over `window`, so a cold cache or
-    /// a just-started JIT is not flooded. Members present at construction
-    /// start at full share. Zero (the default) turns it off.
+    /// This set with slow start: backends added to the running set (and,
+    /// through the health layers, backends that recover or are let back
+    /// after an ejection) ramp their share of traffic from 10 % to full over
+    /// `window`, so a cold cache or a just-started JIT is not flooded.
+    /// Members present at construction start at full share. Zero (the
+    /// default) turns it off.
+    ///
+    /// A builder: it never changes a set that other handles see. On the
+    /// only handle it sets the window; on a shared one (a clone) it returns
+    /// a new set of the same members, which keep their runtime state, and
+    /// leaves the original as it was. To change a running set, call
+    /// [`set_slow_start`](Self::set_slow_start).
     #[must_use]
     pub fn with_slow_start(self, window: Duration) -> Self {
-        self.shared.slow_start.store(clock::nanos(window), Relaxed);
-        self
+        let set = if Arc::strong_count(&self.shared) == 1 {
+            self
+        } else {
+            BackendSet::new(self.snapshot().backends().iter().cloned())
+        };
+        set.shared.slow_start.store(clock::nanos(window), Relaxed);
+        set
     }
 
-    /// The slow-start window.
+    /// The slow-start window (zero: off).
     pub fn slow_start(&self) -> Duration {
-        Duration::from_nanos(self.shared.slow_start.load(Relaxed))
+        Duration::from_nanos(self.slow_start_nanos())
+    }
+
+    pub(crate) fn slow_start_nanos(&self) -> Nanos {
+        self.shared.slow_start.load(Relaxed)
     }
 
     /// Starts `backend`'s slow start at `now`, if the set has one.
     pub(crate) fn begin_slow_start(&self, backend: &Backend, now: Nanos) {
-        let window = self.shared.slow_start.load(Relaxed);
-        backend.state().start_slow_start(now, window);
-    }
-
-    /// A receiver of every [`HealthEvent`] from now on: backends joining and
-    /// leaving, health verdicts, ejections, returns and share changes.
-    ///
-    /// A subscriber that falls more than 4096 events behind misses the
-    /// oldest (and is told so by `recv`); events are never held back for a
-    /// slow subscriber.
-    pub fn events(&self) -> broadcast::Receiver<HealthEvent> {
-        self.shared.events.subscribe()
-    }
-
-    /// Sends an event to the subscribers, if any.
-    pub(crate) fn emit(&self, backend: &Backend, kind: HealthEventKind) {
-        if self.shared.events.receiver_count() > 0 {
-            let _ = self
-                .shared
-                .events
-                .send(HealthEvent::new(backend.clone(), kind));
-        }
+        backend
+            .state()
+            .start_slow_start(now, self.slow_start_nanos());
     }
 
     /// The current snapshot. Lock-free.
@@ -215,6 +231,7 @@ impl BackendSet {
     }
 
     /// The sources of each of `addresses`, under one lock (status views).
+    #[cfg(feature = "metrics")]
     pub(crate) fn sources_of<'a>(
         &self,
         addresses: impl IntoIterator<Item = &'a Address>,
@@ -259,6 +276,9 @@ impl BackendSet {
         }
         drop(writer);
         for (backend, kind) in events {
+            if kind == HealthEventKind::Joined {
+                self.adopt(&backend);
+            }
             self.emit(&backend, kind);
         }
     }
@@ -506,9 +526,42 @@ mod tests {
     fn backends_added_later_slow_start() {
         let set = BackendSet::new([backend("http://127.0.0.1:1")])
             .with_slow_start(Duration::from_secs(30));
-        assert_eq!(set.snapshot().backends()[0].state().current_share(), 1.0);
+        assert_eq!(set.snapshot().backends()[0].state().share(), 1.0);
         set.insert(backend("http://127.0.0.1:2"));
         let late = set.snapshot().backends()[1].clone();
-        assert!(late.state().current_share() < 0.2);
+        assert!(late.state().share() < 0.2);
+    }
+
+    #[test]
+    fn building_never_changes_a_shared_set() {
+        let set = BackendSet::new([backend("http://127.0.0.1:1")]);
+        let other = set.clone().with_slow_start(Duration::from_secs(30));
+        assert_eq!(
+            set.slow_start(),
+            Duration::ZERO,
+            "the original is untouched"
+        );
+        assert_eq!(other.slow_start(), Duration::from_secs(30));
+        assert!(other.snapshot().backends()[0].same_state(&set.snapshot().backends()[0]));
+        let alone = BackendSet::default().with_slow_start(Duration::from_secs(5));
+        assert_eq!(alone.slow_start(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn ejections_that_ran_out_are_announced_by_the_read_that_ends_them() {
+        let set = BackendSet::new([backend("http://127.0.0.1:1")]);
+        let member = set.snapshot().backends()[0].clone();
+        let mut events = set.events();
+        let now = clock::now();
+        assert!(member.state().eject(now, now + 1, 0));
+        assert!(set.deciding_ejection(now, |ejected, of| (ejected, of)) == (1, 1));
+        let later = now + 1;
+        assert_eq!(set.deciding_ejection(later, |ejected, _| ejected), 0);
+        assert!(member.state().eligible_at(|| later));
+        assert_eq!(
+            events.try_recv().unwrap().kind(),
+            &HealthEventKind::Returned
+        );
+        assert!(events.try_recv().is_err(), "once");
     }
 }

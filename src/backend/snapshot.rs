@@ -109,14 +109,14 @@ mod tests {
         let snapshot = snapshot(70);
         let state = |i: usize| snapshot.backends()[i].state();
         assert!((0..70).all(|i| snapshot.is_plain(i)));
-        state(65).eject(u64::MAX);
+        state(65).eject(0, u64::MAX, 0);
         state(3).set_verdict(Verdict::Unhealthy, None);
         state(4).start_slow_start(clock::now(), clock::nanos(Duration::from_secs(60)));
         state(5).set_ramp_down(crate::backend::FULL_SHARE / 2);
         state(6).mark_removed();
         let not_plain: Vec<usize> = (0..70).filter(|&i| !snapshot.is_plain(i)).collect();
         assert_eq!(not_plain, [3, 4, 5, 6, 65]);
-        state(65).end_ejection();
+        state(65).readmit(1, 0);
         state(3).set_verdict(Verdict::Healthy, None);
         state(5).set_ramp_down(crate::backend::FULL_SHARE);
         state(6).mark_restored();
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn a_new_snapshot_starts_from_the_flags_as_they_are() {
         let first = snapshot(3);
-        first.backends()[1].state().eject(u64::MAX);
+        first.backends()[1].state().eject(0, u64::MAX, 0);
         let second = Snapshot::new(first.backends().to_vec(), 1);
         assert!(second.is_plain(0) && !second.is_plain(1) && second.is_plain(2));
         assert_eq!(second.id(1), first.backends()[1].id());

@@ -5,86 +5,62 @@
 //! stays in the set across an update keeps its in-flight count, latency
 //! estimate, health verdict, ejection and slow-start state. (Balancers that
 //! keep such state inside the rebuilt structure lose it on every reload.)
+//!
+//! The parts are small types of their own: the [flag word](super::flags),
+//! the [ramps](super::ramp) of the share, passive health's
+//! [counters](super::outcomes), the [latency estimate](super::ewma), the
+//! [watchers](super::watch) of the load and the [mirrors](super::eligibility)
+//! of eligibility. This file binds them and holds the one set of questions a
+//! reader asks: *eligible?* and *what share?*, each at a given time or now.
 
 use std::fmt;
-use std::sync::atomic::{
-    AtomicU32, AtomicU64,
-    Ordering::{Relaxed, SeqCst},
-};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
+
+mod ejection;
 
 use super::eligibility::{Eligibility, Mirrors};
 use super::ewma::PeakEwma;
+use super::flags::{
+    self, DRAINING, EJECTED, Flags, NOT_ELIGIBLE, NOT_PLAIN, NOT_ROUTABLE, RAMP_DOWN, RAMPING,
+    REMOVED, SLOW_START,
+};
+use super::home::{Home, Homes};
 use super::outcomes::Outcomes;
+use super::ramp::{FULL_SHARE, Ramp, SlowStart, scaled};
 use super::watch::{LoadWatch, LoadWatchers};
+use super::{BackendId, Verdict};
 use crate::clock::{self, Nanos};
 
-/// A process-unique, never reused identifier of a backend's runtime state.
-///
-/// Retries carry the identifiers of the backends a request already tried, so
-/// that the next attempt goes elsewhere.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BackendId(u64);
-
-impl BackendId {
-    fn next() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        Self(NEXT.fetch_add(1, Relaxed))
-    }
-}
-
-/// The active health checker's verdict on a backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Verdict {
-    /// Not probed yet (or no prober runs). Eligible: an unprobed backend is
-    /// given the benefit of the doubt, as nginx and Envoy do.
-    Unknown,
-    /// The last `healthy-after` probes passed.
-    Healthy,
-    /// The last `unhealthy-after` probes failed. Not eligible.
-    Unhealthy,
-}
-
-const REMOVED: u32 = 1 << 0;
-const UNHEALTHY: u32 = 1 << 1;
-const HEALTHY: u32 = 1 << 2;
-const EJECTED: u32 = 1 << 3;
-const SLOW_START: u32 = 1 << 4;
-const RAMP_DOWN: u32 = 1 << 5;
-/// The flags that take a backend off the plain path of picks (see
-/// [`Eligibility`]): any of them makes a pick ask the backend itself.
-const NOT_PLAIN: u32 = REMOVED | UNHEALTHY | EJECTED | SLOW_START | RAMP_DOWN;
-
-/// The full share of traffic, in the fixed-point unit of ramp factors.
-pub(crate) const FULL_SHARE: u32 = 1 << 16;
-
 /// The runtime state of one backend: atomics read and written without locks.
+///
+/// A backend is *eligible* for a new request when it is in the set, not
+/// drained, not found unhealthy by active probes and not ejected (an
+/// ejection ends by its deadline, checked on read). Its *share* of its
+/// weight is full, or less during slow start and ramp-down.
 ///
 /// Laid out in order (`repr(C)`): what every pick reads or every request
 /// writes (flags, in-flight, identifier, latency) shares the first cache
 /// line; what health events touch comes after.
 #[repr(C)]
 pub struct BackendState {
-    flags: AtomicU32,
+    flags: Flags,
     in_flight: AtomicU32,
     id: BackendId,
     requests: AtomicU64,
     watchers: LoadWatchers,
     ewma: PeakEwma,
     failures: AtomicU64,
-    /// End of the current passive ejection (clock nanos), meaningful while
-    /// the `EJECTED` flag is set.
+    /// End of the current ejection (clock nanos), meaningful while the
+    /// `EJECTED` flag is set.
     ejected_until: AtomicU64,
-    /// Start of the current slow-start ramp and its length (clock nanos).
-    slow_start_since: AtomicU64,
-    slow_start_window: AtomicU64,
-    /// The share of traffic kept while ramping down, in 1/65536 units.
-    ramp_down_share: AtomicU32,
+    ramp: Ramp,
     outcomes: Outcomes,
-    /// The snapshots' eligibility bits that mirror `flags`.
+    /// The snapshots' eligibility bits that mirror the flags.
     mirrors: Mirrors,
+    /// The sets told when an ejection ends on read.
+    homes: Homes,
     /// Written by the prober only; read by status views. Never on the
     /// request path, so a mutex is fine.
     last_probe_error: Mutex<Option<Arc<str>>>,
@@ -93,22 +69,100 @@ pub struct BackendState {
 impl BackendState {
     pub(crate) fn new() -> Self {
         Self {
-            id: BackendId::next(),
-            flags: AtomicU32::new(0),
+            flags: Flags::default(),
             in_flight: AtomicU32::new(0),
+            id: BackendId::next(),
             requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            ewma: PeakEwma::default(),
-            ejected_until: AtomicU64::new(0),
-            slow_start_since: AtomicU64::new(0),
-            slow_start_window: AtomicU64::new(0),
-            ramp_down_share: AtomicU32::new(FULL_SHARE),
-            outcomes: Outcomes::default(),
             watchers: LoadWatchers::default(),
+            ewma: PeakEwma::default(),
+            failures: AtomicU64::new(0),
+            ejected_until: AtomicU64::new(0),
+            ramp: Ramp::default(),
+            outcomes: Outcomes::default(),
             mirrors: Mirrors::default(),
+            homes: Homes::default(),
             last_probe_error: Mutex::new(None),
         }
     }
+
+    // ----- what a reader asks: eligible, and at what share -----
+
+    /// Whether a new request may go here now.
+    pub fn is_eligible(&self) -> bool {
+        self.eligible_at(clock::now)
+    }
+
+    /// The share of its weight the backend gets now, in `0.0..=1.0`: below
+    /// 1 during slow start or ramp-down.
+    pub fn share(&self) -> f64 {
+        f64::from(self.share_at(clock::now)) / f64::from(FULL_SHARE)
+    }
+
+    /// Whether a new request may go here, asking for the time only when an
+    /// ejection is in force: one atomic load in the common case.
+    ///
+    /// The read that finds an ejection past its deadline ends it (clears
+    /// the flag, so the plain path returns, and has the backend's sets
+    /// announce the return): no timer task has to run for the backend to
+    /// come back.
+    #[inline]
+    pub(crate) fn eligible_at(&self, now: impl FnOnce() -> Nanos) -> bool {
+        let flags = self.flags.load();
+        if flags & NOT_ELIGIBLE == 0 {
+            return true;
+        }
+        if flags & (NOT_ELIGIBLE & !EJECTED) != 0 {
+            return false;
+        }
+        !self.still_ejected(now())
+    }
+
+    /// Eligibility by the flags alone, ignoring when an ejection ends: what
+    /// a structure notified of flag changes can know.
+    #[inline]
+    pub(crate) fn eligible_by_flags(&self) -> bool {
+        self.flags.load() & NOT_ELIGIBLE == 0
+    }
+
+    /// Whether panic routing may send here when no backend is eligible:
+    /// anything in the set and not drained, healthy or not.
+    #[inline]
+    pub(crate) fn routable(&self) -> bool {
+        self.flags.load() & NOT_ROUTABLE == 0
+    }
+
+    /// The share of its weight at the time `now` gives, in 1/65536 units,
+    /// asking for the time only during slow start.
+    #[inline]
+    pub(crate) fn share_at(&self, now: impl FnOnce() -> Nanos) -> u32 {
+        let flags = self.flags.load();
+        if flags & RAMPING == 0 {
+            return FULL_SHARE;
+        }
+        let mut share = FULL_SHARE;
+        if flags & SLOW_START != 0 {
+            match self.ramp.slow_start(now()) {
+                SlowStart::At(ramped) => share = ramped,
+                // Clear the flag so the common path goes back to one test.
+                SlowStart::Over => {
+                    self.set_flags(0, SLOW_START);
+                }
+            }
+        }
+        if flags & RAMP_DOWN != 0 {
+            share = scaled(share, self.ramp.down());
+        }
+        share
+    }
+
+    /// Whether the share may be below full: in slow start or ramp-down,
+    /// when it moves with time and outcomes, not only with the load.
+    #[inline]
+    pub(crate) fn is_ramping(&self) -> bool {
+        self.flags.load() & RAMPING != 0
+    }
+
+    // ----- what status views show -----
 
     /// This state's identifier.
     pub fn id(&self) -> BackendId {
@@ -138,25 +192,20 @@ impl BackendState {
             .map(|nanos| Duration::from_nanos(nanos as u64))
     }
 
-    pub(crate) fn ewma(&self) -> &PeakEwma {
-        &self.ewma
-    }
-
     /// Whether the backend was removed from the set and is draining.
     pub fn is_removed(&self) -> bool {
-        self.flags.load(Relaxed) & REMOVED != 0
+        self.flags.load() & REMOVED != 0
+    }
+
+    /// Whether an operator drained the backend
+    /// ([`BackendSet::drain`](super::BackendSet::drain)).
+    pub fn is_draining(&self) -> bool {
+        self.flags.load() & DRAINING != 0
     }
 
     /// The active health checker's verdict.
     pub fn verdict(&self) -> Verdict {
-        let flags = self.flags.load(Relaxed);
-        if flags & UNHEALTHY != 0 {
-            Verdict::Unhealthy
-        } else if flags & HEALTHY != 0 {
-            Verdict::Healthy
-        } else {
-            Verdict::Unknown
-        }
+        flags::verdict(self.flags.load())
     }
 
     /// The last active probe's error, if the last probe failed.
@@ -167,122 +216,33 @@ impl BackendState {
             .clone()
     }
 
-    /// How long the current passive ejection still lasts, if one is in force.
-    pub fn ejection_remaining(&self) -> Option<Duration> {
-        let now = clock::now();
-        self.ejected_until(now)
-            .map(|until| Duration::from_nanos(until - now))
+    /// Failures in a row recorded by passive health checking.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.outcomes.consecutive_failures()
     }
 
-    pub(crate) fn ejected_until(&self, now: Nanos) -> Option<Nanos> {
-        if self.flags.load(Relaxed) & EJECTED == 0 {
-            return None;
-        }
-        let until = self.ejected_until.load(Relaxed);
-        (now < until).then_some(until)
+    /// Ejections in a row (the back-off exponent plus one while ejected).
+    pub fn ejections(&self) -> u32 {
+        self.outcomes.ejections()
     }
 
-    /// Whether a new request may go here at `now`: not removed, not found
-    /// unhealthy by probes, not ejected by outlier detection.
-    ///
-    /// One atomic load in the common case; an ejection's end is checked
-    /// against the clock only while the ejected flag is set, so a backend is
-    /// let back on time even before the task that announces it runs.
-    #[inline]
-    pub(crate) fn is_eligible(&self, now: Nanos) -> bool {
-        self.is_eligible_at(|| now)
+    /// Times outlier detection ejected this backend.
+    pub fn ejections_total(&self) -> u64 {
+        self.outcomes.ejections_total()
     }
 
-    /// [`is_eligible`](Self::is_eligible), asking for the time only when an
-    /// ejection is in force.
-    #[inline]
-    pub(crate) fn is_eligible_at(&self, now: impl FnOnce() -> Nanos) -> bool {
-        let flags = self.flags.load(Relaxed);
-        if flags & (REMOVED | UNHEALTHY | EJECTED) == 0 {
-            return true;
-        }
-        flags & (REMOVED | UNHEALTHY) == 0 && now() >= self.ejected_until.load(Relaxed)
+    pub(crate) fn ewma(&self) -> &PeakEwma {
+        &self.ewma
     }
 
-    /// Eligibility by the flags alone, ignoring when an ejection ends:
-    /// what a structure notified of flag changes can know.
-    #[inline]
-    pub(crate) fn is_flag_eligible(&self) -> bool {
-        self.flags.load(Relaxed) & (REMOVED | UNHEALTHY | EJECTED) == 0
+    /// Passive health checking's counters.
+    pub(crate) fn outcomes(&self) -> &Outcomes {
+        &self.outcomes
     }
 
-    /// Whether the backend may take a request when no backend is eligible
-    /// and panic routing is on: anything still in the set.
-    #[inline]
-    pub fn is_routable(&self) -> bool {
-        self.flags.load(Relaxed) & REMOVED == 0
-    }
-
-    /// The share of its weight the backend gets at `now`, in 1/65536 units:
-    /// full, or less while it ramps up after a (re)start or ramps down
-    /// because part of its requests fail.
-    #[inline]
-    pub(crate) fn share(&self, now: Nanos) -> u32 {
-        self.share_at(|| now)
-    }
-
-    /// [`share`](Self::share), asking for the time only during slow start.
-    #[inline]
-    pub(crate) fn share_at(&self, now: impl FnOnce() -> Nanos) -> u32 {
-        let flags = self.flags.load(Relaxed);
-        if flags & (SLOW_START | RAMP_DOWN) == 0 {
-            return FULL_SHARE;
-        }
-        let mut share = FULL_SHARE;
-        if flags & SLOW_START != 0 {
-            share = self.slow_start_share(now());
-        }
-        if flags & RAMP_DOWN != 0 {
-            let down = self.ramp_down_share.load(Relaxed);
-            share = ((u64::from(share) * u64::from(down)) >> 16) as u32;
-        }
-        share
-    }
-
-    /// Whether a new request may go here now (see the crate docs for what
-    /// makes a backend eligible).
-    pub fn is_eligible_now(&self) -> bool {
-        self.is_eligible(clock::now())
-    }
-
-    /// The share of its weight the backend gets now, in `0.0..=1.0`: below
-    /// 1 during slow start or ramp-down.
-    pub fn current_share(&self) -> f64 {
-        f64::from(self.share(clock::now())) / f64::from(FULL_SHARE)
-    }
-
-    /// Whether the share may be below full: in slow start or ramp-down,
-    /// when it moves with time and outcomes, not only with the load.
-    #[inline]
-    pub(crate) fn is_ramping(&self) -> bool {
-        self.flags.load(Relaxed) & (SLOW_START | RAMP_DOWN) != 0
-    }
-
-    /// [`share`](Self::share), reading the clock only while ramping.
-    #[inline]
-    pub(crate) fn share_now(&self) -> u32 {
-        self.share_at(clock::now)
-    }
-
-    fn slow_start_share(&self, now: Nanos) -> u32 {
-        let since = self.slow_start_since.load(Relaxed);
-        let window = self.slow_start_window.load(Relaxed).max(1);
-        let elapsed = now.saturating_sub(since);
-        if elapsed >= window {
-            // The ramp is over: clear the flag so the common path goes back
-            // to one flag test.
-            self.set_flags(0, SLOW_START);
-            return FULL_SHARE;
-        }
-        // Start at 10 % so a fresh backend gets some traffic at once (the
-        // "aggression" floor of Envoy's slow start), then grow linearly.
-        let floor = FULL_SHARE / 10;
-        floor + ((u64::from(FULL_SHARE - floor) * elapsed) / window) as u32
+    /// The ramp-down share (1/65536 units).
+    pub(crate) fn ramp_down_share(&self) -> u32 {
+        self.ramp.down()
     }
 
     // ----- writes: the request path -----
@@ -308,6 +268,11 @@ impl BackendState {
         self.ewma.observe(rtt, now);
     }
 
+    /// Counts one failed request.
+    pub(crate) fn count_failure(&self) {
+        self.failures.fetch_add(1, Relaxed);
+    }
+
     // ----- writes: membership and health, off the request path -----
 
     pub(crate) fn mark_removed(&self) {
@@ -316,6 +281,12 @@ impl BackendState {
 
     pub(crate) fn mark_restored(&self) {
         self.set_flags(0, REMOVED);
+    }
+
+    /// Drains (or undrains) the backend; returns whether that changed it.
+    pub(crate) fn set_draining(&self, on: bool) -> bool {
+        let (set, clear) = if on { (DRAINING, 0) } else { (0, DRAINING) };
+        self.set_flags(set, clear).is_some()
     }
 
     /// Sets the health verdict, returning the previous one, with the error
@@ -331,115 +302,43 @@ impl BackendState {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = error;
         let before = self.verdict();
-        match verdict {
-            Verdict::Unknown => self.set_flags(0, HEALTHY | UNHEALTHY),
-            Verdict::Healthy => self.set_flags(HEALTHY, UNHEALTHY),
-            Verdict::Unhealthy => self.set_flags(UNHEALTHY, HEALTHY),
-        };
+        let (set, clear) = flags::verdict_bits(verdict);
+        self.set_flags(set, clear);
         before
     }
 
-    /// Ejects the backend until `until`, unless it is ejected already;
-    /// returns whether this call ejected it.
-    pub(crate) fn eject(&self, until: Nanos) -> bool {
-        let before = self.flags.load(Relaxed);
-        if before & EJECTED != 0 {
-            return false;
-        }
-        self.ejected_until.store(until, Relaxed);
-        self.set_flags(EJECTED, 0) & EJECTED == 0
-    }
-
-    /// Whether the ejected flag is set (whatever the deadline).
-    pub(crate) fn is_flagged_ejected(&self) -> bool {
-        self.flags.load(Relaxed) & EJECTED != 0
-    }
-
-    /// Counts one failed request.
-    pub(crate) fn count_failure(&self) {
-        self.failures.fetch_add(1, Relaxed);
-    }
-
-    /// Failures in a row recorded by passive health checking.
-    pub fn consecutive_failures(&self) -> u32 {
-        self.outcomes.consecutive_failures()
-    }
-
-    /// Ejections in a row (the back-off exponent plus one while ejected).
-    pub fn ejections(&self) -> u32 {
-        self.outcomes.ejections()
-    }
-
-    /// Times outlier detection ejected this backend.
-    pub fn ejections_total(&self) -> u64 {
-        self.outcomes.ejections_total()
-    }
-
-    /// Passive health checking's counters.
-    pub(crate) fn outcomes(&self) -> &Outcomes {
-        &self.outcomes
-    }
-
-    /// Ends an ejection; returns whether one was in force.
-    pub(crate) fn end_ejection(&self) -> bool {
-        let before = self.set_flags(0, EJECTED);
-        before & EJECTED != 0
-    }
-
-    /// Starts a slow-start ramp at `now` lasting `window`.
+    /// Starts a slow-start ramp at `now` lasting `window` (none when zero).
     pub(crate) fn start_slow_start(&self, now: Nanos, window: Nanos) {
         if window == 0 {
             return;
         }
-        self.slow_start_since.store(now, Relaxed);
-        self.slow_start_window.store(window, Relaxed);
+        self.ramp.plan_slow_start(now, window);
         self.set_flags(SLOW_START, 0);
-    }
-
-    /// The ramp-down share (1/65536 units).
-    pub(crate) fn ramp_down_share(&self) -> u32 {
-        self.ramp_down_share.load(Relaxed)
     }
 
     /// Sets the ramp-down share (1/65536 units); full share clears it.
     pub(crate) fn set_ramp_down(&self, share: u32) {
-        let share = share.min(FULL_SHARE);
-        self.ramp_down_share.store(share, Relaxed);
-        if share >= FULL_SHARE {
+        if self.ramp.set_down(share) >= FULL_SHARE {
             self.set_flags(0, RAMP_DOWN);
         } else {
             self.set_flags(RAMP_DOWN, 0);
         }
     }
 
-    /// Sets `set` and clears `clear`; returns the flags before. Watchers hear
-    /// of the change because eligibility may have changed.
-    fn set_flags(&self, set: u32, clear: u32) -> u32 {
-        let mut current = self.flags.load(Relaxed);
-        loop {
-            let next = (current | set) & !clear;
-            if next == current {
-                return current;
-            }
-            // Sequentially consistent, with the mirrors' reads: see
-            // `eligibility` for why the bits end up right.
-            match self
-                .flags
-                .compare_exchange_weak(current, next, SeqCst, Relaxed)
-            {
-                Ok(before) => {
-                    if (before ^ next) & NOT_PLAIN != 0 {
-                        self.mirrors.refresh(&self.flags, NOT_PLAIN);
-                    }
-                    self.notify();
-                    return before;
-                }
-                Err(actual) => current = actual,
-            }
+    /// Sets `set` and clears `clear`; returns the flags before, or `None`
+    /// when nothing changed. The mirrors and watchers hear of a change,
+    /// because eligibility or share may have changed.
+    pub(super) fn set_flags(&self, set: u32, clear: u32) -> Option<u32> {
+        let before = self.flags.update(set, clear)?;
+        let after = (before | set) & !clear;
+        if (before ^ after) & NOT_PLAIN != 0 {
+            self.mirrors.refresh(self.flags.word(), NOT_PLAIN);
         }
+        self.notify();
+        Some(before)
     }
 
-    // ----- watchers and mirrors -----
+    // ----- who listens: watchers, mirrors, homes -----
 
     #[inline]
     fn notify(&self) {
@@ -450,11 +349,6 @@ impl BackendState {
         self.watchers.add(watch, leaf);
     }
 
-    #[cfg(test)]
-    pub(crate) fn watcher_count(&self) -> usize {
-        self.watchers.len()
-    }
-
     pub(crate) fn unwatch(&self, watch: &Arc<dyn LoadWatch>) {
         self.watchers.remove(watch);
     }
@@ -462,7 +356,12 @@ impl BackendState {
     /// Lists `bits` as mirroring this backend's eligibility at `index`, and
     /// sets its bit (see [`Eligibility`]).
     pub(crate) fn mirror(&self, bits: &Arc<Eligibility>, index: usize) {
-        self.mirrors.add(bits, index, &self.flags, NOT_PLAIN);
+        self.mirrors.add(bits, index, self.flags.word(), NOT_PLAIN);
+    }
+
+    /// Lists `home` among the sets told when an ejection ends on read.
+    pub(crate) fn add_home(&self, home: Weak<dyn Home>) {
+        self.homes.add(home);
     }
 }
 
@@ -483,42 +382,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn eligibility_follows_flags_and_ejection_deadline() {
+    fn eligibility_follows_flags_verdicts_and_drains() {
         let state = BackendState::new();
-        assert!(state.is_eligible(10));
-        state.eject(100);
-        assert!(!state.is_eligible(50));
-        assert!(
-            state.is_eligible(100),
-            "eligible again once the deadline passed"
-        );
-        state.end_ejection();
+        assert!(state.eligible_at(|| 10));
         state.set_verdict(Verdict::Unhealthy, Some(Arc::from("refused")));
-        assert!(!state.is_eligible(200));
-        assert!(state.is_routable());
+        assert!(!state.eligible_at(|| 200));
+        assert!(state.routable(), "panic routing may still use it");
         assert_eq!(state.last_probe_error().as_deref(), Some("refused"));
         state.set_verdict(Verdict::Healthy, None);
-        assert!(state.is_eligible(200));
+        assert!(state.eligible_at(|| 200));
+        assert!(state.set_draining(true));
+        assert!(!state.set_draining(true), "drained already");
+        assert!(!state.eligible_at(|| 200) && !state.routable());
+        state.set_draining(false);
         state.mark_removed();
-        assert!(!state.is_eligible(200));
-        assert!(!state.is_routable());
+        assert!(!state.eligible_at(|| 200) && !state.routable());
     }
 
     #[test]
-    fn slow_start_ramps_from_a_tenth_to_full() {
+    fn ramp_down_scales_the_share() {
         let state = BackendState::new();
         state.start_slow_start(1_000, 10_000);
-        assert_eq!(state.share(1_000), FULL_SHARE / 10);
-        let middle = state.share(6_000);
-        assert!(middle > FULL_SHARE / 2 && middle < FULL_SHARE, "{middle}");
-        assert_eq!(state.share(11_000), FULL_SHARE);
-        assert_eq!(
-            state.flags.load(Relaxed) & SLOW_START,
-            0,
-            "the ramp settled"
-        );
+        assert_eq!(state.share_at(|| 1_000), FULL_SHARE / 10);
+        assert_eq!(state.share_at(|| 11_000), FULL_SHARE);
         state.set_ramp_down(FULL_SHARE / 4);
-        assert_eq!(state.share(11_000), FULL_SHARE / 4);
+        assert_eq!(state.share_at(|| 11_000), FULL_SHARE / 4);
+        state.set_ramp_down(FULL_SHARE);
+        assert!(!state.is_ramping());
     }
 
     #[test]

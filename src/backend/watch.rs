@@ -80,9 +80,4 @@ impl LoadWatchers {
         });
         self.count.fetch_sub(removed, Relaxed);
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.count.load(Relaxed)
-    }
 }

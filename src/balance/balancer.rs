@@ -34,6 +34,8 @@ use crate::clock::Nanos;
 /// ```
 pub struct Balancer<S: Strategy> {
     strategy: S,
+    /// The set it is bound to, so that a builder can bind a copy.
+    set: BackendSet,
     current: ArcSwap<Prepared<S::Table>>,
     panic_routing: AtomicBool,
 }
@@ -52,6 +54,7 @@ impl<S: Strategy> Balancer<S> {
         };
         let balancer = Arc::new(Self {
             strategy,
+            set: set.clone(),
             current: ArcSwap::from_pointee(empty),
             panic_routing: AtomicBool::new(false),
         });
@@ -60,10 +63,16 @@ impl<S: Strategy> Balancer<S> {
         balancer
     }
 
-    /// Envoy's panic mode: when no backend is eligible, send to all members
-    /// rather than fail everyone (the health checks may be wrong, or some
-    /// backends may limp along). Off by default: a 503 is the honest answer
-    /// when every backend is known to be down.
+    /// Turns Envoy's panic mode on or off for this balancer, at run time:
+    /// when no backend is eligible, send to every member that is not
+    /// drained rather than fail everyone (the health checks may be wrong, or
+    /// some backends may limp along). Off by default: a 503 is the honest
+    /// answer when every backend is known to be down.
+    ///
+    /// Every service sharing this balancer sees the change at its next
+    /// pick: this is the switch an admin API flips. To configure a layer
+    /// before it serves, use
+    /// [`LoadBalanceLayer::panic_routing`](crate::LoadBalanceLayer::panic_routing).
     pub fn set_panic_routing(&self, on: bool) {
         self.panic_routing.store(on, Relaxed);
     }
@@ -127,6 +136,11 @@ impl<S: Strategy> Balancer<S> {
     /// The strategy.
     pub fn strategy(&self) -> &S {
         &self.strategy
+    }
+
+    /// The set this balancer is bound to.
+    pub fn backend_set(&self) -> &BackendSet {
+        &self.set
     }
 }
 

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::local_body::LocalBody;
-
 use crate::backend::InFlight;
+use crate::body_end::body_end;
+use crate::local_body::LocalBody;
 
 pin_project! {
     /// The backend's response body, holding the request's in-flight count
@@ -65,10 +65,12 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            KindProj::Backend { body, in_flight } => {
-                let frame = ready!(body.poll_frame(cx));
-                // The exchange is over at the end of the body or at an error.
-                if !matches!(frame, Some(Ok(_))) {
+            KindProj::Backend {
+                mut body,
+                in_flight,
+            } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                if body_end(&frame, || body.is_end_stream()).is_some() {
                     in_flight.take();
                 }
                 Poll::Ready(frame)

@@ -157,8 +157,8 @@ mod tests {
     use http::Request;
 
     use super::*;
-    use crate::ClientAddr;
     use crate::balance::test_support::{Fixture, backends};
+    use crate::client_addr::ClientAddr;
 
     fn from(ip: u32) -> Request<()> {
         let mut request = Request::new(());
@@ -257,7 +257,7 @@ mod tests {
             .filter(|(b, _)| *b != ejected)
             .all(|(b, d)| b == d);
         assert!(others_kept, "keys of healthy backends stay put");
-        fixture.backends[1].state().end_ejection();
+        fixture.backends[1].state().readmit(1, 0);
         assert_eq!(mapping(&fixture), before);
     }
 

@@ -42,8 +42,28 @@ impl<St: Strategy> LoadBalanceLayer<St> {
         Self { balancer }
     }
 
-    /// Turns panic routing on or off (see [`Balancer::set_panic_routing`]).
-    pub fn panic_routing(self, on: bool) -> Self {
+    /// This layer with panic routing on or off (see
+    /// [`Balancer::set_panic_routing`]).
+    ///
+    /// A builder: it never changes a balancer other handles see. On a layer
+    /// that alone holds its balancer it sets the flag; on one whose balancer
+    /// is shared (a clone of the layer, [`from_balancer`](Self::from_balancer))
+    /// it binds a new balancer of the same strategy to the same set, and the
+    /// shared one is left as it was. To switch a running balancer, call
+    /// [`Balancer::set_panic_routing`].
+    pub fn panic_routing(mut self, on: bool) -> Self
+    where
+        St: Clone,
+    {
+        if self.balancer.panic_routing() == on {
+            return self;
+        }
+        if Arc::strong_count(&self.balancer) != 1 {
+            self.balancer = Balancer::new(
+                self.balancer.backend_set(),
+                self.balancer.strategy().clone(),
+            );
+        }
         self.balancer.set_panic_routing(on);
         self
     }
@@ -75,5 +95,28 @@ impl<S, St: Strategy> Layer<S> for LoadBalanceLayer<St> {
 
     fn layer(&self, inner: S) -> Self::Service {
         LoadBalance::new(inner, Arc::clone(&self.balancer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::RoundRobin;
+
+    #[test]
+    fn building_never_changes_a_shared_balancer() {
+        let set = BackendSet::new(["http://127.0.0.1:1".parse().unwrap()]);
+        let layer = LoadBalanceLayer::new(set.clone(), RoundRobin::new());
+        let shared = layer.clone();
+        let panicking = layer.panic_routing(true);
+        assert!(panicking.balancer().panic_routing());
+        assert!(!shared.balancer().panic_routing(), "the clone is untouched");
+        assert!(!Arc::ptr_eq(panicking.balancer(), shared.balancer()));
+        let alone = LoadBalanceLayer::new(set, RoundRobin::new());
+        let before = Arc::as_ptr(alone.balancer());
+        let alone = alone.panic_routing(true);
+        assert_eq!(Arc::as_ptr(alone.balancer()), before, "set in place");
+        assert!(alone.balancer().panic_routing());
+        assert_eq!(alone.balancer().snapshot().len(), 1);
     }
 }

@@ -1,16 +1,16 @@
 //! Least-connections: the fewest requests in flight per unit of weight.
+//!
+//! The strategy and its table; the table is the [tree of loads](super::load_tree)
+//! watching its backends, and the [ramping leaves](super::ramps) a pick
+//! refreshes now and then.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use crossbeam_queue::SegQueue;
+use std::sync::Arc;
 
 use super::load_tree::LoadTree;
+use super::ramps::Ramps;
 use super::{Candidates, Strategy};
 use crate::backend::{Backend, BackendState, LoadWatch};
-use crate::clock;
 
 /// Sends each request to the backend with the fewest requests in flight per
 /// unit of weight, `(in_flight + 1) / weight` as HAProxy counts it; equal
@@ -103,7 +103,7 @@ impl Strategy for LeastConnections {
             return None;
         }
         if table.tree.ramps.due(candidates) {
-            table.refresh_ramps();
+            table.tree.ramps.refresh(&table.tree.tree, &table.backends);
         }
         table
             .tree
@@ -114,37 +114,6 @@ impl Strategy for LeastConnections {
             // Leaves marked ineligible whose ejection ran out before the
             // tree heard of it: fall back to a scan.
             .or_else(|| candidates.scan_from(fastrand::usize(..candidates.len())))
-    }
-}
-
-impl LeastConnectionsTable {
-    /// Recomputes the leaves of ramping backends, whose shares moved since
-    /// their loads last did, and stops listing those whose ramp is over.
-    fn refresh_ramps(&self) {
-        let ramps = &self.tree.ramps;
-        // Another pick is refreshing: this one need not wait.
-        let Ok(mut leaves) = ramps.leaves.try_lock() else {
-            return;
-        };
-        while let Some(leaf) = ramps.started.pop() {
-            leaves.push(leaf);
-        }
-        leaves.retain(|&leaf| {
-            let state = self.backends[leaf].state();
-            self.tree.tree.store_leaf(leaf, state);
-            self.tree.tree.propagate(leaf);
-            if state.is_ramping() {
-                return true;
-            }
-            ramps.listed[leaf].store(false, Relaxed);
-            // A ramp that began since the test above finds the leaf still
-            // listed (and keeps it), or lists it again itself.
-            if state.is_ramping() && !ramps.listed[leaf].swap(true, Relaxed) {
-                return true;
-            }
-            ramps.count.fetch_sub(1, Relaxed);
-            false
-        });
     }
 }
 
@@ -174,68 +143,14 @@ impl LoadWatch for Loads {
     }
 }
 
-/// How often picks refresh the leaves of ramping backends: often enough
-/// for ramps that last seconds, rare enough to cost nothing per pick.
-const REFRESH: Duration = Duration::from_millis(10);
-
-/// The backends in slow start or ramp-down. Their share of traffic moves
-/// with time (and ramp-down with outcomes), which no load change announces:
-/// at rest, a backend whose slow start began at 10 % would keep that key
-/// and never win a pick. So a pick every [`REFRESH`] recomputes their
-/// leaves. A ramp that starts queues its leaf without a lock; the list
-/// itself belongs to the refreshing pick, whose mutex others never wait for
-/// (`try_lock`). The common path reads one counter.
-struct Ramps {
-    listed: Box<[AtomicBool]>,
-    count: AtomicUsize,
-    /// Leaves whose ramp started since the last refresh.
-    started: SegQueue<usize>,
-    /// The leaves being refreshed; held only by the refreshing pick.
-    leaves: Mutex<Vec<usize>>,
-    /// When the next refresh is due (clock nanos).
-    next: AtomicU64,
-}
-
-impl Ramps {
-    fn new(leaves: usize) -> Self {
-        Self {
-            listed: (0..leaves).map(|_| AtomicBool::new(false)).collect(),
-            count: AtomicUsize::new(0),
-            started: SegQueue::new(),
-            leaves: Mutex::new(Vec::new()),
-            next: AtomicU64::new(0),
-        }
-    }
-
-    fn list(&self, leaf: usize) {
-        if !self.listed[leaf].swap(true, Relaxed) {
-            self.count.fetch_add(1, Relaxed);
-            self.started.push(leaf);
-        }
-    }
-
-    /// Whether this pick should refresh: something ramps, the time has come,
-    /// and no other pick claimed this refresh.
-    #[inline]
-    fn due(&self, candidates: &Candidates<'_>) -> bool {
-        if self.count.load(Relaxed) == 0 {
-            return false;
-        }
-        let now = candidates.now();
-        let next = self.next.load(Relaxed);
-        now >= next
-            && self
-                .next
-                .compare_exchange(next, now + clock::nanos(REFRESH), Relaxed, Relaxed)
-                .is_ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::backend::{FULL_SHARE, InFlight};
     use crate::balance::test_support::Fixture;
+    use crate::clock;
 
     fn hold(fixture: &Fixture<LeastConnections>) -> (usize, InFlight) {
         let index = fixture.pick().unwrap();
@@ -308,30 +223,32 @@ mod tests {
         assert_eq!(fixture.pick_excluding(&[0, 1, 3, 4]), None);
     }
 
-    #[test]
-    fn a_backend_whose_ramp_ended_at_rest_gets_its_traffic() {
+    /// Twice the ramp refresh period: long enough for one refresh to be due.
+    const REFRESH_DUE: Duration = Duration::from_millis(20);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_whose_ramp_ended_at_rest_gets_its_traffic() {
         // Nothing in flight, so no load change tells the tree that the
         // ramp moved on: the tree must look by itself.
         let fixture = Fixture::new(LeastConnections, &[1, 1]);
-        let window = 100_000_000;
-        let started = clock::now();
+        let window = Duration::from_millis(100);
         fixture.backends[1]
             .state()
-            .start_slow_start(started, window);
-        let early = fixture.tally(100);
-        // (Unless this thread was held up past half the ramp.)
-        if clock::now() - started < window / 2 {
-            assert_eq!(early, [100, 0], "early in the ramp it loses every tie");
-        }
-        std::thread::sleep(Duration::from_nanos(window) + REFRESH * 2);
+            .start_slow_start(clock::now(), clock::nanos(window));
+        assert_eq!(
+            fixture.tally(100),
+            [100, 0],
+            "early in the ramp it loses every tie"
+        );
+        tokio::time::advance(window + REFRESH_DUE).await;
         fixture.tally(1);
-        std::thread::sleep(REFRESH * 2);
+        tokio::time::advance(REFRESH_DUE).await;
         let tally = fixture.tally(1000);
         assert!((400..=600).contains(&tally[1]), "{tally:?}");
     }
 
-    #[test]
-    fn a_deepening_ramp_down_is_seen_at_rest() {
+    #[tokio::test(start_paused = true)]
+    async fn a_deepening_ramp_down_is_seen_at_rest() {
         let fixture = Fixture::new(LeastConnections, &[1, 1]);
         let state = fixture.backends[1].state();
         state.set_ramp_down(FULL_SHARE / 2);
@@ -339,19 +256,21 @@ mod tests {
         // Backend 0 at (1 + 1) / 1 beats backend 1 at (0 + 1) / 0.5 only
         // on a tie; at a quarter share, backend 1 costs 4 and loses.
         state.set_ramp_down(FULL_SHARE / 4);
-        std::thread::sleep(REFRESH * 2);
+        tokio::time::advance(REFRESH_DUE).await;
         fixture.tally(1);
-        std::thread::sleep(REFRESH * 2);
+        tokio::time::advance(REFRESH_DUE).await;
         assert_eq!(fixture.tally(100), [100, 0]);
     }
 
     #[test]
     fn a_rebuilt_table_stops_watching() {
         let fixture = Fixture::new(LeastConnections, &[1, 1]);
-        let backend = fixture.backends[0].clone();
-        assert_eq!(backend.state().watcher_count(), 1);
+        let backends = fixture.backends.clone();
+        // The backends' watcher lists hold the tree: once the table is gone,
+        // nothing may keep it alive.
+        let tree = Arc::downgrade(&fixture.table.tree);
         drop(fixture);
-        assert_eq!(backend.state().watcher_count(), 0);
+        assert!(tree.upgrade().is_none(), "still watched by {backends:?}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::Candidates;
 use crate::backend::{Backend, BackendState};
+use crate::clock;
 
 /// Bits of a node value that count the leaves sharing the minimum.
 const COUNT_BITS: u32 = 20;
@@ -69,12 +70,12 @@ impl LoadTree {
 
     /// The packed value of a leaf: its load key and a count of 1.
     fn leaf_value(&self, leaf: usize, state: &BackendState) -> u64 {
-        if !state.is_flag_eligible() {
+        if !state.eligible_by_flags() {
             return INELIGIBLE;
         }
         // (in_flight + 1) / (weight × share), as a fixed-point number whose
         // resolution separates consecutive in-flight counts at any weight.
-        let effective = ((self.weights[leaf] * u64::from(state.share_now())) >> 10).max(1);
+        let effective = ((self.weights[leaf] * u64::from(state.share_at(clock::now))) >> 10).max(1);
         let in_flight = u64::from(state.in_flight()).min(MAX_COUNTED - 1) + 1;
         let key = ((in_flight << 24) / effective).min(KEY_MAX - 1);
         (key << COUNT_BITS) | 1

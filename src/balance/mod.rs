@@ -43,6 +43,7 @@ mod load_tree;
 mod maglev;
 mod named;
 mod p2c;
+mod ramps;
 mod random;
 mod round_robin;
 mod service;

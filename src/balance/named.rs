@@ -12,18 +12,71 @@ use super::{
     Candidates, ConsistentHash, HashKey, LeastConnections, PowerOfTwoChoices, Random, RoundRobin,
     Strategy, WeightedRoundRobin,
 };
-use crate::{Backend, Error};
+use crate::backend::Backend;
+use crate::error::Error;
+
+/// One built-in strategy as operators name it: the name, how to make it,
+/// and how to recognise it.
+struct Entry {
+    name: &'static str,
+    make: fn() -> AnyStrategy,
+    is: fn(&AnyStrategy) -> bool,
+}
+
+/// Every built-in strategy, the one place their names are written: parsing,
+/// [`AnyStrategy::name`] and [`STRATEGY_NAMES`] all read it. Where two
+/// entries recognise one value, the first names it (`ip-hash` before the
+/// general `hash`).
+const TABLE: [Entry; 7] = [
+    Entry {
+        name: "round-robin",
+        make: || AnyStrategy::RoundRobin(RoundRobin::new()),
+        is: |s| matches!(s, AnyStrategy::RoundRobin(_)),
+    },
+    Entry {
+        name: "weighted-round-robin",
+        make: || AnyStrategy::WeightedRoundRobin(WeightedRoundRobin::new()),
+        is: |s| matches!(s, AnyStrategy::WeightedRoundRobin(_)),
+    },
+    Entry {
+        name: "least-connections",
+        make: || AnyStrategy::LeastConnections(LeastConnections::new()),
+        is: |s| matches!(s, AnyStrategy::LeastConnections(_)),
+    },
+    Entry {
+        name: "ip-hash",
+        make: || AnyStrategy::ConsistentHash(ConsistentHash::client_ip()),
+        is: |s| matches!(s, AnyStrategy::ConsistentHash(h) if *h.key() == HashKey::ClientIp),
+    },
+    Entry {
+        name: "hash",
+        make: || AnyStrategy::ConsistentHash(ConsistentHash::client_ip()),
+        is: |s| matches!(s, AnyStrategy::ConsistentHash(_)),
+    },
+    Entry {
+        name: "p2c",
+        make: || AnyStrategy::PowerOfTwoChoices(PowerOfTwoChoices::new()),
+        is: |s| matches!(s, AnyStrategy::PowerOfTwoChoices(_)),
+    },
+    Entry {
+        name: "random",
+        make: || AnyStrategy::Random(Random),
+        is: |s| matches!(s, AnyStrategy::Random(_)),
+    },
+];
 
 /// The names [`AnyStrategy`] parses, as operators call them.
-pub const STRATEGY_NAMES: &[&str] = &[
-    "round-robin",
-    "weighted-round-robin",
-    "least-connections",
-    "ip-hash",
-    "hash",
-    "p2c",
-    "random",
-];
+pub const STRATEGY_NAMES: &[&str] = &names();
+
+const fn names() -> [&'static str; TABLE.len()] {
+    let mut names = [""; TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        names[i] = TABLE[i].name;
+        i += 1;
+    }
+    names
+}
 
 /// Any of the built-in strategies, chosen at run time.
 ///
@@ -62,14 +115,9 @@ pub enum AnyStrategy {
 impl AnyStrategy {
     /// The operator's name for the strategy.
     pub fn name(&self) -> &'static str {
-        match self {
-            AnyStrategy::RoundRobin(_) => "round-robin",
-            AnyStrategy::WeightedRoundRobin(_) => "weighted-round-robin",
-            AnyStrategy::LeastConnections(_) => "least-connections",
-            AnyStrategy::ConsistentHash(hash) if *hash.key() == HashKey::ClientIp => "ip-hash",
-            AnyStrategy::ConsistentHash(_) => "hash",
-            AnyStrategy::PowerOfTwoChoices(_) => "p2c",
-            AnyStrategy::Random(_) => "random",
+        match TABLE.iter().find(|entry| (entry.is)(self)) {
+            Some(entry) => entry.name,
+            None => unreachable!("every variant has an entry in the table"),
         }
     }
 
@@ -130,8 +178,9 @@ impl Strategy for AnyStrategy {
                 s.pick(&(), candidates)
             }
             (AnyStrategy::Random(s), AnyTable::Random(t)) => s.pick(t, candidates),
-            // A table is only ever built by the strategy that reads it.
-            _ => None,
+            // A table is only ever built by the strategy that reads it: a
+            // mismatch is a bug here, not a backend to refuse with a 503.
+            _ => unreachable!("a strategy was given another strategy's table"),
         }
     }
 }
@@ -140,20 +189,13 @@ impl FromStr for AnyStrategy {
     type Err = Error;
 
     fn from_str(name: &str) -> Result<Self, Error> {
-        Ok(match name {
-            "round-robin" => AnyStrategy::RoundRobin(RoundRobin::new()),
-            "weighted-round-robin" => AnyStrategy::WeightedRoundRobin(WeightedRoundRobin::new()),
-            "least-connections" => AnyStrategy::LeastConnections(LeastConnections),
-            "ip-hash" | "hash" => AnyStrategy::ConsistentHash(ConsistentHash::client_ip()),
-            "p2c" => AnyStrategy::PowerOfTwoChoices(PowerOfTwoChoices),
-            "random" => AnyStrategy::Random(Random),
-            _ => {
-                return Err(Error::config(format!(
-                    "unknown strategy `{name}` (known: {})",
-                    STRATEGY_NAMES.join(", ")
-                )));
-            }
-        })
+        match TABLE.iter().find(|entry| entry.name == name) {
+            Some(entry) => Ok((entry.make)()),
+            None => Err(Error::config(format!(
+                "unknown strategy `{name}` (known: {})",
+                STRATEGY_NAMES.join(", ")
+            ))),
+        }
     }
 }
 
@@ -165,5 +207,33 @@ impl fmt::Display for AnyStrategy {
             }
             other => f.write_str(other.name()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_parses_to_a_strategy_of_that_name() {
+        for name in STRATEGY_NAMES {
+            let strategy: AnyStrategy = name.parse().unwrap();
+            let expected = if *name == "hash" { "ip-hash" } else { name };
+            assert_eq!(
+                strategy.name(),
+                expected,
+                "`hash` on the client IP is `ip-hash`"
+            );
+        }
+        let by_path = "hash"
+            .parse::<AnyStrategy>()
+            .unwrap()
+            .with_hash_key("path".parse().unwrap());
+        assert_eq!(by_path.name(), "hash");
+        let unknown = "fastest".parse::<AnyStrategy>().unwrap_err();
+        assert!(
+            unknown.to_string().contains("known: round-robin, weighted"),
+            "{unknown}"
+        );
     }
 }

@@ -10,6 +10,9 @@ use crate::clock::Nanos;
 /// How many random draws look for an available backend before a scan.
 const DRAWS: usize = 4;
 
+/// One pick in this many is a probe (see [`PowerOfTwoChoices`]).
+const PROBE_ODDS: u8 = 16;
+
 /// Power of two choices: draw two backends at random, send to the one with
 /// the lower *cost*, its peak-EWMA latency times its requests in flight plus
 /// one, divided by its weight.
@@ -23,6 +26,19 @@ const DRAWS: usize = 4;
 /// tried again. A backend not timed yet costs nothing while idle and a
 /// penalty while it has a request pending, so a new backend is probed with
 /// one request before it gets more. O(1) per pick.
+///
+/// **Every backend keeps a share.** Decay alone does not bring back a
+/// backend that answered slowly once: at low load nothing is pending, so
+/// latency alone decides, the backend gets no request, and with the 10 s
+/// decay it stays out for tens of seconds (a client sending one request
+/// at a time once sent none of 150 to one of three equal backends). So one
+/// pick in 16 is a *probe*: of its two draws it takes the one whose
+/// estimate is older, when that one is idle, and the probe's answer
+/// replaces that backend's estimate instead of blending into it (Finagle's
+/// rule for an unmeasured backend, applied to a stale one). A backend that
+/// recovered is seen at its first probe; one that is really slow gets about
+/// one pick in 16 of those it is drawn for, an eighth of an equal share,
+/// and sheds it again with the next sample.
 ///
 /// ```
 /// use tower_lb::balance::PowerOfTwoChoices;
@@ -57,11 +73,19 @@ impl Strategy for PowerOfTwoChoices {
         let a = draw(candidates, None);
         let b = draw(candidates, a);
         match (a, b) {
-            (Some(a), Some(b)) => Some(if Cost::of(candidates, b) < Cost::of(candidates, a) {
-                b
-            } else {
-                a
-            }),
+            (Some(a), Some(b)) => {
+                let (cost_a, cost_b) = (Cost::of(candidates, a), Cost::of(candidates, b));
+                let (cheaper, dearer) = if cost_b < cost_a {
+                    ((b, cost_b), (a, cost_a))
+                } else {
+                    ((a, cost_a), (b, cost_b))
+                };
+                if dearer.1.staler_and_idle(&cheaper.1) && fastrand::u8(..PROBE_ODDS) == 0 {
+                    candidates.backends()[dearer.0].state().ewma().probe();
+                    return Some(dearer.0);
+                }
+                Some(cheaper.0)
+            }
             (Some(one), None) | (None, Some(one)) => Some(one),
             (None, None) => candidates.scan_from(fastrand::usize(..n)),
         }
@@ -99,6 +123,7 @@ enum Cost {
         load: f64,
         capacity: f64,
         stamp: Nanos,
+        idle: bool,
     },
     /// Never timed with requests pending: above any measured cost (lower
     /// with fewer pending), so an unknown backend gets one request at a
@@ -118,9 +143,27 @@ impl Cost {
                 capacity: (u64::from(backend.weight()) * u64::from(candidates.share(index).max(1)))
                     as f64,
                 stamp,
+                idle: pending == 0,
             },
             None if pending == 0 => Cost::Free,
             None => Cost::Penalised { pending },
+        }
+    }
+}
+
+impl Cost {
+    /// Whether this is an idle backend measured before `other` was: one a
+    /// probe may re-measure.
+    #[inline]
+    fn staler_and_idle(&self, other: &Cost) -> bool {
+        match (self, other) {
+            (
+                Cost::Measured {
+                    stamp, idle: true, ..
+                },
+                Cost::Measured { stamp: theirs, .. },
+            ) => stamp < theirs,
+            _ => false,
         }
     }
 }
@@ -147,11 +190,13 @@ impl PartialOrd for Cost {
                     load: a,
                     capacity: ca,
                     stamp: sa,
+                    ..
                 },
                 Measured {
                     load: b,
                     capacity: cb,
                     stamp: sb,
+                    ..
                 },
             ) => {
                 // a / ca against b / cb, both as of the later stamp (the
@@ -174,6 +219,7 @@ mod tests {
     use crate::backend::InFlight;
     use crate::balance::test_support::Fixture;
     use crate::clock;
+    use std::time::Duration;
 
     const MS: u64 = 1_000_000;
 
@@ -221,6 +267,31 @@ mod tests {
             [20, 0],
             "pending and unmeasured is penalised"
         );
+    }
+
+    /// One client, one request at a time, three equal backends, and the
+    /// very first answer slow (a cold backend): nothing is ever pending, so
+    /// latency alone decides, and a plain peak-EWMA keeps the backend that
+    /// answered slowly once out for tens of seconds (its estimate decays
+    /// with a 10 s constant). Every backend must keep its share.
+    #[tokio::test(start_paused = true)]
+    async fn a_sequential_client_keeps_every_backend_in_use() {
+        fastrand::seed(11);
+        let fixture = Fixture::new(PowerOfTwoChoices, &[1, 1, 1]);
+        let mut tally = [0usize; 3];
+        for request in 0..150 {
+            let index = fixture.pick().unwrap();
+            let _in_flight = InFlight::begin(fixture.backends[index].clone());
+            let started = clock::now();
+            let rtt = if request == 0 { 50 * MS } else { MS };
+            tokio::time::advance(Duration::from_nanos(rtt)).await;
+            let now = clock::now();
+            fixture.backends[index]
+                .state()
+                .observe_latency(now - started, now);
+            tally[index] += 1;
+        }
+        assert!(tally.iter().all(|&n| n >= 25), "{tally:?}");
     }
 
     #[test]

@@ -159,9 +159,9 @@ impl<'a> Candidates<'a> {
         let ok = self.snapshot.is_plain(index) || {
             let state = self.backends[index].state();
             if self.panic {
-                state.is_routable()
+                state.routable()
             } else {
-                state.is_eligible_at(|| self.now())
+                state.eligible_at(|| self.now())
             }
         };
         ok && self.untried(index)

@@ -79,6 +79,6 @@ impl<S: Strategy> Fixture<S> {
 
     /// Takes backend `index` out of rotation for the test.
     pub(crate) fn eject(&self, index: usize) {
-        self.backends[index].state().eject(u64::MAX);
+        self.backends[index].state().eject(0, u64::MAX, 0);
     }
 }

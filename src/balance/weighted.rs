@@ -76,13 +76,6 @@ pub struct WeightedTable {
     position: Counter,
 }
 
-impl WeightedTable {
-    /// One cycle of the sequence, as indices into the backends.
-    pub fn schedule(&self) -> &[u32] {
-        &self.schedule
-    }
-}
-
 impl Strategy for WeightedRoundRobin {
     type Table = WeightedTable;
 
@@ -208,7 +201,7 @@ mod tests {
     #[test]
     fn gcd_reduction_keeps_the_sequence() {
         let fixture = Fixture::new(WeightedRoundRobin::new(), &[50, 10, 10]);
-        assert_eq!(fixture.table.schedule().len(), 7);
+        assert_eq!(fixture.table.schedule.len(), 7);
         assert_eq!(letters(&fixture, 7), "aabacaa");
     }
 

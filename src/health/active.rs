@@ -8,10 +8,11 @@ use std::time::Duration;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 use super::probe::{Probe, ProbeClient};
-use super::{HealthEventKind, Verdict, let_back};
+use super::{HealthEventKind, Verdict};
 use crate::backend::{Backend, BackendId, BackendSet};
+use crate::clock;
+use crate::error::Error;
 use crate::forward::Connect;
-use crate::{Error, clock};
 
 /// Probes every backend of a set in the background and sets its health
 /// [`Verdict`]: unhealthy after `unhealthy_after` failed probes in a row,
@@ -282,7 +283,7 @@ async fn probe_loop(
             if recovered {
                 // The probes watched it fail and come back: that outweighs an
                 // ejection's guess, so end one now (as Envoy does).
-                let_back(&set, &backend);
+                set.let_back(&backend);
             }
         }
         tokio::time::sleep(check.next_delay()).await;

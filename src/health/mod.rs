@@ -21,17 +21,18 @@
 //! sends to every member regardless of health.
 
 mod active;
-mod event;
+mod classify;
+mod ejection;
 mod outlier;
 mod passive;
 mod passive_body;
 mod probe;
+mod ramp_down;
+mod recorder;
 
-pub use crate::backend::Verdict;
+pub use crate::backend::{HealthEvent, HealthEventKind, Verdict};
 pub use active::{ActiveHealthCheck, HealthChecks};
-pub use event::{HealthEvent, HealthEventKind};
 pub use outlier::OutlierDetection;
-pub(crate) use outlier::let_back;
 pub use passive::{PassiveHealth, PassiveHealthLayer, ResponseFuture};
 pub use passive_body::ResponseBody;
 pub use probe::Probe;

@@ -13,8 +13,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::OutlierDetection;
-use super::outlier::Outcome;
-use super::passive_body::{ResponseBody, Watch};
+use super::classify::Outcome;
+use super::passive_body::ResponseBody;
+use super::recorder::{Recorder, Watch};
 use crate::backend::BackendSet;
 use crate::balance::Target;
 
@@ -44,13 +45,7 @@ use crate::balance::Target;
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct PassiveHealthLayer {
-    shared: Arc<Shared>,
-}
-
-#[derive(Debug)]
-pub(super) struct Shared {
-    pub(super) set: BackendSet,
-    pub(super) detection: OutlierDetection,
+    recorder: Arc<Recorder>,
 }
 
 impl PassiveHealthLayer {
@@ -58,7 +53,7 @@ impl PassiveHealthLayer {
     /// ejection events go and what the ejection cap counts).
     pub fn new(set: BackendSet, detection: OutlierDetection) -> Self {
         Self {
-            shared: Arc::new(Shared { set, detection }),
+            recorder: Arc::new(Recorder::new(set, detection)),
         }
     }
 }
@@ -69,7 +64,7 @@ impl<S> Layer<S> for PassiveHealthLayer {
     fn layer(&self, inner: S) -> PassiveHealth<S> {
         PassiveHealth {
             inner,
-            shared: Arc::clone(&self.shared),
+            recorder: Arc::clone(&self.recorder),
         }
     }
 }
@@ -78,14 +73,14 @@ impl<S> Layer<S> for PassiveHealthLayer {
 #[derive(Clone)]
 pub struct PassiveHealth<S> {
     inner: S,
-    shared: Arc<Shared>,
+    recorder: Arc<Recorder>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for PassiveHealth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PassiveHealth")
             .field("inner", &self.inner)
-            .field("detection", &self.shared.detection)
+            .field("detection", self.recorder.detection())
             .finish()
     }
 }
@@ -110,10 +105,7 @@ where
             .map(|target| target.backend().clone());
         ResponseFuture {
             future: self.inner.call(request),
-            watch: backend.map(|backend| Watch {
-                backend,
-                shared: Arc::clone(&self.shared),
-            }),
+            watch: backend.map(|backend| Watch::new(backend, Arc::clone(&self.recorder))),
         }
     }
 }
@@ -150,7 +142,7 @@ where
                 return Poll::Ready(Err(error));
             }
         };
-        let watch = match watch.shared.detection.outcome(&response) {
+        let watch = match watch.outcome(&response) {
             // The client's fault: nothing to record of the backend.
             None => None,
             Some(Outcome::Failure) => {

@@ -3,29 +3,14 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::outlier::Outcome;
-use super::passive::Shared;
-use crate::backend::Backend;
-
-/// Where a deferred outcome goes: the backend and its detection.
-pub(super) struct Watch {
-    pub(super) backend: Backend,
-    pub(super) shared: Arc<Shared>,
-}
-
-impl Watch {
-    pub(super) fn record(self, outcome: Outcome) {
-        self.shared
-            .detection
-            .record(&self.shared.set, &self.backend, outcome);
-    }
-}
+use super::classify::Outcome;
+use super::recorder::Watch;
+use crate::body_end::{BodyEnd, body_end};
 
 pin_project! {
     /// The backend's response body. A response whose status passed is
@@ -59,11 +44,10 @@ impl<B: Body> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let mut this = self.project();
         let frame = ready!(this.body.as_mut().poll_frame(cx));
-        let outcome = match &frame {
-            Some(Ok(_)) if !this.body.is_end_stream() => None,
-            Some(Ok(_)) | None => Some(Outcome::Success),
-            Some(Err(_)) => Some(Outcome::Failure),
-        };
+        let outcome = body_end(&frame, || this.body.is_end_stream()).map(|end| match end {
+            BodyEnd::Complete => Outcome::Success,
+            BodyEnd::Broken => Outcome::Failure,
+        });
         if let Some(outcome) = outcome
             && let Some(watch) = this.watch.take()
         {
@@ -99,9 +83,9 @@ mod tests {
     use tower::{Layer, Service, ServiceExt};
 
     use super::*;
+    use crate::backend::{Backend, BackendSet};
     use crate::balance::Target;
     use crate::health::{OutlierDetection, PassiveHealthLayer};
-    use crate::{Backend, BackendSet};
 
     type Chunks = StreamBody<
         futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, &'static str>>>,

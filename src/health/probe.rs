@@ -11,8 +11,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::Error;
 use crate::backend::Backend;
+use crate::error::Error;
 use crate::forward::{Connect, Connector};
 
 /// How much of a probe response body is read to look for the expected text.
@@ -135,12 +135,10 @@ impl HttpProbe {
         )
         .parse()
         .map_err(|e| format!("bad probe URL: {e}"))?;
-        let host = HeaderValue::from_str(address.authority().as_str())
-            .map_err(|e| format!("bad host: {e}"))?;
         let request = Request::builder()
             .method(self.method.clone())
             .uri(uri)
-            .header(HOST, host)
+            .header(HOST, address.host_header().clone())
             .header(USER_AGENT, HeaderValue::from_static("tower-lb-health"))
             .body(Empty::new())
             .map_err(|e| format!("bad probe request: {e}"))?;

@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::recorder::{BackendMetrics, Recorder};
+use crate::body_end::body_end;
 use crate::clock::{self, Nanos};
 
 pin_project! {
@@ -75,9 +76,9 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if !matches!(frame, Some(Ok(_))) {
+        let mut this = self.project();
+        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        if body_end(&frame, || this.inner.is_end_stream()).is_some() {
             this.timer.take();
         }
         Poll::Ready(frame)

@@ -46,13 +46,7 @@ const SERIES: [(&str, &str, MetricType, Read); 5] = [
         "lb_backend_healthy",
         "1 when the backend is eligible for new requests, else 0",
         MetricType::Gauge,
-        |b| {
-            Value::Gauge(if b.state().is_eligible_now() {
-                1.0
-            } else {
-                0.0
-            })
-        },
+        |b| Value::Gauge(if b.state().is_eligible() { 1.0 } else { 0.0 }),
     ),
     (
         "lb_backend_ejections",
@@ -70,7 +64,7 @@ const SERIES: [(&str, &str, MetricType, Read); 5] = [
         "lb_backend_share",
         "Share of its weight the backend gets now (below 1 in slow start or ramp-down)",
         MetricType::Gauge,
-        |b| Value::Gauge(b.state().current_share()),
+        |b| Value::Gauge(b.state().share()),
     ),
 ];
 

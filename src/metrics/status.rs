@@ -107,13 +107,13 @@ impl Status {
 impl BackendStatus {
     fn of(backend: &Backend, recent_traffic: f64, sources: Vec<std::sync::Arc<str>>) -> Self {
         let state = backend.state();
-        let share = state.current_share();
+        let share = state.share();
         let remaining = state.ejection_remaining();
         BackendStatus {
             url: backend.address().to_string(),
             tls: backend.address().scheme() == &http::uri::Scheme::HTTPS,
             sources: sources.iter().map(|s| s.to_string()).collect(),
-            healthy: state.is_eligible_now(),
+            healthy: state.is_eligible(),
             verdict: match state.verdict() {
                 Verdict::Healthy => "healthy",
                 Verdict::Unhealthy => "unhealthy",
@@ -123,7 +123,7 @@ impl BackendStatus {
             ejection_remaining_ms: remaining.map(|d| d.as_millis()),
             consecutive_failures: state.consecutive_failures(),
             ejections: state.ejections_total(),
-            draining: state.is_removed(),
+            draining: state.is_removed() || state.is_draining(),
             weight: backend.weight(),
             effective_weight: f64::from(backend.weight()) * share,
             share,

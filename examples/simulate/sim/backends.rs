@@ -187,7 +187,7 @@ impl Backends {
 
 /// The answer `Forward` gives for this kind of failure of backend `index`.
 fn failure(index: usize, kind: ErrorKind) -> Answer {
-    let address = address(index).parse().ok();
+    let address = address(index).parse::<tower_lb::backend::Address>().ok();
     let error = Error::new(kind);
     let error = match address {
         Some(address) => error.with_backend(address),

@@ -1,9 +1,13 @@
 //! Health and membership events.
+//!
+//! They live beside the backend set, which sends them (membership) and
+//! carries them for the health layers (verdicts, ejections, shares), so
+//! that the set needs nothing from the layers above it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, Verdict};
+use super::{Backend, Verdict};
 
 /// Something that happened to a backend: it joined or left the set, its
 /// health verdict changed, it was ejected or let back.
@@ -35,17 +39,33 @@ pub enum HealthEventKind {
         /// Why the last probe failed, when it did.
         error: Option<Arc<str>>,
     },
-    /// Outlier detection ejected the backend.
+    /// Outlier detection, or an operator through
+    /// [`BackendSet::eject`](crate::BackendSet::eject), ejected the backend.
     Ejected {
         /// For how long.
         duration: Duration,
-        /// How many times in a row it has been ejected (the back-off
-        /// exponent plus one).
+        /// How many times in a row outlier detection has ejected it (the
+        /// back-off exponent plus one); 0 for an operator's ejection, which
+        /// stands outside the back-off.
         count: u32,
     },
     /// An ejection ended; the backend takes traffic again (through slow
     /// start, when the set has one).
+    ///
+    /// An ejection ends by its deadline, which is checked when the backend
+    /// is next looked at (a pick, a status read, the ejection cap), not by
+    /// a timer: so the event comes with the first request that could go to
+    /// the backend after the deadline, and a set nobody uses announces
+    /// nothing. An ejection ended early (probes that saw the backend come
+    /// back, [`BackendSet::readmit`](crate::BackendSet::readmit)) is
+    /// announced at once.
     Returned,
+    /// An operator drained the backend
+    /// ([`BackendSet::drain`](crate::BackendSet::drain)): it stays a member
+    /// but gets no new requests.
+    Drained,
+    /// An operator undrained it: it takes traffic again, through slow start.
+    Undrained,
     /// Outlier detection changed the backend's share of traffic because of
     /// its recent success rate (ramp-down), or restored it.
     Share {

@@ -1,0 +1,237 @@
+//! An operator's changes to a running set: drain, weight, eject, readmit,
+//! slow start.
+//!
+//! Each is an explicit method that says what it changes and sends its
+//! [`HealthEvent`](super::HealthEvent), so that an admin API, a reload and
+//! a test all change a set the same way. None of them blocks the request
+//! path: drains and ejections are flags in the member's state (the
+//! snapshots' eligibility bits follow them), and a new weight publishes a
+//! snapshot like any membership change.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use super::super::member::check_weight;
+use super::super::{Address, Backend, HealthEventKind};
+use super::BackendSet;
+use crate::clock;
+use crate::error::Error;
+
+impl BackendSet {
+    /// Changes the slow-start window of the running set, for backends that
+    /// join, recover or return from now on (ramps under way keep theirs).
+    /// Zero turns slow start off.
+    pub fn set_slow_start(&self, window: Duration) {
+        self.shared.slow_start.store(clock::nanos(window), Relaxed);
+    }
+
+    /// Drains the member at `address`: it stays in the set (and keeps its
+    /// state and place in hash tables) but gets no new requests, not even
+    /// from panic routing, while its requests in flight finish. Returns
+    /// whether that changed anything (`false`: no such member, or drained
+    /// already). Sends [`HealthEventKind::Drained`].
+    ///
+    /// ```
+    /// use tower_lb::BackendSet;
+    ///
+    /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?, "http://127.0.0.1:9002".parse()?]);
+    /// let address = "http://127.0.0.1:9001".parse()?;
+    /// assert!(set.drain(&address));
+    /// assert!(!set.snapshot().get(&address).unwrap().state().is_eligible());
+    /// assert!(set.undrain(&address));
+    /// # Ok::<(), tower_lb::Error>(())
+    /// ```
+    pub fn drain(&self, address: &Address) -> bool {
+        let Some(backend) = self.member(address) else {
+            return false;
+        };
+        let changed = backend.state().set_draining(true);
+        if changed {
+            self.emit(&backend, HealthEventKind::Drained);
+        }
+        changed
+    }
+
+    /// Ends a [`drain`](Self::drain): the member takes new requests again,
+    /// through slow start when the set has one. Returns whether that changed
+    /// anything. Sends [`HealthEventKind::Undrained`].
+    pub fn undrain(&self, address: &Address) -> bool {
+        let Some(backend) = self.member(address) else {
+            return false;
+        };
+        let changed = backend.state().set_draining(false);
+        if changed {
+            self.begin_slow_start(&backend, clock::now());
+            self.emit(&backend, HealthEventKind::Undrained);
+        }
+        changed
+    }
+
+    /// Sets the weight of the member at `address`, keeping its runtime
+    /// state, and rebuilds the balancers' tables before it returns. Returns
+    /// whether that changed anything (`false`: no such member, or that
+    /// weight already).
+    ///
+    /// # Errors
+    ///
+    /// A weight of 0 or above [`MAX_WEIGHT`](crate::backend::MAX_WEIGHT)
+    /// (to take a backend out of rotation, [`drain`](Self::drain) it).
+    pub fn set_weight(&self, address: &Address, weight: u32) -> Result<bool, Error> {
+        check_weight(weight, address)?;
+        let mut writer = self.lock();
+        let Some(&position) = writer.index.get(address) else {
+            return Ok(false);
+        };
+        let member = &writer.members[position];
+        if member.weight() == weight {
+            return Ok(false);
+        }
+        member.store_weight(weight);
+        self.publish(&mut writer);
+        Ok(true)
+    }
+
+    /// Ejects the member at `address` for `duration` from now, whatever
+    /// outlier detection thinks and whatever its ejection cap (an operator
+    /// knows something it does not); an ejection in force gets this
+    /// deadline instead. It comes back by itself at the deadline, through
+    /// slow start. Returns whether `address` is a member. Sends
+    /// [`HealthEventKind::Ejected`] with a `count` of 0.
+    pub fn eject(&self, address: &Address, duration: Duration) -> bool {
+        let Some(backend) = self.member(address) else {
+            return false;
+        };
+        let now = clock::now();
+        let until = now.saturating_add(clock::nanos(duration));
+        let window = self.slow_start_nanos();
+        self.deciding_ejection(now, |_, _| {
+            let state = backend.state();
+            if !state.eject(now, until, window) {
+                state.reschedule_ejection(until, window);
+            }
+        });
+        self.emit(&backend, HealthEventKind::Ejected { duration, count: 0 });
+        true
+    }
+
+    /// Ends the ejection of the member at `address` now, before its
+    /// deadline; it returns through slow start. Returns whether an ejection
+    /// was in force. Sends [`HealthEventKind::Returned`].
+    pub fn readmit(&self, address: &Address) -> bool {
+        self.member(address)
+            .is_some_and(|backend| self.let_back(&backend))
+    }
+
+    /// Ends `backend`'s ejection now and announces it; returns whether one
+    /// was in force.
+    pub(crate) fn let_back(&self, backend: &Backend) -> bool {
+        let returned = backend
+            .state()
+            .readmit(clock::now(), self.slow_start_nanos());
+        if returned {
+            self.emit(backend, HealthEventKind::Returned);
+        }
+        returned
+    }
+
+    /// The member at `address`, if any.
+    fn member(&self, address: &Address) -> Option<Backend> {
+        self.snapshot().get(address).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::HealthEvent;
+    use super::*;
+
+    fn set_of(n: u16) -> BackendSet {
+        BackendSet::new((1..=n).map(|port| format!("http://127.0.0.1:{port}").parse().unwrap()))
+    }
+
+    fn address(port: u16) -> Address {
+        format!("http://127.0.0.1:{port}").parse().unwrap()
+    }
+
+    fn kinds(events: &mut tokio::sync::broadcast::Receiver<HealthEvent>) -> Vec<HealthEventKind> {
+        std::iter::from_fn(|| events.try_recv().ok())
+            .map(|event| event.kind().clone())
+            .collect()
+    }
+
+    #[test]
+    fn draining_keeps_the_member_out_of_rotation_until_undrained() {
+        let set = set_of(2).with_slow_start(Duration::from_secs(10));
+        let mut events = set.events();
+        let member = set.snapshot().get(&address(1)).unwrap().clone();
+        assert!(set.drain(&address(1)));
+        assert!(!set.drain(&address(1)), "drained already");
+        assert!(!set.drain(&address(9)), "not a member");
+        assert!(!member.state().is_eligible() && member.state().is_draining());
+        assert_eq!(set.snapshot().len(), 2, "still a member");
+        assert!(set.undrain(&address(1)));
+        assert!(member.state().is_eligible());
+        assert!(member.state().share() < 0.2, "back through slow start");
+        assert_eq!(
+            kinds(&mut events),
+            [HealthEventKind::Drained, HealthEventKind::Undrained]
+        );
+    }
+
+    #[test]
+    fn a_new_weight_keeps_the_state_and_publishes() {
+        let set = set_of(2);
+        let member = set.snapshot().get(&address(2)).unwrap().clone();
+        let version = set.snapshot().version();
+        assert!(set.set_weight(&address(2), 5).unwrap());
+        assert!(!set.set_weight(&address(2), 5).unwrap(), "same weight");
+        assert!(!set.set_weight(&address(9), 5).unwrap(), "not a member");
+        assert!(set.set_weight(&address(2), 0).unwrap_err().is_config());
+        let now = set.snapshot().get(&address(2)).unwrap().clone();
+        assert_eq!(now.weight(), 5);
+        assert!(now.same_state(&member));
+        assert_eq!(set.snapshot().version(), version + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_operator_ejection_lasts_its_duration_and_may_end_early() {
+        let set = set_of(2);
+        let mut events = set.events();
+        let member = set.snapshot().get(&address(1)).unwrap().clone();
+        assert!(set.eject(&address(1), Duration::from_secs(60)));
+        assert!(!member.state().is_eligible());
+        assert!(set.readmit(&address(1)));
+        assert!(!set.readmit(&address(1)), "nothing left to end");
+        assert!(member.state().is_eligible());
+        assert!(set.eject(&address(1), Duration::from_secs(60)));
+        assert!(
+            set.eject(&address(1), Duration::from_secs(5)),
+            "a new deadline"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(member.state().is_eligible(), "out at the new deadline");
+        let duration = Duration::from_secs(60);
+        assert_eq!(
+            kinds(&mut events),
+            [
+                HealthEventKind::Ejected { duration, count: 0 },
+                HealthEventKind::Returned,
+                HealthEventKind::Ejected { duration, count: 0 },
+                HealthEventKind::Ejected {
+                    duration: Duration::from_secs(5),
+                    count: 0
+                },
+                HealthEventKind::Returned,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_slow_start_of_a_running_set_changes_for_later_joins() {
+        let set = set_of(1);
+        set.set_slow_start(Duration::from_secs(30));
+        assert_eq!(set.slow_start(), Duration::from_secs(30));
+        set.insert("http://127.0.0.1:7".parse().unwrap());
+        assert!(set.snapshot().get(&address(7)).unwrap().state().share() < 0.2);
+    }
+}
