@@ -26,7 +26,20 @@ growth of its peak RSS is reported.
 Every process started here is stopped by its PID at the end, also on
 Ctrl-C. Only 127.0.0.1 is used.
 
-Usage: benches/e2e.sh [--rounds N] [--duration SECONDS] [--connections N]
+With --tls, two other tables instead (the 1 GiB streams and the servers
+that answer by themselves are left out):
+
+- HTTPS termination: wrk speaks HTTPS (keep-alive connections, so one
+  handshake per connection) to each balancer, which forwards in cleartext;
+- TLS to backends: wrk speaks cleartext to each balancer, which speaks
+  verified TLS (a test CA made with openssl, the name `localhost`) to three
+  nginx backends serving HTTPS, with upstream keep-alive and session reuse.
+
+nginx and HAProxy are configured alike (TLS 1.2+, the same certificate, the
+same verification); tower-lb runs its flags (--tls-cert/--tls-key, or
+--backend-ca/--backend-tls-name).
+
+Usage: benches/e2e.sh [--tls] [--rounds N] [--duration SECONDS] [--connections N]
 """
 
 import argparse
@@ -36,6 +49,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -45,6 +59,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_PORTS = [18081, 18082, 18083]
+TLS_BACKEND_PORTS = [18084, 18085, 18086]
 BALANCER_PORT = 18080
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOAD_CORE = "0"
@@ -94,12 +109,15 @@ def wait_port(port, timeout=20.0):
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def wait_ok(port, path="/", timeout=20.0):
+def wait_ok(port, path="/", timeout=20.0, scheme="http"):
     wait_port(port, timeout)
     deadline = time.time() + timeout
+    # Readiness only: the certificate is what the balancers verify, not this.
+    context = ssl._create_unverified_context() if scheme == "https" else None
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}{path}", timeout=2,
+                                        context=context) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -169,10 +187,10 @@ def parse_wrk(text):
     return {"requests": requests, "rps": rps, "p50_ms": latency(50), "p99_ms": latency(99), "errors": errors}
 
 
-def wrk(port, duration, connections):
+def wrk(port, duration, connections, scheme="http"):
     out = subprocess.run(
         ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-         f"http://127.0.0.1:{port}/"],
+         f"{scheme}://127.0.0.1:{port}/"],
         capture_output=True, text=True, check=True,
     ).stdout
     return parse_wrk(out)
@@ -211,11 +229,13 @@ http {{
     keepalive 128;
   }}
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{port}{listen_tls};
+    {server_tls}
     location / {{
-      proxy_pass http://backends;
+      proxy_pass {scheme}://backends;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      {proxy_tls}
     }}
   }}
 }}
@@ -268,20 +288,117 @@ def port_free(port):
             return False
 
 
-def nginx_backends(tmp):
+def nginx_backends(tmp, certs=None):
     servers = "\n  ".join(
         f'server {{ listen 127.0.0.1:{p}; location / {{ return 200 "ok\\n"; }} }}' for p in BACKEND_PORTS
     )
+    if certs:
+        servers += "\n  " + "\n  ".join(
+            f"server {{ listen 127.0.0.1:{p} ssl; {nginx_tls(certs)} "
+            f'location / {{ return 200 "ok\\n"; }} }}' for p in TLS_BACKEND_PORTS
+        )
     conf = os.path.join(tmp, "backends.conf")
     with open(conf, "w") as f:
         f.write(NGINX_BACKENDS.format(dir=tmp, servers=servers))
     process = start(["nginx", "-p", tmp, "-c", conf], LOAD_CORE, stderr=subprocess.DEVNULL)
     for port in BACKEND_PORTS:
         wait_ok(port)
+    for port in TLS_BACKEND_PORTS if certs else []:
+        wait_ok(port, scheme="https")
     wait_port(18090)
     if process.poll() is not None:
         raise RuntimeError("the backend nginx exited (see its error log)")
     return process
+
+
+def make_certs(tmp):
+    """A CA and a certificate for localhost and 127.0.0.1 it signs (openssl)."""
+    def run(*argv):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+    paths = {k: os.path.join(tmp, f) for k, f in
+             [("ca", "ca.pem"), ("ca_key", "ca.key"), ("cert", "leaf.pem"), ("key", "leaf.key"),
+              ("csr", "leaf.csr"), ("ext", "leaf.ext"), ("combined", "leaf+key.pem")]}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", paths["ca_key"], "-out", paths["ca"], "-days", "2",
+        "-subj", "/CN=tower-lb bench CA")
+    run("req", *ec, "-keyout", paths["key"], "-out", paths["csr"], "-subj", "/CN=localhost")
+    with open(paths["ext"], "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", paths["csr"], "-CA", paths["ca"], "-CAkey", paths["ca_key"],
+        "-CAcreateserial", "-out", paths["cert"], "-days", "2", "-extfile", paths["ext"])
+    with open(paths["combined"], "w") as f:
+        for part in ("cert", "key"):
+            with open(paths[part]) as g:
+                f.write(g.read())
+    for path in paths.values():
+        os.chmod(path, 0o644)  # nginx workers run as an unprivileged user
+    return paths
+
+
+def nginx_tls(certs):
+    return (f"ssl_certificate {certs['cert']}; ssl_certificate_key {certs['key']}; "
+            "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:tls:10m;")
+
+
+def tls_candidates(tmp, proxy, certs, phase):
+    """The balancers for one --tls phase: `terminate` (HTTPS to the
+    balancer, cleartext behind) or `upstream` (cleartext to the balancer,
+    TLS to the backends)."""
+    terminate = phase == "terminate"
+    ports = BACKEND_PORTS if terminate else TLS_BACKEND_PORTS
+
+    def nginx_lb():
+        servers = "\n    ".join(f"server 127.0.0.1:{p};" for p in ports)
+        conf = os.path.join(tmp, "lb.conf")
+        proxy_tls = "" if terminate else (
+            f"proxy_ssl_verify on; proxy_ssl_trusted_certificate {certs['ca']}; "
+            "proxy_ssl_name localhost; proxy_ssl_server_name on; proxy_ssl_session_reuse on; "
+            "proxy_ssl_protocols TLSv1.2 TLSv1.3;")
+        with open(conf, "w") as f:
+            f.write(NGINX_LB.format(
+                dir=tmp, servers=servers, port=BALANCER_PORT,
+                listen_tls=" ssl" if terminate else "",
+                server_tls=nginx_tls(certs) if terminate else "",
+                scheme="http" if terminate else "https", proxy_tls=proxy_tls))
+        return start(["nginx", "-p", tmp, "-c", conf], BALANCER_CORE, stderr=subprocess.DEVNULL)
+
+    def haproxy():
+        if terminate:
+            servers = "\n  ".join(f"server b{i} 127.0.0.1:{p}" for i, p in enumerate(ports))
+            bind = f"127.0.0.1:{BALANCER_PORT} ssl crt {certs['combined']} alpn h2,http/1.1 ssl-min-ver TLSv1.2"
+        else:
+            servers = "\n  ".join(
+                f"server b{i} 127.0.0.1:{p} ssl verify required ca-file {certs['ca']} "
+                "verifyhost localhost sni str(localhost) ssl-min-ver TLSv1.2"
+                for i, p in enumerate(ports))
+            bind = f"127.0.0.1:{BALANCER_PORT}"
+        conf = os.path.join(tmp, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write(HAPROXY.format(servers=servers, port=BALANCER_PORT).replace(
+                f"bind 127.0.0.1:{BALANCER_PORT}", f"bind {bind}"))
+        return start(["haproxy", "-f", conf], BALANCER_CORE, stderr=subprocess.DEVNULL)
+
+    def tower_lb(workers):
+        def launch():
+            args = [proxy, "--listen", f"127.0.0.1:{BALANCER_PORT}"]
+            if terminate:
+                args += ["--tls-cert", certs["cert"], "--tls-key", certs["key"]]
+                args += [a for p in ports for a in ("--backend", f"http://127.0.0.1:{p}")]
+            else:
+                args += ["--backend-ca", certs["ca"], "--backend-tls-name", "localhost"]
+                args += [a for p in ports for a in ("--backend", f"https://127.0.0.1:{p}")]
+            if workers:
+                args += ["--workers", str(workers)]
+            return start(args, BALANCER_CORE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env=dict(os.environ, RUST_LOG="warn"))
+        return launch
+
+    return [
+        ("nginx", nginx_lb),
+        ("haproxy", haproxy),
+        ("tower-lb (1 thread)", tower_lb(1)),
+        ("tower-lb (default)", tower_lb(None)),
+    ]
 
 
 def candidates(tmp, proxy, compare=""):
@@ -289,7 +406,8 @@ def candidates(tmp, proxy, compare=""):
         servers = "\n    ".join(f"server 127.0.0.1:{p};" for p in BACKEND_PORTS)
         conf = os.path.join(tmp, "lb.conf")
         with open(conf, "w") as f:
-            f.write(NGINX_LB.format(dir=tmp, servers=servers, port=BALANCER_PORT))
+            f.write(NGINX_LB.format(dir=tmp, servers=servers, port=BALANCER_PORT, listen_tls="",
+                                    server_tls="", scheme="http", proxy_tls=""))
         return start(["nginx", "-p", tmp, "-c", conf], BALANCER_CORE, stderr=subprocess.DEVNULL)
 
     def haproxy():
@@ -335,14 +453,14 @@ def candidates(tmp, proxy, compare=""):
     return listed
 
 
-def measure(name, launch, duration, connections):
+def measure(name, launch, duration, connections, scheme="http"):
     process = launch()
     try:
-        wait_ok(BALANCER_PORT)
-        wrk(BALANCER_PORT, 1, connections)  # warm the pools
+        wait_ok(BALANCER_PORT, scheme=scheme)
+        wrk(BALANCER_PORT, 1, connections, scheme)  # warm the pools
         pids = pids_of(process)
         before = cpu_seconds(pids)
-        result = wrk(BALANCER_PORT, duration, connections)
+        result = wrk(BALANCER_PORT, duration, connections, scheme)
         result["cpu_us_per_request"] = (cpu_seconds(pids) - before) * 1e6 / max(result["requests"], 1)
         result["peak_rss_mib"] = memory_kib(pids, "VmHWM") / 1024
         return result
@@ -422,6 +540,23 @@ HTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 """
 
 
+def rounds(order, args, runs, direct_port, direct_scheme, scheme, label=""):
+    """Runs every candidate of `order` once a round, rotating the order each
+    round so no candidate always goes first; `None` is wrk straight at a
+    backend (`direct_port`)."""
+    for round_ in range(args.rounds):
+        shift = round_ % len(order)
+        for name, launch in order[shift:] + order[:shift]:
+            log(f"{label} round {round_ + 1}/{args.rounds}: {name}".strip())
+            if launch is None:
+                result = wrk(direct_port, args.duration, args.connections, direct_scheme)
+                result["cpu_us_per_request"] = float("nan")
+                result["peak_rss_mib"] = float("nan")
+            else:
+                result = measure(name, launch, args.duration, args.connections, scheme)
+            runs.setdefault(name, []).append(result)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -431,7 +566,10 @@ def main():
     parser.add_argument("--skip-stream", action="store_true")
     parser.add_argument("--compare", default="", help="another proxy binary, run as 'baseline (1 thread)'")
     parser.add_argument("--only", default="", help="comma-separated candidate names to run (nginx is always run)")
+    parser.add_argument("--tls", action="store_true", help="HTTPS termination and TLS to backends instead")
     args = parser.parse_args()
+    if args.tls:
+        return main_tls(args)
 
     signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
     signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
@@ -447,18 +585,7 @@ def main():
         if args.only:
             wanted = {name.strip() for name in args.only.split(",")} | {"nginx"}
             order = [(name, launch) for name, launch in order if name in wanted]
-        for round_ in range(args.rounds):
-            # Rotate the order each round so no candidate always goes first.
-            shift = round_ % len(order)
-            for name, launch in order[shift:] + order[:shift]:
-                log(f"round {round_ + 1}/{args.rounds}: {name}")
-                if launch is None:
-                    result = wrk(BACKEND_PORTS[0], args.duration, args.connections)
-                    result["cpu_us_per_request"] = float("nan")
-                    result["peak_rss_mib"] = float("nan")
-                else:
-                    result = measure(name, launch, args.duration, args.connections)
-                runs.setdefault(name, []).append(result)
+        rounds(order, args, runs, BACKEND_PORTS[0], "http", "http")
         stream = None if args.skip_stream else stream_gib(tmp, args.proxy)
     finally:
         stop_all()
@@ -467,7 +594,37 @@ def main():
     report(runs, stream, args)
 
 
-def report(runs, stream, args):
+def main_tls(args):
+    signal.signal(signal.SIGINT, lambda *_: (stop_all(), sys.exit(130)))
+    signal.signal(signal.SIGTERM, lambda *_: (stop_all(), sys.exit(143)))
+    ports = BACKEND_PORTS + TLS_BACKEND_PORTS + [BALANCER_PORT, 18090]
+    busy = [p for p in ports if not port_free(p)]
+    if busy:
+        sys.exit(f"ports in use on 127.0.0.1: {busy}; stop what holds them first")
+    tmp = tempfile.mkdtemp(prefix="tower-lb-e2e-tls-")
+    os.chmod(tmp, 0o755)
+    phases = {}
+    try:
+        certs = make_certs(tmp)
+        nginx_backends(tmp, certs)
+        for phase, scheme in [("terminate", "https"), ("upstream", "http")]:
+            order = [("direct (https backend)", None)] + tls_candidates(tmp, args.proxy, certs, phase)
+            if args.only:
+                wanted = {name.strip() for name in args.only.split(",")} | {"nginx"}
+                order = [(name, launch) for name, launch in order if name in wanted]
+            runs = phases.setdefault(phase, {})
+            rounds(order, args, runs, TLS_BACKEND_PORTS[0], "https", scheme, phase)
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    titles = {"terminate": "HTTPS termination (wrk speaks HTTPS, keep-alive; backends cleartext)",
+              "upstream": "TLS to backends (wrk speaks cleartext; backends HTTPS, verified)"}
+    for phase, runs in phases.items():
+        print(f"\n### {titles[phase]}")
+        report(runs, None, args, f"results-tls-{phase}.json")
+
+
+def report(runs, stream, args, file="results.json"):
     keys = ["rps", "p50_ms", "p99_ms", "cpu_us_per_request", "peak_rss_mib"]
     nginx = runs["nginx"]
     rows = []
@@ -498,7 +655,7 @@ def report(runs, stream, args):
     print()
     out = os.path.join(ROOT, "target", "e2e")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "results.json"), "w") as f:
+    with open(os.path.join(out, file), "w") as f:
         json.dump({"runs": runs, "summary": rows, "stream": stream}, f, indent=2)
 
 

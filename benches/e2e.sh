@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end benchmark against nginx and HAProxy; see benches/e2e.py.
+# End-to-end benchmark against nginx and HAProxy; see benches/e2e.py
+# (`--tls`: HTTPS termination and TLS to backends).
 # Installs nginx, HAProxy, wrk and curl from Debian packages when missing,
 # builds the example proxy in release mode, then runs the benchmark.
 set -euo pipefail
@@ -10,6 +11,7 @@ command -v nginx >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)  # --tls: the test CA and certificate
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

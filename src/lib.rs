@@ -1,15 +1,31 @@
 //! tower-lb: HTTP load balancing and failover as tower middleware.
 //!
-//! Wrap a forwarding service (or an axum `Router`) in layers:
+//! A request travels through the layers from the outside in; each is a
+//! tower [`Layer`](tower_layer::Layer) you can use alone or leave out:
 //!
 //! ```text
-//! client -> your axum / hyper server
-//!        -> LoadBalance   picks a backend (strategy over a snapshot of the set),
-//!                         points the request at it, counts it in flight until
-//!                         the response body ends
-//!        -> Forward       pooled keep-alive connections, proxy header rules
+//! client -> your axum / hyper server (TLS terminated here)
+//!        -> Metrics         counts, latency histograms, per-backend labels   metrics::MetricsLayer
+//!        -> Failover        retries on another backend: idempotent,          failover::FailoverLayer
+//!                           budgeted, request bodies replayed up to a bound
+//!        -> LoadBalance     a snapshot of the set, the strategy's pick, the  LoadBalanceLayer
+//!                           request pointed at it (URI + a `Target`),
+//!                           in flight until the response body ends
+//!        -> PassiveHealth   reads the `Target`, records success or failure,  health::PassiveHealthLayer
+//!                           ejects outliers, ramps failing ones down
+//!        -> Forward         pooled upstream connections, proxy header rules  Forward
 //!        -> backend
 //! ```
+//!
+//! Beside the request path, writers change the [`BackendSet`] the balancer
+//! reads without a lock: a static list, a reload
+//! ([`BackendSet::replace`]), any tower [`Discover`](tower::discover::Discover)
+//! stream ([`BackendSet::follow`]), the active health checks
+//! ([`health::ActiveHealthCheck`]), and an operator through the set's
+//! explicit methods ([`drain`](BackendSet::drain),
+//! [`set_weight`](BackendSet::set_weight), [`eject`](BackendSet::eject),
+//! [`readmit`](BackendSet::readmit)). Every transition is a
+//! [`HealthEvent`](backend::HealthEvent) on [`BackendSet::events`].
 //!
 //! The balancer only decides where a request goes; whatever serves an
 //! `http::Request` can sit underneath it. The backend set is dynamic
@@ -66,14 +82,21 @@
 //!
 //! # Modules
 //!
+//! They stand on each other bottom-up: the error type, the clock and the
+//! client's address at the ground; [`backend`] on them; [`balance`] and
+//! [`health`] on the backend set; the layers on those; [`forward`] at the
+//! side, needing only a backend's address.
+//!
 //! - [`backend`]: backends, their runtime state, the set and its snapshots.
 //! - [`balance`]: the [`LoadBalanceLayer`] and the strategies.
+//! - [`discover`]: backends from DNS (feature `dns`) and etcd (feature `etcd`).
 //! - [`failover`]: retries on another backend, budgeted, with bounded body replay.
 //! - [`forward`]: the [`Forward`] service.
 //! - [`health`]: active probes, passive outlier detection, health events.
 //! - [`metrics`]: Prometheus metrics and the admin surface (feature `metrics`).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod backend;
@@ -81,6 +104,7 @@ pub mod balance;
 mod body_end;
 mod client_addr;
 mod clock;
+pub mod discover;
 mod error;
 pub mod extensions;
 pub mod failover;
@@ -88,6 +112,7 @@ pub mod forward;
 pub mod health;
 mod local_body;
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 mod stack;
 mod warn_once;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::process::{ProxyProcess, free_addr, run_proxy};
+use support::process::{ProxyProcess, free_addr, run_proxy, signal};
 use support::{TestBackend, client, get, tally};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,14 +27,6 @@ fn write_config(text: &str) -> tempfile::TempPath {
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
     file.into_temp_path()
-}
-
-fn signal(proxy: &ProxyProcess, name: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &proxy.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@ use clap::Parser;
 use tower_lb::Backend;
 use tower_lb::balance::{AnyStrategy, HashKey};
 
+use crate::discovery::Source;
+
 /// A reverse proxy that load-balances over HTTP backends, built only from
 /// tower-lb's public API. With no backend anywhere it starts three demo
 /// backends. Flags override the configuration file.
@@ -41,6 +43,18 @@ pub struct Cli {
     /// the file's list.
     #[arg(long = "backend", value_name = "URL[,weight=N]")]
     pub backends: Vec<Backend>,
+
+    /// A discovery source, repeatable and combinable with --backend:
+    /// dns:HOST:PORT (A/AAAA records), srv:NAME (SRV records),
+    /// etcd:http://HOST:PORT/PREFIX (each key a backend). Replaces the
+    /// file's list.
+    #[arg(long = "discover", value_name = "SOURCE")]
+    pub discover: Vec<Source>,
+
+    /// The DNS server (ADDR:PORT) that dns: and srv: sources ask, instead
+    /// of the system's resolver configuration.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub resolver: Option<SocketAddr>,
 
     /// Balancing strategy: round-robin, weighted-round-robin,
     /// least-connections, ip-hash, hash, p2c, random [default: round-robin].
@@ -122,6 +136,38 @@ pub struct Cli {
     /// available to the process].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+
+    /// Serve HTTPS on --listen with this certificate (PEM; a chain, leaf
+    /// first). Needs --tls-key. SIGHUP (and --watch) reloads it.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long a client may take to finish its TLS handshake [default: 10s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub tls_handshake_timeout: Option<Duration>,
+
+    /// CA bundle (PEM) to verify https backends with, instead of the
+    /// system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub backend_ca: Option<PathBuf>,
+
+    /// Name to verify in https backends' certificates and send as SNI,
+    /// instead of each backend's host (for backends addressed by IP).
+    #[arg(long, value_name = "NAME")]
+    pub backend_tls_name: Option<String>,
+
+    /// Client certificate (PEM chain) to show https backends: mutual TLS.
+    /// Needs --backend-key.
+    #[arg(long, value_name = "FILE")]
+    pub backend_cert: Option<PathBuf>,
+
+    /// The private key of --backend-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub backend_key: Option<PathBuf>,
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h 30m`.

@@ -6,6 +6,9 @@
 //! cargo run --release --example proxy -- \
 //!     --backend http://10.0.0.1:8000 --backend http://10.0.0.2:8000,weight=2 \
 //!     --strategy least-connections --health-path /healthz --admin 127.0.0.1:9090
+//! cargo run --release --example proxy -- \
+//!     --tls-cert proxy.pem --tls-key proxy.key \
+//!     --backend https://10.0.0.1:8443 --backend-ca backends-ca.pem
 //! ```
 //!
 //! Built only from the library's public API:
@@ -22,11 +25,13 @@
 
 mod cli;
 mod demo;
+mod discovery;
 mod events;
 mod listeners;
 mod reload;
 mod server;
 mod settings;
+mod tls;
 mod workers;
 
 use std::sync::Arc;
@@ -55,6 +60,15 @@ fn main() {
     };
     let config = cli.config.clone();
     let settings = Settings::resolve(cli, file).unwrap_or_else(|e| usage_error(&e));
+    // Certificates and keys are read and checked before anything starts:
+    // a bad one is a usage error naming its flag.
+    let terminator = settings
+        .tls
+        .as_ref()
+        .map(tls::Terminator::load)
+        .transpose()
+        .unwrap_or_else(|e| usage_error(&e));
+    let backend_tls = tls::backend_tls(&settings.backend_tls).unwrap_or_else(|e| usage_error(&e));
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -70,7 +84,7 @@ fn main() {
             eprintln!("error: cannot start the runtime: {e}");
             std::process::exit(1);
         });
-    if let Err(error) = runtime.block_on(run(settings, config)) {
+    if let Err(error) = runtime.block_on(run(settings, config, terminator, backend_tls)) {
         eprintln!("error: {error}");
         std::process::exit(1);
     }
@@ -81,12 +95,14 @@ fn main() {
 async fn run(
     settings: Settings,
     config: Option<std::path::PathBuf>,
+    terminator: Option<tls::Terminator>,
+    backend_tls: Option<tower_lb::forward::BackendTls>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let probe = match &settings.health_path {
         Some(path) => Probe::http(path)?,
         None => Probe::tcp(),
     };
-    let demo = settings.backends.is_empty();
+    let demo = settings.backends.is_empty() && settings.discover.is_empty();
     let backends = if demo {
         demo::start(3).await?
     } else {
@@ -103,8 +119,13 @@ async fn run(
         ),
         None => None,
     };
+    let scheme = if terminator.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let url = match listeners.first() {
-        Some(listener) => format!("http://{}/", listener.local_addr()?),
+        Some(listener) => format!("{scheme}://{}/", listener.local_addr()?),
         None => return Err("no listener".into()),
     };
     println!("tower-lb proxy on {url} ({})", settings.strategy);
@@ -114,6 +135,15 @@ async fn run(
             backend.address(),
             backend.weight()
         );
+    }
+    if let Some(tls) = &backend_tls {
+        println!("  https backends verified with {tls:?}");
+    }
+    for source in &settings.discover {
+        println!("  discover {source}");
+    }
+    if let Some(resolver) = settings.resolver {
+        println!("  DNS server {resolver}");
     }
     if workers == 1 {
         println!("  1 worker thread");
@@ -137,12 +167,18 @@ async fn run(
         println!("try:   for i in 1 2 3 4 5 6; do curl -s {url}; done");
     }
 
-    let set = BackendSet::new(backends).with_slow_start(settings.slow_start);
+    let set = BackendSet::new(backends.clone()).with_slow_start(settings.slow_start);
     tokio::spawn(events::log(set.clone()));
-    if let Some(path) = config {
-        reload::spawn(set.clone(), path, settings.watch)?;
+    reload::spawn(set.clone(), backends, config, settings.watch)?;
+    discovery::spawn(&set, &settings.discover, settings.resolver)?;
+    if let Some(terminator) = &terminator {
+        terminator.spawn_reload(settings.watch)?;
     }
-    let _health = ActiveHealthCheck::new(probe)
+    let mut health = ActiveHealthCheck::new(probe);
+    if let Some(tls) = &backend_tls {
+        health = health.tls(tls.clone());
+    }
+    let _health = health
         .interval(settings.health_interval)
         .timeout(settings.health_timeout)
         .unhealthy_after(settings.unhealthy_after)
@@ -177,9 +213,15 @@ async fn run(
     let balance =
         LoadBalanceLayer::new(set.clone(), settings.strategy).panic_routing(settings.panic_routing);
     let passive = PassiveHealthLayer::new(set.clone(), OutlierDetection::new());
-    let forward = Forward::builder()
+    let mut forward = Forward::builder()
         .timeout(settings.timeout)
         .upgrades(&settings.upgrades);
+    if terminator.is_some() {
+        forward = forward.forwarded_proto("https");
+    }
+    if let Some(tls) = backend_tls {
+        forward = forward.tls(tls);
+    }
     let grace = settings.shutdown_grace;
     let serving = Serving {
         limits,
@@ -187,6 +229,7 @@ async fn run(
             settings.max_connections.min(Semaphore::MAX_PERMITS),
         )),
         grace,
+        tls: terminator,
     };
     let failover =
         (settings.retries > 0).then(|| FailoverLayer::new().max_retries(settings.retries));

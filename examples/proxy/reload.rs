@@ -1,5 +1,8 @@
-//! Reloading the backend list without a restart: on SIGHUP, and when asked,
-//! whenever the file changes. Changes go to the set as a `Discover` stream.
+//! The static backend list (flags or file) as one source of the set, and
+//! reloading it without a restart: on SIGHUP, and when asked, whenever the
+//! file changes. Changes go to the set as a `Discover` stream labelled
+//! `static`, so that backends discovered elsewhere (DNS, etcd) are neither
+//! claimed nor removed by a reload: membership is the union of sources.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,12 +17,18 @@ use crate::settings::File;
 
 type Changes = mpsc::UnboundedSender<Change<Address, Backend>>;
 
-/// Starts following `path`. The set learns the current members as the
-/// stream's first changes (no-ops), so that later removals find them.
-pub fn spawn(set: BackendSet, path: PathBuf, watch: bool) -> std::io::Result<()> {
-    let mut hangup = signal(SignalKind::hangup())?;
+/// Lists `backends` as the `static` source of `set` and, with a `path`,
+/// follows the file. The stream's first changes are the static members
+/// (no-ops for the set, which starts with them), so that later removals
+/// find them.
+pub fn spawn(
+    set: BackendSet,
+    backends: Vec<Backend>,
+    path: Option<PathBuf>,
+    watch: bool,
+) -> std::io::Result<()> {
     let (changes, mut receiver) = mpsc::unbounded_channel();
-    for backend in set.snapshot().backends() {
+    for backend in &backends {
         let _ = changes.send(Change::Insert(backend.address().clone(), backend.clone()));
     }
     let stream = futures_util::stream::poll_fn(move |cx| {
@@ -28,17 +37,22 @@ pub fn spawn(set: BackendSet, path: PathBuf, watch: bool) -> std::io::Result<()>
             .map(|change| change.map(Ok::<_, std::convert::Infallible>))
     });
     let follower = set.clone();
-    tokio::spawn(async move { follower.follow(stream).await });
+    tokio::spawn(async move { follower.follow_source("static", stream).await });
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
+        let mut listed = backends;
         let mut seen = modified(&path);
         loop {
             tokio::select! {
-                _ = hangup.recv() => reload(&set, &path, &changes, "SIGHUP"),
+                _ = hangup.recv() => reload(&mut listed, &path, &changes, "SIGHUP"),
                 () = tokio::time::sleep(Duration::from_secs(1)), if watch => {
                     let now = modified(&path);
                     if now != seen {
                         seen = now;
-                        reload(&set, &path, &changes, "file changed");
+                        reload(&mut listed, &path, &changes, "file changed");
                     }
                 }
             }
@@ -51,9 +65,9 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Re-reads the file and sends the difference to the set. A bad file is
-/// rejected whole: the running set stays as it is.
-fn reload(set: &BackendSet, path: &Path, changes: &Changes, why: &str) {
+/// Re-reads the file and sends the difference from what it `listed` to
+/// the set. A bad file is rejected whole: the running set stays as it is.
+fn reload(listed: &mut Vec<Backend>, path: &Path, changes: &Changes, why: &str) {
     let wanted = match File::read(path).and_then(|file| file.backends()) {
         Ok(backends) => backends,
         Err(error) => {
@@ -65,26 +79,26 @@ fn reload(set: &BackendSet, path: &Path, changes: &Changes, why: &str) {
         tracing::error!("reload ({why}) rejected: the file lists no backend");
         return;
     }
-    let current = set.snapshot();
     let mut added = 0;
     let mut removed = 0;
     let mut changed = 0;
-    for member in current.backends() {
+    for member in listed.iter() {
         if wanted.iter().all(|w| w.address() != member.address()) {
             let _ = changes.send(Change::Remove(member.address().clone()));
             removed += 1;
         }
     }
-    for backend in wanted {
-        match current.get(backend.address()) {
+    for backend in &wanted {
+        match listed.iter().find(|b| b.address() == backend.address()) {
             Some(member)
                 if member.weight() == backend.weight()
                     && member.protocol() == backend.protocol() => {}
             Some(_) => changed += 1,
             None => added += 1,
         }
-        let _ = changes.send(Change::Insert(backend.address().clone(), backend));
+        let _ = changes.send(Change::Insert(backend.address().clone(), backend.clone()));
     }
+    *listed = wanted;
     tracing::info!(
         "reload ({why}): {added} added, {removed} removed (draining), {changed} changed; \
          other settings take effect on restart"

@@ -43,6 +43,26 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// What runs on each accepted connection before HTTP is served over the
+/// stream it gives: a TLS handshake (`tls.rs`), or nothing ([`Cleartext`]).
+/// `None` closes the connection.
+pub trait Handshake: Clone + Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn handshake(&self, io: Tracked) -> impl Future<Output = Option<Self::Stream>> + Send;
+}
+
+/// No handshake: HTTP in cleartext (no value of it exists; `None` of it
+/// is what `serve` passes).
+#[derive(Clone, Copy, Debug)]
+pub enum Cleartext {}
+
+impl Handshake for Cleartext {
+    type Stream = Tracked;
+    async fn handshake(&self, _io: Tracked) -> Option<Tracked> {
+        match *self {}
+    }
+}
+
 /// How a worker's connections ended once it stopped accepting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Drained {
@@ -77,7 +97,16 @@ where
     let permits = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
     ));
-    serve_sharing(listener, service, permits, limits, stop, grace).await
+    serve_sharing(
+        listener,
+        service,
+        permits,
+        limits,
+        None::<Cleartext>,
+        stop,
+        grace,
+    )
+    .await
 }
 
 /// [`serve`], with a connection served while it holds one of `permits`,
@@ -90,11 +119,15 @@ where
 /// a permit while it waits on an empty queue would starve a connection
 /// queued at another worker. So each listener takes at most one connection
 /// out of its queue before a permit is free for it.
-pub async fn serve_sharing<S, B>(
+///
+/// With `tls`, each connection's TLS handshake runs in that connection's
+/// own task (bounded by the handshake timeout), never in the accept loop.
+pub async fn serve_sharing<S, B, H>(
     listener: TcpListener,
     service: S,
     permits: Arc<Semaphore>,
     limits: Limits,
+    tls: Option<H>,
     stop: impl Future<Output = ()>,
     grace: Duration,
 ) -> Drained
@@ -107,6 +140,7 @@ where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    H: Handshake,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(limits.max_header_size);
@@ -141,12 +175,27 @@ where
             inner: AddExtensionLayer::new(ClientAddr::new(peer)).layer(service.clone()),
             activity: activity.clone(),
         };
-        let io = TokioIo::new(Tracked {
+        let tracked = Tracked {
             stream,
             activity: activity.clone(),
-        });
+        };
+        let service = Direct::new(service);
+        if let Some(tls) = &tls {
+            let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let Some(stream) = tls.handshake(tracked).await else {
+                    return;
+                };
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                supervise(watcher.watch(connection), activity, limits).await;
+            });
+            continue;
+        }
         let connection = builder
-            .serve_connection_with_upgrades(io, Direct::new(service))
+            .serve_connection_with_upgrades(TokioIo::new(tracked), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -226,7 +275,7 @@ impl Activity {
 }
 
 /// The socket, noting when bytes move.
-struct Tracked {
+pub struct Tracked {
     stream: TcpStream,
     activity: Arc<Activity>,
 }

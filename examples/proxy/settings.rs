@@ -1,8 +1,9 @@
 //! The configuration file, and the settings the proxy runs with: flags over
 //! file over defaults.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -12,6 +13,7 @@ use tower_lb::Backend;
 use tower_lb::balance::{AnyStrategy, HashKey};
 
 use crate::cli::{self, Cli};
+use crate::discovery::Source;
 
 /// The TOML file. Keys are the flags' names; unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +24,9 @@ pub struct File {
     admin_token_file: Option<std::path::PathBuf>,
     #[serde(default, rename = "backend")]
     backends: Vec<FileBackend>,
+    #[serde(default, deserialize_with = "sources")]
+    discover: Vec<Source>,
+    resolver: Option<SocketAddr>,
     #[serde(default, deserialize_with = "parsed")]
     strategy: Option<AnyStrategy>,
     #[serde(default, deserialize_with = "parsed")]
@@ -40,6 +45,30 @@ pub struct File {
     failover: FileFailover,
     #[serde(default)]
     server: FileServer,
+    #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
+    backend_tls: FileBackendTls,
+}
+
+/// `[tls]`: HTTPS for clients.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration")]
+    handshake_timeout: Option<Duration>,
+}
+
+/// `[backend-tls]`: TLS to `https://` backends.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileBackendTls {
+    ca: Option<PathBuf>,
+    name: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +124,13 @@ where
 {
     let text = String::deserialize(d)?;
     text.parse().map(Some).map_err(de::Error::custom)
+}
+
+fn sources<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Source>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| text.parse().map_err(de::Error::custom))
+        .collect()
 }
 
 fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
@@ -162,6 +198,10 @@ pub struct Settings {
     /// Tokens of the admin write routes.
     pub admin_tokens: Option<tower_lb::metrics::AdminTokens>,
     pub backends: Vec<Backend>,
+    /// Discovery sources beside the static backends.
+    pub discover: Vec<Source>,
+    /// The DNS server discovery asks, instead of the system's.
+    pub resolver: Option<SocketAddr>,
     pub strategy: AnyStrategy,
     pub slow_start: Duration,
     pub panic_routing: bool,
@@ -181,6 +221,63 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Protocols a client may switch to with `Upgrade`.
     pub upgrades: Vec<String>,
+    /// HTTPS on `listen`, when a certificate is given.
+    pub tls: Option<ServeTls>,
+    pub backend_tls: BackendTlsSettings,
+}
+
+/// A setting with the name of where it came from (`--tls-cert`, or
+/// `tls.cert` in the file), for errors that name it.
+#[derive(Clone, Debug)]
+pub struct Named<T> {
+    pub value: T,
+    pub name: &'static str,
+}
+
+impl fmt::Display for Named<PathBuf> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.value.display())
+    }
+}
+
+impl fmt::Display for Named<String> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.name, self.value)
+    }
+}
+
+/// The flag's value if given, else the file's, each named.
+fn named<T>(
+    flag: Option<T>,
+    file: Option<T>,
+    flag_name: &'static str,
+    key: &'static str,
+) -> Option<Named<T>> {
+    match (flag, file) {
+        (Some(value), _) => Some(Named {
+            value,
+            name: flag_name,
+        }),
+        (None, Some(value)) => Some(Named { value, name: key }),
+        (None, None) => None,
+    }
+}
+
+/// HTTPS for clients.
+#[derive(Clone, Debug)]
+pub struct ServeTls {
+    pub cert: Named<PathBuf>,
+    pub key: Named<PathBuf>,
+    pub handshake_timeout: Duration,
+}
+
+/// TLS to `https://` backends; all `None` is the system's roots.
+#[derive(Debug, Default)]
+pub struct BackendTlsSettings {
+    pub ca: Option<Named<PathBuf>>,
+    pub name: Option<Named<String>>,
+    pub cert: Option<Named<PathBuf>>,
+    pub key: Option<Named<PathBuf>>,
 }
 
 impl Settings {
@@ -214,6 +311,48 @@ impl Settings {
             ([none], _) if none == "none" => Vec::new(),
             (flags, _) => flags.to_vec(),
         };
+        let tls = match (
+            named(cli.tls_cert, file.tls.cert, "--tls-cert", "tls.cert"),
+            named(cli.tls_key, file.tls.key, "--tls-key", "tls.key"),
+        ) {
+            (Some(cert), Some(key)) => Some(ServeTls {
+                cert,
+                key,
+                handshake_timeout: cli
+                    .tls_handshake_timeout
+                    .or(file.tls.handshake_timeout)
+                    .unwrap_or(Duration::from_secs(10)),
+            }),
+            (Some(cert), None) => return Err(format!("{cert}: needs --tls-key too")),
+            (None, Some(key)) => return Err(format!("{key}: needs --tls-cert too")),
+            (None, None) => None,
+        };
+        let backend_tls = BackendTlsSettings {
+            ca: named(
+                cli.backend_ca,
+                file.backend_tls.ca,
+                "--backend-ca",
+                "backend-tls.ca",
+            ),
+            name: named(
+                cli.backend_tls_name,
+                file.backend_tls.name,
+                "--backend-tls-name",
+                "backend-tls.name",
+            ),
+            cert: named(
+                cli.backend_cert,
+                file.backend_tls.cert,
+                "--backend-cert",
+                "backend-tls.cert",
+            ),
+            key: named(
+                cli.backend_key,
+                file.backend_tls.key,
+                "--backend-key",
+                "backend-tls.key",
+            ),
+        };
         let settings = Settings {
             listen: cli
                 .listen
@@ -232,6 +371,12 @@ impl Settings {
             } else {
                 cli.backends
             },
+            discover: if cli.discover.is_empty() {
+                file.discover
+            } else {
+                cli.discover
+            },
+            resolver: cli.resolver.or(file.resolver),
             strategy,
             slow_start: cli.slow_start.or(file.slow_start).unwrap_or(Duration::ZERO),
             panic_routing: cli.panic_routing || file.panic_routing.unwrap_or(false),
@@ -277,6 +422,8 @@ impl Settings {
                 .or(file.server.shutdown_grace)
                 .unwrap_or(Duration::from_secs(30)),
             upgrades,
+            tls,
+            backend_tls,
         };
         settings.check()?;
         Ok(settings)
@@ -289,6 +436,12 @@ impl Settings {
             ("failover.timeout", self.timeout),
             ("server.header-timeout", self.header_timeout),
             ("server.idle-timeout", self.idle_timeout),
+            (
+                "tls.handshake-timeout",
+                self.tls
+                    .as_ref()
+                    .map_or(Duration::from_secs(1), |t| t.handshake_timeout),
+            ),
         ];
         for (name, value) in positive {
             if value.is_zero() {

@@ -34,6 +34,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tower::Service;
 
 use crate::server::{self, Drained, Limits};
+use crate::tls::Terminator;
 
 /// The number of workers when none is configured: one per core this
 /// process may run on (its CPU affinity and cgroup quota count, so
@@ -51,6 +52,8 @@ pub struct Serving {
     pub permits: Arc<Semaphore>,
     /// How long open connections get after a stop.
     pub grace: Duration,
+    /// HTTPS for clients, shared by every worker.
+    pub tls: Option<Terminator>,
 }
 
 /// The running workers.
@@ -105,12 +108,14 @@ impl Workers {
                                 limits,
                                 permits,
                                 grace,
+                                tls,
                             } = serving;
                             Ok(server::serve_sharing(
                                 listener,
                                 stack(),
                                 permits,
                                 limits,
+                                tls,
                                 stop,
                                 grace,
                             )

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
 
-use crate::Error;
+use crate::error::Error;
 
-/// A backend's address: a scheme (`http`) and an authority (`host:port`),
-/// such as `http://10.0.0.5:8080`.
+/// A backend's address: a scheme (`http` or `https`) and an authority
+/// (`host:port`), such as `http://10.0.0.5:8080` or `https://api.internal`.
 ///
-/// `https://` is refused with a configuration error until TLS to backends
-/// is built: accepting it would send the request in cleartext to a port
-/// that expects TLS, a silent downgrade.
+/// An `https://` backend is spoken to over verified TLS (see
+/// [`BackendTls`](crate::forward::BackendTls)). Without the `tls` feature
+/// `https://` is refused with a configuration error: accepting it would
+/// send the request in cleartext to a port that expects TLS, a silent
+/// downgrade.
 ///
 /// Addresses compare and hash by their canonical text (scheme and host are
 /// case-insensitive, the default port is made explicit), so
@@ -36,7 +38,7 @@ pub struct Address {
 }
 
 impl Address {
-    /// The scheme (`http`).
+    /// The scheme (`http` or `https`).
     pub fn scheme(&self) -> &Scheme {
         &self.scheme
     }
@@ -82,15 +84,20 @@ impl FromStr for Address {
             .ok_or_else(|| invalid("missing scheme (write http://...)"))?;
         let default_port = match scheme.as_str() {
             "http" => 80,
-            // Refused, never downgraded: until TLS to backends is built, an
-            // `https://` backend would get the request (credentials and
-            // all) in cleartext.
+            #[cfg(feature = "tls")]
+            "https" => 443,
+            // Refused, never downgraded: without TLS an `https://` backend
+            // would get the request (credentials and all) in cleartext.
+            #[cfg(not(feature = "tls"))]
             "https" => {
                 return Err(invalid(
-                    "https backends are not supported yet (TLS to backends is not built); \
+                    "https backends need tower-lb's `tls` feature (built without it); \
                      refusing to send cleartext to an https URL",
                 ));
             }
+            #[cfg(feature = "tls")]
+            _ => return Err(invalid("scheme must be http or https")),
+            #[cfg(not(feature = "tls"))]
             _ => return Err(invalid("scheme must be http")),
         };
         let authority = uri
@@ -190,12 +197,28 @@ mod tests {
         assert_eq!((c.host(), c.port()), ("[::1]", 9001));
     }
 
+    #[cfg(feature = "tls")]
+    #[test]
+    fn https_is_its_own_backend_on_port_443() {
+        let a: Address = "https://API.internal".parse().unwrap();
+        assert_eq!(a.as_str(), "https://api.internal:443");
+        let cleartext: Address = "http://api.internal:443".parse().unwrap();
+        assert_ne!(
+            a, cleartext,
+            "same authority, another scheme: another backend"
+        );
+        assert_eq!(a.scheme(), &Scheme::HTTPS);
+    }
+
     #[test]
     fn bad_addresses_say_why() {
         for (text, why) in [
             ("127.0.0.1:80", "missing scheme"),
             ("ftp://x", "scheme must be http"),
-            ("https://x", "https backends are not supported"),
+            #[cfg(not(feature = "tls"))]
+            ("https://x", "need tower-lb's `tls` feature"),
+            #[cfg(feature = "tls")]
+            ("https://u:p@x", "credentials"),
             ("http://x/path", "no path"),
             ("http://u:p@x", "credentials"),
             ("not a url", "not a URL"),

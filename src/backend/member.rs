@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 
 use super::{Address, BackendId, BackendState};
-use crate::Error;
+use crate::error::Error;
 
 /// The largest weight a backend may have. Weights are relative, so this
 /// only bounds the precomputed schedules of weighted strategies.

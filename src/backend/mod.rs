@@ -18,6 +18,7 @@
 //! failover, forwarding): they build on it.
 
 mod address;
+mod claims;
 mod discover;
 mod eligibility;
 mod event;
@@ -36,6 +37,7 @@ mod verdict;
 mod watch;
 
 pub use address::Address;
+pub(crate) use claims::{Claim, Source, SourceId};
 pub use event::{HealthEvent, HealthEventKind};
 pub use id::BackendId;
 pub use in_flight::InFlight;

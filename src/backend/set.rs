@@ -9,10 +9,11 @@ use arc_swap::ArcSwap;
 use rustc_hash::FxHashMap;
 use tokio::sync::{broadcast, watch};
 
-use super::home::Home;
-use super::{Address, Backend, BackendId, HealthEvent, HealthEventKind, Snapshot};
+use super::claims::{Claim, Claims, Source};
+use super::{Address, Backend, HealthEvent, HealthEventKind, Snapshot};
 use crate::clock::{self, Nanos};
 
+mod events;
 mod operations;
 
 /// How many events a slow subscriber may fall behind before it misses some.
@@ -92,6 +93,8 @@ struct Writer {
     draining: Vec<Backend>,
     version: u64,
     listeners: Vec<Weak<dyn SnapshotListener>>,
+    /// Which following sources list which addresses (see `claims`).
+    claims: Claims,
 }
 
 impl BackendSet {
@@ -104,6 +107,7 @@ impl BackendSet {
             draining: Vec::new(),
             version: 0,
             listeners: Vec::new(),
+            claims: Claims::default(),
         };
         for backend in backends {
             writer.insert(backend, None);
@@ -167,51 +171,6 @@ impl BackendSet {
             .start_slow_start(now, self.slow_start_nanos());
     }
 
-    /// Runs `decide` with ejection decisions serialized, given how many
-    /// members are ejected now and how many there are: what an ejection
-    /// cap needs to be exact. Counting only reads the deadlines, so a
-    /// backend whose ejection ran out never counts.
-    pub(crate) fn deciding_ejection<R>(
-        &self,
-        now: Nanos,
-        decide: impl FnOnce(usize, usize) -> R,
-    ) -> R {
-        let _decision = self
-            .shared
-            .ejecting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let snapshot = self.snapshot();
-        let ejected = snapshot
-            .backends()
-            .iter()
-            .filter(|b| b.state().is_ejected_at(now))
-            .count();
-        decide(ejected, snapshot.len())
-    }
-
-    /// Makes this set one of `backend`'s homes: told when its ejection ends
-    /// on read, so that it can announce the return.
-    fn adopt(&self, backend: &Backend) {
-        let home: Weak<dyn Home> = Arc::downgrade(&self.shared) as Weak<dyn Home>;
-        backend.state().add_home(home);
-    }
-
-    /// A receiver of every [`HealthEvent`] from now on: backends joining and
-    /// leaving, health verdicts, ejections, returns and share changes.
-    ///
-    /// A subscriber that falls more than 4096 events behind misses the
-    /// oldest (and is told so by `recv`); events are never held back for a
-    /// slow subscriber.
-    pub fn events(&self) -> broadcast::Receiver<HealthEvent> {
-        self.shared.events.subscribe()
-    }
-
-    /// Sends an event to the subscribers, if any.
-    pub(crate) fn emit(&self, backend: &Backend, kind: HealthEventKind) {
-        self.shared.emit(backend, kind);
-    }
-
     /// The current snapshot. Lock-free.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.current.load_full()
@@ -238,7 +197,63 @@ impl BackendSet {
 
     /// Applies several changes and publishes once.
     pub fn apply(&self, updates: impl IntoIterator<Item = Update>) {
+        self.write(|_| updates.into_iter().collect());
+    }
+
+    /// Applies what `source` now lists or no longer lists: the union of
+    /// all sources decides membership (see `claims`). Publishes once.
+    pub(crate) fn apply_claims(&self, source: &Source, claims: Vec<Claim>) {
+        self.write(|writer| writer.claims.resolve(source, claims));
+    }
+
+    /// The labels of the discovery sources that list the member at
+    /// `address` (first-started first); empty for a member only written
+    /// directly, or not a member.
+    ///
+    /// ```
+    /// use tower::discover::Change;
+    /// use tower_lb::{Backend, BackendSet};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower_lb::Error> {
+    /// let set = BackendSet::default();
+    /// let backend: Backend = "http://127.0.0.1:9001".parse()?;
+    /// let listed = futures_util::stream::iter([
+    ///     Ok::<_, std::convert::Infallible>(Change::Insert(1, backend.clone())),
+    /// ]);
+    /// set.follow_source("static", listed).await.unwrap();
+    /// assert_eq!(&*set.sources(backend.address())[0], "static");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sources(&self, address: &Address) -> Vec<Arc<str>> {
+        self.lock().claims.sources(address)
+    }
+
+    /// The sources of each of `addresses`, under one lock (status views).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn sources_of<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a Address>,
+    ) -> Vec<Vec<Arc<str>>> {
+        let writer = self.lock();
+        addresses
+            .into_iter()
+            .map(|address| writer.claims.sources(address))
+            .collect()
+    }
+
+    /// How many addresses discovery sources claim (tests of bounded memory).
+    #[cfg(test)]
+    pub(crate) fn claimed(&self) -> usize {
+        self.lock().claims.len()
+    }
+
+    /// Runs the updates `make` returns under the writer lock, publishes
+    /// once if anything changed, then sends the events.
+    fn write(&self, make: impl FnOnce(&mut Writer) -> Vec<Update>) {
         let mut writer = self.lock();
+        let updates = make(&mut writer);
         let slow_start = Some((clock::now(), self.shared.slow_start.load(Relaxed)));
         let mut changed = false;
         let mut events = Vec::new();
@@ -329,25 +344,6 @@ impl BackendSet {
     }
 }
 
-impl Shared {
-    fn emit(&self, backend: &Backend, kind: HealthEventKind) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(HealthEvent::new(backend.clone(), kind));
-        }
-    }
-}
-
-impl Home for Shared {
-    /// Announces the return of a member whose ejection ran out (a removed
-    /// one has left: nothing to announce).
-    fn returned(&self, id: BackendId) {
-        let snapshot = self.current.load();
-        if let Some(backend) = snapshot.backends().iter().find(|b| b.id() == id) {
-            self.emit(backend, HealthEventKind::Returned);
-        }
-    }
-}
-
 /// What an insert did.
 enum Inserted {
     New(Backend),
@@ -380,7 +376,14 @@ impl Writer {
                 old.reconfigure(&backend);
                 old
             }
-            None => backend,
+            None => {
+                // The very backend removed earlier (it drained), inserted
+                // again: it is a member again, not left out forever.
+                if backend.state().is_removed() {
+                    backend.state().mark_restored();
+                }
+                backend
+            }
         };
         if let Some((now, window)) = slow_start {
             backend.state().start_slow_start(now, window);
@@ -392,6 +395,7 @@ impl Writer {
     }
 
     fn remove(&mut self, address: &Address) -> Option<Backend> {
+        self.claims.forget(address);
         let position = self.index.remove(address)?;
         let backend = self.members.remove(position);
         for (offset, member) in self.members[position..].iter().enumerate() {

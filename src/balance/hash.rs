@@ -157,8 +157,8 @@ mod tests {
     use http::Request;
 
     use super::*;
-    use crate::ClientAddr;
     use crate::balance::test_support::{Fixture, backends};
+    use crate::client_addr::ClientAddr;
 
     fn from(ip: u32) -> Request<()> {
         let mut request = Request::new(());

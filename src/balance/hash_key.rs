@@ -11,8 +11,9 @@ use ipnet::IpNet;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::RequestRef;
+use crate::client_addr::ClientAddr;
 use crate::client_addr::canonical;
-use crate::{ClientAddr, Error};
+use crate::error::Error;
 
 /// The part of a request that decides its backend under consistent hashing.
 #[derive(Clone, Debug, PartialEq, Eq)]

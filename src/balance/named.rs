@@ -12,7 +12,8 @@ use super::{
     Candidates, ConsistentHash, HashKey, LeastConnections, PowerOfTwoChoices, Random, RoundRobin,
     Strategy, WeightedRoundRobin,
 };
-use crate::{Backend, Error};
+use crate::backend::Backend;
+use crate::error::Error;
 
 /// One built-in strategy as operators name it: the name, how to make it,
 /// and how to recognise it.

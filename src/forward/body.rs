@@ -7,10 +7,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tokio::net::TcpStream;
 
 use super::h1::BodyReader;
 use super::pool::Lease;
+use super::stream::Stream;
 use crate::local_body::LocalBody;
 use crate::{Error, ErrorKind};
 
@@ -33,7 +33,7 @@ pin_project! {
     enum Kind {
         Http1 {
             #[pin]
-            body: BodyReader<TcpStream>,
+            body: BodyReader<Stream>,
             lease: Option<Lease>,
         },
         Http2 {
@@ -47,7 +47,7 @@ pin_project! {
 }
 
 impl ResponseBody {
-    pub(crate) fn http1(mut body: BodyReader<TcpStream>, lease: Lease) -> Self {
+    pub(crate) fn http1(mut body: BodyReader<Stream>, lease: Lease) -> Self {
         // A body that is empty from the start (HEAD, 204, 304, length 0)
         // may never be polled: the exchange is already over.
         let lease = if body.is_end_stream() {

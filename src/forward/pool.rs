@@ -8,6 +8,10 @@
 //! body reads straight from the connection, and hands it back to the pool
 //! when it ends cleanly.
 //!
+//! An `https://` backend's connections are TLS streams (see `stream.rs`)
+//! and are pooled the same way, apart from the cleartext ones of the same
+//! authority: a checkout never hands a TLS backend a cleartext connection.
+//!
 //! Per backend the idle connections sit in a lock-free queue (crossbeam's
 //! `SegQueue`, which grows in blocks as needed, so a thousand backends
 //! cost nothing until they are used), found through a map that is read
@@ -27,21 +31,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
+use super::stream::{self, Connect, Stream};
+use crate::clock::{self, Nanos};
+use crate::{Backend, BoxError, ClientAddr, Error, ErrorKind, Target};
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
 use http::request::Parts;
 use http::uri::Authority;
 use http::{HeaderValue, Method};
 use rustc_hash::FxHashMap;
-use tokio::net::TcpStream;
-
-use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
-use crate::clock::{self, Nanos};
-use crate::{BoxError, ClientAddr, Error, ErrorKind};
 
 /// The pool of one forwarder.
 pub(crate) struct Pool {
+    /// Cleartext backends' pools, by authority.
     hosts: ArcSwap<FxHashMap<Authority, Arc<Host>>>,
+    /// TLS backends' pools, by authority.
+    tls_hosts: ArcSwap<FxHashMap<Authority, Arc<Host>>>,
+    connect: Connect,
     connect_timeout: Duration,
     idle_timeout: Nanos,
     max_idle: usize,
@@ -51,15 +58,28 @@ pub(crate) struct Pool {
 /// One backend's idle connections.
 pub(crate) struct Host {
     authority: Authority,
+    tls: bool,
     idle: SegQueue<Idle>,
     /// Idle connections queued (the queue itself keeps no exact count).
     idle_count: AtomicUsize,
     max_idle: usize,
     idle_timeout: Nanos,
+    /// The backend of the first request (from its [`Target`]), so that
+    /// the pool can forget hosts that left the set (see `kept`).
+    backend: Option<Backend>,
+}
+
+impl Host {
+    /// Whether the backend has left its set: its connections are not kept.
+    fn is_removed(&self) -> bool {
+        self.backend
+            .as_ref()
+            .is_some_and(|b| b.state().is_removed())
+    }
 }
 
 struct Idle {
-    conn: Conn<TcpStream>,
+    conn: Conn<Stream>,
     since: Nanos,
 }
 
@@ -75,7 +95,12 @@ pub(crate) struct Lease {
 
 impl Lease {
     /// Returns `conn` to the pool (or closes it when the pool is full).
-    pub(crate) fn release(self, conn: Conn<TcpStream>) {
+    pub(crate) fn release(self, conn: Conn<Stream>) {
+        // A backend that left the set gets no new requests: keeping its
+        // connection would only hold a socket open (it closes here).
+        if self.host.is_removed() {
+            return;
+        }
         if self.host.idle_count.fetch_add(1, Relaxed) >= self.host.max_idle {
             self.host.idle_count.fetch_sub(1, Relaxed);
             return;
@@ -89,6 +114,7 @@ impl Lease {
 
 impl Pool {
     pub(crate) fn new(
+        connect: Connect,
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
@@ -96,6 +122,8 @@ impl Pool {
     ) -> Self {
         Self {
             hosts: ArcSwap::default(),
+            tls_hosts: ArcSwap::default(),
+            connect,
             connect_timeout,
             idle_timeout: clock::nanos(idle_timeout),
             max_idle: max_idle.max(1),
@@ -103,27 +131,42 @@ impl Pool {
         }
     }
 
-    /// The pool of `authority`, made on first use.
-    fn host(&self, authority: &Authority) -> Arc<Host> {
-        if let Some(host) = self.hosts.load().get(authority) {
+    /// The pool of `authority` (over TLS or not), made on first use (for
+    /// `backend`, the request's target if it has one). An entry left by a
+    /// backend that has since left the set is replaced when the address is
+    /// back as a new member, so the new member's connections are pooled.
+    fn host(&self, authority: &Authority, tls: bool, backend: Option<&Backend>) -> Arc<Host> {
+        let hosts = if tls { &self.tls_hosts } else { &self.hosts };
+        let stale =
+            |host: &Host| host.is_removed() && backend.is_some_and(|b| !b.state().is_removed());
+        if let Some(host) = hosts.load().get(authority)
+            && !stale(host)
+        {
             return Arc::clone(host);
         }
         let made = Arc::new(Host {
             authority: authority.clone(),
+            tls,
             idle: SegQueue::new(),
             idle_count: AtomicUsize::new(0),
             max_idle: self.max_idle,
             idle_timeout: self.idle_timeout,
+            backend: backend.cloned(),
         });
-        let previous = self.hosts.rcu(|hosts| {
-            let mut hosts = FxHashMap::clone(hosts);
-            hosts
-                .entry(authority.clone())
-                .or_insert_with(|| Arc::clone(&made));
+        let previous = hosts.rcu(|hosts| {
+            // The map is copied anyway: the moment to forget the hosts
+            // whose backends left (O(hosts), on this rare path only).
+            let mut hosts = kept(hosts);
+            if hosts.get(authority).is_none_or(|host| stale(host)) {
+                hosts.insert(authority.clone(), Arc::clone(&made));
+            }
             hosts
         });
         // Another thread may have added it first: use the one in the map.
-        previous.get(authority).cloned().unwrap_or(made)
+        match previous.get(authority) {
+            Some(host) if !stale(host) => Arc::clone(host),
+            _ => made,
+        }
     }
 
     /// One exchange with the backend `parts`' URI names: on an idle
@@ -139,7 +182,7 @@ impl Pool {
         proto: &HeaderValue,
         upgrade: Option<&HeaderValue>,
         mut body: Pin<&mut B>,
-    ) -> Result<(Answer<TcpStream>, Lease), Error>
+    ) -> Result<(Answer<Stream>, Lease), Error>
     where
         B: http_body::Body,
         B::Error: Into<BoxError>,
@@ -149,7 +192,8 @@ impl Pool {
                 Error::new(ErrorKind::Upstream).with_message("request URI names no backend")
             );
         };
-        let host = self.host(&backend);
+        let target = parts.extensions.get::<Target>().map(Target::backend);
+        let host = self.host(&backend, stream::is_tls(parts.uri.scheme()), target);
         let framing = BodyFraming::of(&*body);
         let head_request = parts.method == Method::HEAD;
         let now = clock::now();
@@ -157,7 +201,7 @@ impl Pool {
             let (mut conn, reused) = match host.checkout(now) {
                 Some(conn) => (conn, true),
                 None => {
-                    let conn = host.connect(self.connect_timeout).await?;
+                    let conn = host.connect(&self.connect, self.connect_timeout).await?;
                     (conn.with_max_head(self.max_head), false)
                 }
             };
@@ -185,6 +229,20 @@ impl Pool {
             }
         }
     }
+}
+
+/// A copy of the map without the hosts whose backends have left the set
+/// and drained (no exchange holds a lease: the map's is the only
+/// reference): their idle connections close, and nothing of a removed
+/// backend stays in the pool. It runs when a new host joins the map, so
+/// churn never grows the pool past the current members plus the removed
+/// backends of the last change.
+fn kept(hosts: &FxHashMap<Authority, Arc<Host>>) -> FxHashMap<Authority, Arc<Host>> {
+    hosts
+        .iter()
+        .filter(|(_, host)| !(host.is_removed() && Arc::strong_count(host) == 1))
+        .map(|(authority, host)| (authority.clone(), Arc::clone(host)))
+        .collect()
 }
 
 /// Whether a request that failed on a reused connection may go out again
@@ -221,7 +279,7 @@ fn failure(error: h1::Error, fresh: bool) -> Error {
 impl Host {
     /// An idle connection that is still good, if there is one; stale and
     /// closed ones are dropped on the way.
-    fn checkout(&self, now: Nanos) -> Option<Conn<TcpStream>> {
+    fn checkout(&self, now: Nanos) -> Option<Conn<Stream>> {
         while let Some(idle) = self.idle.pop() {
             self.idle_count.fetch_sub(1, Relaxed);
             let mut conn = idle.conn;
@@ -232,28 +290,30 @@ impl Host {
         None
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<Conn<TcpStream>, Error> {
-        let port = self.authority.port_u16().unwrap_or(80);
-        let connect = TcpStream::connect((self.authority.host(), port));
-        let stream = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(Error::new(ErrorKind::Connect).with_source(error)),
-            Err(_) => {
-                return Err(Error::new(ErrorKind::Connect)
-                    .with_message(format!("connect timed out after {timeout:?}")));
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    async fn connect(&self, settings: &Connect, timeout: Duration) -> Result<Conn<Stream>, Error> {
+        let stream = stream::connect(settings, &self.authority, self.tls, false, timeout).await?;
         Ok(Conn::new(stream))
+    }
+}
+
+impl Pool {
+    /// How many hosts the pool holds (tests of bounded memory).
+    #[cfg(test)]
+    pub(crate) fn hosts(&self) -> usize {
+        self.hosts.load().len()
     }
 }
 
 impl fmt::Debug for Pool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hosts = self.hosts.load();
+        let (hosts, tls_hosts) = (self.hosts.load(), self.tls_hosts.load());
         let mut d = f.debug_map();
-        for (authority, host) in hosts.iter() {
-            d.entry(&authority.as_str(), &host.idle.len());
+        for host in hosts.values().chain(tls_hosts.values()) {
+            let scheme = if host.tls { "https" } else { "http" };
+            d.entry(
+                &format_args!("{scheme}://{}", host.authority),
+                &host.idle.len(),
+            );
         }
         d.finish()
     }

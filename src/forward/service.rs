@@ -15,18 +15,17 @@ use http::{HeaderValue, Request, Response, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use hyper::upgrade::OnUpgrade;
-use tokio::net::TcpStream;
 
 use super::h1::{Answer, DEFAULT_MAX_HEAD, Upgraded};
 use super::headers::{
     H2C, add_forwarded, keep_upgrade, requested_upgrade, strip_hop_by_hop, switches_to,
 };
 use super::pool::Pool;
+use super::stream::{Connect, Connector, Stream};
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
 use crate::backend::Protocol;
@@ -63,7 +62,8 @@ use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 /// passive health checking to read). That makes it a ready
 /// `fallback_service` for an axum `Router`.
 ///
-/// Backends are spoken to in cleartext HTTP/1.1 over a pool of keep-alive
+/// Backends are spoken to in HTTP/1.1 (over TLS for `https://` backends:
+/// [`ForwardBuilder::tls`], feature `tls`) over a pool of keep-alive
 /// connections per backend, by tower-lb's own codec driven in the
 /// request's task (lock-free checkout, no connection task or channel per
 /// request; a connection returns when its response body ends; a response
@@ -91,7 +91,7 @@ pub struct Forward {
 
 struct Shared {
     http1: Pool,
-    http2: Client<HttpConnector, Http2Body>,
+    http2: Client<Connector, Http2Body>,
     timeout: Option<Duration>,
     proto: HeaderValue,
     upgrades: Box<[Box<str>]>,
@@ -125,6 +125,7 @@ pub struct ForwardBuilder {
     pool_max_idle_per_host: usize,
     forwarded_proto: &'static str,
     upgrades: Vec<Box<str>>,
+    connect: Connect,
 }
 
 impl Default for ForwardBuilder {
@@ -136,6 +137,7 @@ impl Default for ForwardBuilder {
             pool_max_idle_per_host: usize::MAX,
             forwarded_proto: "http",
             upgrades: vec!["websocket".into()],
+            connect: Connect::default(),
         }
     }
 }
@@ -150,8 +152,9 @@ impl ForwardBuilder {
         self
     }
 
-    /// How long a TCP connect may take. Default 5 s (Envoy's): a backend
-    /// that drops SYNs is given up on in time for a retry elsewhere.
+    /// How long a TCP connect may take (for an `https://` backend, with its
+    /// TLS handshake). Default 5 s (Envoy's): a backend that drops SYNs is
+    /// given up on in time for a retry elsewhere.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -201,11 +204,21 @@ impl ForwardBuilder {
         self
     }
 
+    /// How `https://` backends are spoken to (feature `tls`): the roots
+    /// trusted, the name checked, a client certificate. Default: the
+    /// system's roots and each backend's own name ([`BackendTls::system`],
+    /// loaded once per process on the first `https://` connection).
+    ///
+    /// [`BackendTls::system`]: crate::forward::BackendTls::system
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::forward::BackendTls) -> Self {
+        self.connect.tls = Some(tls);
+        self
+    }
+
     /// Builds the forwarder. Needs no runtime until the first request.
     pub fn build(self) -> Forward {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(self.connect_timeout));
+        let connector = Connector::new(self.connect.clone(), self.connect_timeout, true);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -213,6 +226,7 @@ impl ForwardBuilder {
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host);
         let http1 = Pool::new(
+            self.connect,
             self.connect_timeout,
             self.pool_idle_timeout,
             self.pool_max_idle_per_host,
@@ -357,7 +371,7 @@ async fn within<T>(
 fn switch(
     response: Response<()>,
     protocol: Option<HeaderValue>,
-    upgraded: Upgraded<TcpStream>,
+    upgraded: Upgraded<Stream>,
     tunnel: Option<Tunnel>,
 ) -> Response<ResponseBody> {
     match tunnel {

@@ -4,9 +4,9 @@ use http::HeaderValue;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::h1::Upgraded;
+use super::stream::Stream;
 
 use crate::backend::{Backend, InFlight};
 
@@ -37,7 +37,7 @@ impl Tunnel {
     /// until either closes; what the backend had sent past its `101` head
     /// goes to the client first. The backend counts the tunnel as a
     /// request in flight, so least-connections sees long-lived WebSockets.
-    pub(crate) fn spawn(self, backend_side: Upgraded<TcpStream>) {
+    pub(crate) fn spawn(self, backend_side: Upgraded<Stream>) {
         let in_flight = self.backend.map(InFlight::begin);
         tokio::spawn(async move {
             let _in_flight = in_flight;

@@ -10,7 +10,9 @@ use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use super::probe::{Probe, ProbeClient};
 use super::{HealthEventKind, Verdict};
 use crate::backend::{Backend, BackendId, BackendSet};
-use crate::{Error, clock};
+use crate::clock;
+use crate::error::Error;
+use crate::forward::Connect;
 
 /// Probes every backend of a set in the background and sets its health
 /// [`Verdict`]: unhealthy after `unhealthy_after` failed probes in a row,
@@ -60,6 +62,7 @@ pub struct ActiveHealthCheck {
     timeout: Duration,
     unhealthy_after: u32,
     healthy_after: u32,
+    connect: Connect,
 }
 
 impl ActiveHealthCheck {
@@ -74,6 +77,7 @@ impl ActiveHealthCheck {
             timeout: Duration::from_secs(2),
             unhealthy_after: 3,
             healthy_after: 2,
+            connect: Connect::default(),
         }
     }
 
@@ -104,6 +108,18 @@ impl ActiveHealthCheck {
     /// Passing probes in a row that make an unhealthy backend healthy (rise).
     pub fn healthy_after(mut self, probes: u32) -> Self {
         self.healthy_after = probes;
+        self
+    }
+
+    /// The TLS settings for probing `https://` backends (feature `tls`):
+    /// give it the [`BackendTls`](crate::forward::BackendTls) the
+    /// forwarder has, so a probe passes only where a request would get
+    /// through. Default: the system's roots and each backend's own name.
+    /// An HTTP probe of an `https://` backend goes over TLS; so does a TCP
+    /// probe, which then passes only when the handshake does.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::forward::BackendTls) -> Self {
+        self.connect.tls = Some(tls);
         self
     }
 
@@ -160,7 +176,7 @@ impl Drop for HealthChecks {
 
 /// Follows the set's membership: one probing task per member.
 async fn supervise(check: Arc<ActiveHealthCheck>, set: BackendSet) {
-    let client = ProbeClient::new();
+    let client = ProbeClient::new(check.connect.clone(), check.timeout);
     let mut members = set.subscribe();
     let mut tasks = JoinSet::new();
     let mut probing: HashMap<BackendId, (Backend, AbortHandle)> = HashMap::new();

@@ -3,7 +3,7 @@
 use http::Response;
 
 use super::OutlierDetection;
-use crate::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
 
 /// What one request says of its backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

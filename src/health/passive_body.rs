@@ -83,9 +83,9 @@ mod tests {
     use tower::{Layer, Service, ServiceExt};
 
     use super::*;
+    use crate::backend::{Backend, BackendSet};
     use crate::balance::Target;
     use crate::health::{OutlierDetection, PassiveHealthLayer};
-    use crate::{Backend, BackendSet};
 
     type Chunks = StreamBody<
         futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, &'static str>>>,

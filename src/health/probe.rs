@@ -9,12 +9,11 @@ use http::header::{HOST, USER_AGENT};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::net::TcpStream;
 
-use crate::Error;
 use crate::backend::Backend;
+use crate::error::Error;
+use crate::forward::{Connect, Connector};
 
 /// How much of a probe response body is read to look for the expected text.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -104,12 +103,21 @@ impl Probe {
         client: &ProbeClient,
     ) -> Result<(), String> {
         match &self.kind {
+            // Over TLS for an `https://` backend: it passes when the
+            // handshake does, with the forwarder's settings.
             Kind::Tcp => {
                 let address = backend.address();
-                TcpStream::connect((address.host(), address.port()))
-                    .await
-                    .map(drop)
-                    .map_err(|e| format!("connect: {e}"))
+                let tls = address.scheme() == &http::uri::Scheme::HTTPS;
+                crate::forward::connect(
+                    &client.connect,
+                    address.authority(),
+                    tls,
+                    false,
+                    client.timeout,
+                )
+                .await
+                .map(drop)
+                .map_err(|e| format!("connect: {}", root_cause(&e)))
             }
             Kind::Http(probe) => probe.check(backend, client).await,
         }
@@ -182,19 +190,24 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
 /// health checks use, so probing costs the backends no connection churn.
 #[derive(Clone)]
 pub(crate) struct ProbeClient {
-    inner: Client<HttpConnector, Empty<Bytes>>,
+    inner: Client<Connector, Empty<Bytes>>,
+    connect: Connect,
+    timeout: std::time::Duration,
 }
 
 impl ProbeClient {
-    pub(crate) fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+    /// Opens connections as the forwarder does (`connect`: TLS for
+    /// `https://` backends), each within `timeout` (the probe's own).
+    pub(crate) fn new(connect: Connect, timeout: std::time::Duration) -> Self {
+        let connector = Connector::new(connect.clone(), timeout, false);
         Self {
             inner: Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
                 .timer(TokioTimer::new())
                 .pool_max_idle_per_host(1)
                 .build(connector),
+            connect,
+            timeout,
         }
     }
 }

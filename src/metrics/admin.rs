@@ -74,6 +74,7 @@ use crate::client_addr::ClientAddr;
 /// | `total` | `requests_per_s`, `error_rate`, `p50_ms`, `p99_ms` over all backends |
 /// | `backends[]` | each member, then each removed backend still finishing requests |
 /// | `backends[].url`, `.weight`, `.share`, `.effective_weight` | address; weight; share of it given now (slow start, ramp-down); their product |
+/// | `backends[].tls`, `.sources` | spoken to over TLS; the discovery sources listing it (`static`, `dns:..`, `etcd:..`), empty when written to the set directly |
 /// | `backends[].state` | `healthy`, `ramping`, `unhealthy`, `ejected`, `draining` (drained by an operator) or `removed` |
 /// | `backends[].healthy`, `.verdict` | eligible for new requests; the active checks' `healthy` / `unhealthy` / `unknown` |
 /// | `backends[].ejected`, `.ejection_remaining_ms`, `.ejections`, `.consecutive_failures` | passive health |
@@ -206,7 +207,7 @@ impl AdminService {
         let backends = shared.monitor.backends();
         let inner = shared.monitor.read();
         let status = Status::of(
-            shared.set.snapshot().version(),
+            &shared.set,
             &backends,
             &inner.history,
             &inner.timeline,

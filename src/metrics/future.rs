@@ -11,9 +11,10 @@ use pin_project_lite::pin_project;
 
 use super::ResponseBody;
 use super::recorder::Recorder;
+use crate::balance::Target;
 use crate::clock::Nanos;
+use crate::error::Error;
 use crate::failover::Attempts;
-use crate::{Error, Target};
 
 pin_project! {
     /// Counts the response when its headers arrive and hands its body a

@@ -22,6 +22,8 @@
 
 mod admin;
 mod body;
+#[cfg(test)]
+mod churn_tests;
 mod collector;
 mod control;
 mod future;

@@ -92,15 +92,26 @@ fn card(html: &mut String, b: &BackendStatus, status: &Status<'_>, history: &His
     let _ = write!(
         html,
         "<article class=\"backend s-{}\" data-backend=\"{url}\" data-state=\"{}\">\
-         <h2><span class=\"url\">{url}</span><span class=\"badge {class}\">{word}</span></h2>",
-        b.state, b.state,
+         <h2><span class=\"url\">{url}{tls}</span><span class=\"badge {class}\">{word}</span></h2>",
+        b.state,
+        b.state,
+        tls = if b.tls {
+            " <span class=\"badge info\" title=\"spoken to over TLS\">TLS</span>"
+        } else {
+            ""
+        },
     );
     let weight = if (b.effective_weight - f64::from(b.weight)).abs() > 0.01 {
         format!("{:.1} of {}", b.effective_weight, b.weight)
     } else {
         b.weight.to_string()
     };
-    let facts: [(&str, String); 7] = [
+    let source = if b.sources.is_empty() {
+        "\u{2013}".to_owned()
+    } else {
+        b.sources.join(", ")
+    };
+    let facts: [(&str, String); 8] = [
         ("verdict", b.verdict.to_owned()),
         ("weight", weight),
         ("share", format!("{:.0} %", b.share * 100.0)),
@@ -111,6 +122,7 @@ fn card(html: &mut String, b: &BackendStatus, status: &Status<'_>, history: &His
         ),
         ("requests", b.requests.to_string()),
         ("failures", b.failures.to_string()),
+        ("source", source),
     ];
     html.push_str("<dl class=\"facts\">");
     for (name, value) in facts {

@@ -38,6 +38,9 @@ type IdMap<V> = FxHashMap<BackendId, V>;
 pub(crate) struct BackendMetrics {
     by_class: [Counter; CLASSES.len()],
     latency: LatencyHistogram,
+    /// Whose they are: a backend that leaves the set keeps its series
+    /// until it has drained, then they are dropped from the families.
+    backend: Backend,
 }
 
 impl BackendMetrics {
@@ -124,20 +127,45 @@ impl Recorder {
         recorder
     }
 
-    /// The handles of `backend`: lock-free for members; a backend that left
-    /// the set while its request ran takes the families' lock once.
+    /// The handles of `backend`: lock-free for members and for removed
+    /// backends still draining. A backend the set never published (or one
+    /// already drained and forgotten) gets handles of its own that no
+    /// family holds: counted nowhere, but nothing per backend is kept
+    /// past its drain.
     #[inline]
     pub(crate) fn backend(&self, backend: &Backend) -> Arc<BackendMetrics> {
         match self.backends.load().get(&backend.id()) {
             Some(metrics) => Arc::clone(metrics),
-            None => Arc::new(self.handles(backend)),
+            None => Arc::new(BackendMetrics {
+                by_class: Default::default(),
+                latency: LatencyHistogram::default(),
+                backend: backend.clone(),
+            }),
         }
     }
 
-    /// The handles of the member `id`, if it is one (off the request path:
+    /// The handles of backend `id`, if it has some (off the request path:
     /// the admin service's history).
     pub(crate) fn member(&self, id: BackendId) -> Option<Arc<BackendMetrics>> {
         self.backends.load().get(&id).cloned()
+    }
+
+    /// Drops a drained backend's series from the families.
+    fn unregister(&self, backend: &Backend) {
+        let name = backend.address().as_str().to_owned();
+        for code in CLASSES {
+            self.requests.remove(&RequestLabels {
+                backend: name.clone(),
+                code,
+            });
+        }
+        self.backend_latency.remove(&BackendLabel { backend: name });
+    }
+
+    /// How many backends have handles (members and those still draining).
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
+        self.backends.load().len()
     }
 
     fn handles(&self, backend: &Backend) -> BackendMetrics {
@@ -154,14 +182,21 @@ impl Recorder {
             .backend_latency
             .get_or_create(&BackendLabel { backend: name })
             .clone();
-        BackendMetrics { by_class, latency }
+        BackendMetrics {
+            by_class,
+            latency,
+            backend: backend.clone(),
+        }
     }
 }
 
 impl SnapshotListener for Recorder {
+    /// Members keep (or get) their handles; a backend that left keeps them
+    /// while requests to it are in flight, and once it has drained its
+    /// series leave the families, so churn does not grow the registry.
     fn published(&self, snapshot: &Arc<Snapshot>) {
         let current = self.backends.load();
-        let next = snapshot
+        let mut next: IdMap<Arc<BackendMetrics>> = snapshot
             .backends()
             .iter()
             .map(|backend| {
@@ -172,7 +207,24 @@ impl SnapshotListener for Recorder {
                 (backend.id(), metrics)
             })
             .collect();
+        let mut drained = Vec::new();
+        for (id, metrics) in current.iter() {
+            if next.contains_key(id) {
+                continue;
+            }
+            if metrics.backend.state().in_flight() > 0 {
+                next.insert(*id, Arc::clone(metrics));
+            } else {
+                drained.push(metrics.backend.clone());
+            }
+        }
         self.backends.store(Arc::new(next));
+        for backend in drained {
+            // The address may be back as a new member: its series stay.
+            if snapshot.get(backend.address()).is_none() {
+                self.unregister(&backend);
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::history::{History, SLOT, Series};
 use super::timeline::{Entry, Timeline};
-use crate::backend::{Backend, BackendId, Verdict};
+use crate::backend::{Backend, BackendId, BackendSet, Verdict};
 
 /// The version of the `/status` shape.
 pub(crate) const SCHEMA: u32 = 1;
@@ -59,6 +59,12 @@ pub(crate) struct BackendStatus {
     /// (an operator's drain) or `removed` (left the set, finishing its
     /// requests).
     pub(crate) state: &'static str,
+    /// Spoken to over TLS (an `https://` backend).
+    pub(crate) tls: bool,
+    /// The discovery sources that list it (`dns:web:8000`, `etcd:...`,
+    /// `static`), first-started first; empty when it was written to the
+    /// set directly, or has left it and drains.
+    pub(crate) sources: Vec<String>,
     /// Eligible for new requests now.
     pub(crate) healthy: bool,
     pub(crate) verdict: &'static str,
@@ -104,9 +110,10 @@ pub(crate) struct Status<'a> {
 }
 
 impl<'a> Status<'a> {
-    /// The status of `members` and the removed `draining` ones.
+    /// The status of `backends` (members, then the removed ones still
+    /// draining) of `set`.
     pub(crate) fn of(
-        version: u64,
+        set: &BackendSet,
         backends: &[Backend],
         history: &History,
         timeline: &'a Timeline,
@@ -114,9 +121,10 @@ impl<'a> Status<'a> {
     ) -> Self {
         let recent = |b: &Backend| history.of(b.id()).map_or(0.0, |s| s.requests(RECENT));
         let total: f64 = backends.iter().map(recent).sum();
+        let sources = set.sources_of(backends.iter().map(Backend::address));
         Status {
             schema: SCHEMA,
-            version,
+            version: set.snapshot().version(),
             generated_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -125,9 +133,12 @@ impl<'a> Status<'a> {
             total: Figures::of(Some(history.total())),
             backends: backends
                 .iter()
-                .map(|b| {
+                .zip(sources)
+                .map(|(b, sources)| {
                     let share = if total > 0.0 { recent(b) / total } else { 0.0 };
-                    BackendStatus::of(b, history, share)
+                    let mut status = BackendStatus::of(b, history, share);
+                    status.sources = sources.iter().map(|s| s.to_string()).collect();
+                    status
                 })
                 .collect(),
             events: timeline.newest_first().collect(),
@@ -163,6 +174,8 @@ impl BackendStatus {
             id: backend.id(),
             url: backend.address().to_string(),
             state: word,
+            tls: backend.address().scheme() == &http::uri::Scheme::HTTPS,
+            sources: Vec::new(),
             healthy,
             verdict,
             ejected: remaining.is_some(),

@@ -7,6 +7,8 @@ pub mod counting;
 pub mod process;
 pub mod raw;
 pub mod rude;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -373,6 +375,7 @@ pub fn client() -> TestClient {
 }
 
 /// A response read whole: status, headers, body as text.
+#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,

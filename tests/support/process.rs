@@ -139,3 +139,12 @@ pub async fn run_proxy(args: &[&str]) -> (i32, String) {
     );
     (output.status.code().unwrap_or(-1), text)
 }
+
+/// Sends `kill -NAME` to the proxy (by its PID).
+pub fn signal(proxy: &ProxyProcess, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -187,5 +187,11 @@ impl Backends {
 
 /// The answer `Forward` gives for this kind of failure of backend `index`.
 fn failure(index: usize, kind: ErrorKind) -> Answer {
-    Error::new(kind).with_backend(address(index)).to_response()
+    let address = address(index).parse::<tower_lb::backend::Address>().ok();
+    let error = Error::new(kind);
+    let error = match address {
+        Some(address) => error.with_backend(address),
+        None => error,
+    };
+    error.to_response()
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 use super::super::member::check_weight;
 use super::super::{Address, Backend, HealthEvent, HealthEventKind};
 use super::BackendSet;
-use crate::Error;
 use crate::clock;
+use crate::error::Error;
 
 impl BackendSet {
     /// Changes the slow-start window of the running set, for backends that

@@ -279,6 +279,9 @@ where
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 self.flush_buf().await?;
+                // A TLS stream may hold what was written in its own
+                // buffer (a socket that was full): out with it too.
+                self.io.flush().await.map_err(Error::io)?;
                 poll_fn(|cx| body.as_mut().poll_frame(cx)).await
             }
         };

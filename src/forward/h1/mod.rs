@@ -14,14 +14,13 @@
 //! - the response head is parsed in the connection's reused read buffer and
 //!   its header values are slices of it; body data frames are too
 //!   ([`BodyReader`]);
-//! - the connection is generic over its stream, so TLS streams plug in.
+//! - the connection is generic over its stream, so TLS streams plug in
+//!   (the pool's is `forward::stream::Stream`, TCP or TLS).
 //!
 //! It is strict with backends, since whatever it accepts it must frame the
 //! one way the backend meant: ambiguous framing, malformed heads and chunks
 //! are errors, and a connection is only ever handed back for reuse when its
 //! response ended exactly where its framing said, with no byte left over.
-//!
-//! Not yet wired into `Forward` and its pool.
 
 mod body;
 mod chunked;
