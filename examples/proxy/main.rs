@@ -272,13 +272,18 @@ async fn run(
 /// loopback that is this machine; elsewhere, say so unless tokens at least
 /// guard the write routes.
 fn warn_if_exposed(admin: std::net::SocketAddr, tokens: bool) {
-    if !admin.ip().is_loopback() && !tokens {
+    if exposed(admin, tokens) {
         tracing::warn!(
             %admin,
             "the admin listener is not on loopback and has no --admin-token-file: \
              anyone who reaches it reads /metrics and /status (the write routes stay off)"
         );
     }
+}
+
+/// Whether an admin listener on `admin` deserves the warning.
+fn exposed(admin: std::net::SocketAddr, tokens: bool) -> bool {
+    !admin.ip().is_loopback() && !tokens
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -291,5 +296,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping, in-flight requests finish"),
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping, in-flight requests finish"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposed;
+
+    #[test]
+    fn an_admin_listener_off_loopback_without_tokens_is_exposed() {
+        let addr = |text: &str| text.parse().unwrap();
+        assert!(exposed(addr("0.0.0.0:9090"), false));
+        assert!(exposed(addr("[::]:9090"), false));
+        assert!(exposed(addr("10.0.0.5:9090"), false));
+        assert!(
+            !exposed(addr("10.0.0.5:9090"), true),
+            "tokens guard the writes"
+        );
+        assert!(!exposed(addr("127.0.0.1:9090"), false));
+        assert!(!exposed(addr("[::1]:9090"), false));
     }
 }

@@ -55,6 +55,11 @@ impl AdminTokens {
     /// token too short or with spaces or control characters, a bad name, a
     /// name or token given twice, or no token at all.
     pub fn parse(text: &str) -> Result<Self, Error> {
+        Self::parse_from(text, "admin tokens")
+    }
+
+    /// [`parse`](Self::parse), naming `source` in errors.
+    fn parse_from(text: &str, source: &str) -> Result<Self, Error> {
         let mut tokens: Vec<Token> = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
@@ -62,7 +67,7 @@ impl AdminTokens {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = |why: &str| Error::config(format!("admin token file, line {number}: {why}"));
+            let bad = |why: &str| Error::config(format!("{source}, line {number}: {why}"));
             let (name, secret) = match line.split_once(':') {
                 Some((name, secret)) => (name.trim().to_owned(), secret.trim()),
                 None => (format!("token-{number}"), line),
@@ -96,7 +101,7 @@ impl AdminTokens {
             });
         }
         if tokens.is_empty() {
-            return Err(Error::config("admin token file: no token in it"));
+            return Err(Error::config(format!("{source}: no token in it")));
         }
         Ok(Self {
             tokens: tokens.into(),
@@ -112,9 +117,9 @@ impl AdminTokens {
     pub fn read(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("admin token file {}: {e}", path.display())).with_source(e)
+            Error::config(format!("admin tokens {}: {e}", path.display())).with_source(e)
         })?;
-        Self::parse(&text).map_err(|e| Error::config(format!("{e} (in {})", path.display())))
+        Self::parse_from(&text, &format!("admin tokens {}", path.display()))
     }
 
     /// How many tokens there are.
