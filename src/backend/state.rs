@@ -275,8 +275,10 @@ impl BackendState {
 
     // ----- writes: membership and health, off the request path -----
 
+    /// Marks the backend removed; an operator's drain ends with its
+    /// membership (relisted before it finished draining, it is not drained).
     pub(crate) fn mark_removed(&self) {
-        self.set_flags(REMOVED, 0);
+        self.set_flags(REMOVED, DRAINING);
     }
 
     pub(crate) fn mark_restored(&self) {

@@ -305,6 +305,20 @@ mod tests {
     }
 
     #[test]
+    fn a_drain_ends_with_the_membership() {
+        let set = set_of(1);
+        let member = set.snapshot().get(&address(1)).unwrap().clone();
+        let _busy = crate::backend::InFlight::begin(member.clone());
+        assert!(set.drain(&address(1)));
+        set.remove(&address(1));
+        // Listed again while its request still runs: the same state, not drained.
+        set.insert("http://127.0.0.1:1".parse().unwrap());
+        let again = set.snapshot().get(&address(1)).unwrap().clone();
+        assert!(again.same_state(&member));
+        assert!(again.state().is_eligible() && !again.state().is_draining());
+    }
+
+    #[test]
     fn the_slow_start_of_a_running_set_changes_for_later_joins() {
         let set = set_of(1);
         set.set_slow_start(Duration::from_secs(30));
