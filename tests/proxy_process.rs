@@ -277,6 +277,20 @@ async fn read_some(stream: &mut TcpStream, limit: Duration) -> Option<String> {
     }
 }
 
+/// The proxy's worker threads once their count has settled at `expected`
+/// (the start line is printed before the threads are named), or what
+/// there is after 5 s.
+async fn worker_threads_settled(proxy: &ProxyProcess, expected: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let count = worker_threads(proxy);
+        if count == expected || tokio::time::Instant::now() >= deadline {
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The proxy's threads named as its workers are, from /proc.
 fn worker_threads(proxy: &ProxyProcess) -> usize {
     std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
@@ -294,14 +308,19 @@ async fn workers_default_to_one_per_core_available() {
     proxy
         .wait_for_output(&format!("  {cores} worker thread"), Duration::from_secs(5))
         .await;
-    assert_eq!(worker_threads(&proxy), cores, "{}", proxy.output());
+    assert_eq!(
+        worker_threads_settled(&proxy, cores).await,
+        cores,
+        "{}",
+        proxy.output()
+    );
     drop(proxy);
 
     let proxy = ProxyProcess::start(&["--backend", &a.url(), "--workers", "3"]).await;
     proxy
         .wait_for_output("  3 worker threads", Duration::from_secs(5))
         .await;
-    assert_eq!(worker_threads(&proxy), 3);
+    assert_eq!(worker_threads_settled(&proxy, 3).await, 3);
 }
 
 #[tokio::test]

@@ -233,33 +233,21 @@ async fn run(
     };
     let failover =
         (settings.retries > 0).then(|| FailoverLayer::new().max_retries(settings.retries));
-    let workers = match failover {
-        None => Workers::start(
-            listeners,
-            move || {
-                ServiceBuilder::new()
-                    .layer(TraceLayer::new_for_http())
-                    .layer(metrics.clone())
-                    .layer(balance.clone())
-                    .layer(passive.clone())
-                    .service(forward.clone().build())
-            },
-            serving,
-        )?,
-        Some(failover) => Workers::start(
-            listeners,
-            move || {
-                ServiceBuilder::new()
-                    .layer(TraceLayer::new_for_http())
-                    .layer(metrics.clone())
-                    .layer(failover.clone())
-                    .layer(balance.clone())
-                    .layer(passive.clone())
-                    .service(forward.clone().build())
-            },
-            serving,
-        )?,
-    };
+    // One stack for both cases: without retries the failover layer is left
+    // out (`option_layer`), not configured to do nothing.
+    let workers = Workers::start(
+        listeners,
+        move || {
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(metrics.clone())
+                .option_layer(failover.clone())
+                .layer(balance.clone())
+                .layer(passive.clone())
+                .service(forward.clone().build())
+        },
+        serving,
+    )?;
     match workers.run_until(shutdown_signal()).await? {
         Drained::AllClosed => tracing::info!("all connections closed"),
         Drained::GraceOver => tracing::warn!(?grace, "grace period over; dropping what is left"),

@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use super::h1::BodyReader;
 use super::pool::Lease;
 use super::stream::Stream;
+use crate::body_end::{BodyEnd, body_end};
 use crate::local_body::LocalBody;
 use crate::{Error, ErrorKind};
 
@@ -97,12 +98,8 @@ impl Body for ResponseBody {
                 let frame = ready!(body.as_mut().poll_frame(cx));
                 // After its last frame the connection may carry another
                 // exchange; after an error the reader has closed it.
-                let ended = match &frame {
-                    None => true,
-                    Some(Ok(_)) => body.is_end_stream(),
-                    Some(Err(_)) => false,
-                };
-                if ended
+                let ended = body_end(&frame, || body.is_end_stream());
+                if ended == Some(BodyEnd::Complete)
                     && let Some(lease) = lease.take()
                     && let Some(conn) = body.take_reusable()
                 {

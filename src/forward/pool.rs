@@ -201,7 +201,11 @@ impl Pool {
             let (mut conn, reused) = match host.checkout(now) {
                 Some(conn) => (conn, true),
                 None => {
-                    let conn = host.connect(&self.connect, self.connect_timeout).await?;
+                    // Boxed: the connect future (a TLS handshake's among
+                    // it) is several times the size of the rest, and every
+                    // request's future would carry its room and be moved
+                    // with it; a new connection is the rare path.
+                    let conn = Box::pin(host.connect(&self.connect, self.connect_timeout)).await?;
                     (conn.with_max_head(self.max_head), false)
                 }
             };

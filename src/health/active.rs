@@ -142,14 +142,15 @@ impl ActiveHealthCheck {
         Ok(())
     }
 
-    /// Starts probing `set` on the current tokio runtime.
+    /// Starts probing `set` (the set itself or a reference to it) on the
+    /// current tokio runtime.
     ///
     /// # Errors
     ///
     /// A zero interval or timeout, a zero threshold, or a jitter outside 0 to 1.
-    pub fn spawn(self, set: &BackendSet) -> Result<HealthChecks, Error> {
+    pub fn spawn(self, set: impl AsRef<BackendSet>) -> Result<HealthChecks, Error> {
         self.validate()?;
-        let task = tokio::spawn(supervise(Arc::new(self), set.clone()));
+        let task = tokio::spawn(supervise(Arc::new(self), set.as_ref().clone()));
         Ok(HealthChecks { task })
     }
 

@@ -17,7 +17,8 @@ use super::classify::Outcome;
 use super::passive_body::ResponseBody;
 use super::recorder::{Recorder, Watch};
 use crate::backend::BackendSet;
-use crate::balance::Target;
+use crate::extensions::Target;
+use crate::warn_once::warn_once;
 
 /// Watches each response from a backend and applies [`OutlierDetection`]:
 /// ejects backends that fail in a row, ramps down those that fail often.
@@ -49,11 +50,12 @@ pub struct PassiveHealthLayer {
 }
 
 impl PassiveHealthLayer {
-    /// Applies `detection` to the backends of `set` (the set is where
-    /// ejection events go and what the ejection cap counts).
-    pub fn new(set: BackendSet, detection: OutlierDetection) -> Self {
+    /// Applies `detection` to the backends of `set` (the set itself or a
+    /// reference to it: the set is where ejection events go and what the
+    /// ejection cap counts).
+    pub fn new(set: impl AsRef<BackendSet>, detection: OutlierDetection) -> Self {
         Self {
-            recorder: Arc::new(Recorder::new(set, detection)),
+            recorder: Arc::new(Recorder::new(set.as_ref().clone(), detection)),
         }
     }
 }
@@ -103,6 +105,12 @@ where
             .extensions()
             .get::<Target>()
             .map(|target| target.backend().clone());
+        if backend.is_none() {
+            warn_once!(
+                "passive health: a request carries no Target, so no outcome is recorded; \
+                 put PassiveHealthLayer below LoadBalanceLayer"
+            );
+        }
         ResponseFuture {
             future: self.inner.call(request),
             watch: backend.map(|backend| Watch::new(backend, Arc::clone(&self.recorder))),
