@@ -60,6 +60,12 @@ pub struct Cli {
     #[arg(long, value_name = "KEY")]
     pub hash_key: Option<HashKey>,
 
+    /// Bounded loads for the hash strategies: no backend holds more than F
+    /// times the average in flight (e.g. 1.25); a key whose backend is full
+    /// goes to the next in its own order [default: unbounded].
+    #[arg(long, value_name = "F")]
+    pub hash_balance_factor: Option<f64>,
+
     /// Path of the active HTTP health check (e.g. /healthz). Without one,
     /// backends are probed with a TCP connect.
     #[arg(long, value_name = "PATH")]

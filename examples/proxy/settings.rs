@@ -30,6 +30,7 @@ pub struct File {
     strategy: Option<AnyStrategy>,
     #[serde(default, deserialize_with = "parsed")]
     hash_key: Option<HashKey>,
+    hash_balance_factor: Option<f64>,
     #[serde(default, deserialize_with = "networks")]
     trusted_proxies: Vec<IpNet>,
     #[serde(default, deserialize_with = "duration")]
@@ -296,6 +297,11 @@ impl Settings {
                 ));
             }
             strategy = strategy.with_hash_key(key);
+        }
+        if let Some(factor) = cli.hash_balance_factor.or(file.hash_balance_factor) {
+            strategy = strategy
+                .with_hash_balance_factor(factor)
+                .map_err(|e| format!("hash-balance-factor: {e}"))?;
         }
         if !file.trusted_proxies.is_empty() {
             if let AnyStrategy::ConsistentHash(hash) = strategy {

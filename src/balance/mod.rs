@@ -33,6 +33,7 @@
 
 mod balancer;
 mod body;
+mod bounded;
 mod counter;
 mod future;
 mod hash;
