@@ -1,14 +1,16 @@
-//! Traffic controls on real sockets: bounded-load hashing (more to come:
-//! limits and the queue, overload signals, stickiness, tiers, hedging).
+//! Traffic controls on real sockets: bounded-load hashing, per-backend
+//! limits and the queue.
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
-use support::{TestBackend, TestProxy, client, send};
-use tower_lb::BackendSet;
-use tower_lb::balance::ConsistentHash;
+use support::{TestBackend, TestProxy, client, get, send};
+use tower::Layer;
+use tower_lb::balance::{ConsistentHash, QueueLayer, RoundRobin};
+use tower_lb::{BackendSet, Forward, LoadBalanceLayer};
 
 /// Sends `n` concurrent slow requests with one hash key; returns the hits
 /// per backend once all have answered.
@@ -53,4 +55,101 @@ async fn a_hot_key_stays_within_the_bound() {
     assert_eq!(bounded.iter().sum::<usize>(), 12, "{bounded:?}");
     assert!(bounded.iter().all(|&h| h <= 4), "{bounded:?}");
     assert!(bounded.iter().any(|&h| h >= 3), "{bounded:?}");
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn full_backends_queue_requests_in_order_then_refuse_with_retry_after() {
+    let backends = [TestBackend::start("a").await, TestBackend::start("b").await];
+    let set = BackendSet::new(backends.iter().map(TestBackend::backend));
+    let balance = LoadBalanceLayer::new(set.clone(), RoundRobin::new()).max_in_flight(1);
+    let queue = QueueLayer::new(&balance, 3, Duration::from_millis(1500));
+    let stats = queue.clone();
+    let service = queue.layer(balance.layer(Forward::new()));
+    let proxy = TestProxy::serve(set, service).await;
+    let client = client();
+
+    // Both backends full: one held request each.
+    let hold = |client: &support::TestClient| {
+        let client = client.clone();
+        let url = proxy.url("/hold");
+        tokio::spawn(async move { get(&client, &url).await })
+    };
+    let held = [hold(&client), hold(&client)];
+    wait_until("both backends hold one", || {
+        backends.iter().all(|b| b.hits() == 1)
+    })
+    .await;
+
+    // Three wait, in the order they came.
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let mut queued = Vec::new();
+    for n in 0..3 {
+        let (client, url, done) = (client.clone(), proxy.url("/"), done.clone());
+        queued.push(tokio::spawn(async move {
+            let answer = get(&client, &url).await;
+            done.lock().unwrap().push(n);
+            answer
+        }));
+        wait_until("the request queues", || stats.stats().pending == n + 1).await;
+    }
+    // A fourth finds the queue full: 503 at once, told to come back.
+    let refused = get(&client, &proxy.url("/")).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.headers["retry-after"], "2");
+    assert_eq!(
+        backends[0].hits() + backends[1].hits(),
+        2,
+        "none reached a backend"
+    );
+
+    // One slot frees: the three go through it, first come first served.
+    backends[0].release.notify_one();
+    for answer in queued {
+        assert_eq!(answer.await.unwrap().status, 200);
+    }
+    assert_eq!(*done.lock().unwrap(), [0, 1, 2]);
+    assert_eq!(
+        backends[0].hits(),
+        4,
+        "every queued request took a's freed slot"
+    );
+
+    // Full again; a queued request whose wait runs out gets 503.
+    let again = hold(&client);
+    wait_until("a holds one again", || backends[0].hits() == 5).await;
+    let started = tokio::time::Instant::now();
+    let timed_out = get(&client, &proxy.url("/")).await;
+    let waited = started.elapsed();
+    assert_eq!(timed_out.status, 503);
+    assert_eq!(timed_out.headers["retry-after"], "2");
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let stats = stats.stats();
+    assert_eq!(
+        (
+            stats.queued_total,
+            stats.rejected_total,
+            stats.timed_out_total,
+            stats.pending
+        ),
+        (4, 1, 1, 0)
+    );
+    assert!(stats.wait_seconds_total > 0.0);
+    backends[1].release.notify_one();
+    backends[0].release.notify_one();
+    for task in held.into_iter().chain([again]) {
+        assert_eq!(task.await.unwrap().status, 200);
+    }
 }

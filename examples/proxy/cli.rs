@@ -104,6 +104,21 @@ pub struct Cli {
     #[arg(long)]
     pub panic_routing: bool,
 
+    /// Requests in flight per backend (per unit of its weight); a full
+    /// backend is skipped by every strategy [default: 0, no limit].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+
+    /// Requests that may wait, first come first served, when every backend
+    /// is full; beyond, 503 with Retry-After [default: 0, none wait].
+    #[arg(long, value_name = "N")]
+    pub max_pending: Option<usize>,
+
+    /// How long a request may wait for a backend slot before a 503 with
+    /// Retry-After [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub queue_timeout: Option<Duration>,
+
     /// How long a client may take to send a request's headers [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub header_timeout: Option<Duration>,

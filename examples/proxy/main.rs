@@ -41,6 +41,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
+use tower_lb::balance::QueueLayer;
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{ActiveHealthCheck, OutlierDetection, PassiveHealthLayer, Probe};
 use tower_lb::metrics::{AdminService, MetricsLayer};
@@ -180,6 +181,15 @@ async fn run(
         .spawn(&set)?;
     let mut registry = Registry::default();
     let metrics = MetricsLayer::new(&set, &mut registry);
+    let balance = LoadBalanceLayer::new(set.clone(), settings.strategy)
+        .panic_routing(settings.panic_routing)
+        .max_in_flight(settings.max_in_flight);
+    // Requests wait for a backend slot only when backends have a limit.
+    let queue = (settings.max_in_flight > 0 && settings.max_pending > 0)
+        .then(|| QueueLayer::new(&balance, settings.max_pending, settings.queue_timeout));
+    if let Some(queue) = &queue {
+        queue.register_metrics(&mut registry);
+    }
     let limits = Limits {
         header_timeout: settings.header_timeout,
         max_header_size: settings.max_header_size,
@@ -201,8 +211,6 @@ async fn run(
     // clones share their state (balancer position, health, retry budget,
     // metrics). Only `Forward`, which owns the backend connections, is
     // built anew by each worker.
-    let balance =
-        LoadBalanceLayer::new(set.clone(), settings.strategy).panic_routing(settings.panic_routing);
     let passive = PassiveHealthLayer::new(set.clone(), OutlierDetection::new());
     let mut forward = Forward::builder()
         .timeout(settings.timeout)
@@ -231,6 +239,7 @@ async fn run(
                 ServiceBuilder::new()
                     .layer(TraceLayer::new_for_http())
                     .layer(metrics.clone())
+                    .option_layer(queue.clone())
                     .layer(balance.clone())
                     .layer(passive.clone())
                     .service(forward.clone().build())
@@ -244,6 +253,7 @@ async fn run(
                     .layer(TraceLayer::new_for_http())
                     .layer(metrics.clone())
                     .layer(failover.clone())
+                    .option_layer(queue.clone())
                     .layer(balance.clone())
                     .layer(passive.clone())
                     .service(forward.clone().build())

@@ -36,6 +36,10 @@ pub struct File {
     #[serde(default, deserialize_with = "duration")]
     slow_start: Option<Duration>,
     panic_routing: Option<bool>,
+    max_in_flight: Option<u32>,
+    max_pending: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    queue_timeout: Option<Duration>,
     workers: Option<usize>,
     watch: Option<bool>,
     upgrades: Option<Vec<String>>,
@@ -203,6 +207,11 @@ pub struct Settings {
     pub strategy: AnyStrategy,
     pub slow_start: Duration,
     pub panic_routing: bool,
+    /// Requests in flight per backend per unit of weight; 0: no limit.
+    pub max_in_flight: u32,
+    /// Requests that may wait for a slot; 0: none.
+    pub max_pending: usize,
+    pub queue_timeout: Duration,
     pub workers: Option<usize>,
     pub watch: bool,
     pub health_path: Option<String>,
@@ -376,6 +385,12 @@ impl Settings {
             strategy,
             slow_start: cli.slow_start.or(file.slow_start).unwrap_or(Duration::ZERO),
             panic_routing: cli.panic_routing || file.panic_routing.unwrap_or(false),
+            max_in_flight: cli.max_in_flight.or(file.max_in_flight).unwrap_or(0),
+            max_pending: cli.max_pending.or(file.max_pending).unwrap_or(0),
+            queue_timeout: cli
+                .queue_timeout
+                .or(file.queue_timeout)
+                .unwrap_or(Duration::from_secs(1)),
             workers: cli.workers.or(file.workers),
             watch: cli.watch || file.watch.unwrap_or(false),
             health_path: cli.health_path.or(file.health.path),

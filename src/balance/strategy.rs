@@ -89,6 +89,9 @@ pub struct Candidates<'a> {
     /// The time, read on first need (0: not yet): most picks need none.
     now: Cell<Nanos>,
     panic: bool,
+    /// Requests in flight a backend may hold per unit of weight; 0: no
+    /// limit.
+    limit: u32,
 }
 
 impl<'a> Candidates<'a> {
@@ -107,7 +110,15 @@ impl<'a> Candidates<'a> {
             tried,
             now: Cell::new(now.unwrap_or(0)),
             panic: false,
+            limit: 0,
         }
+    }
+
+    /// The same candidates with a concurrency limit per unit of weight
+    /// (0: none): a backend at its limit is not available.
+    pub(crate) fn limited(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// The same candidates in panic mode: every member still in the set is
@@ -153,7 +164,8 @@ impl<'a> Candidates<'a> {
     }
 
     /// Whether backend `index` may take this request: eligible (or, in panic
-    /// mode, merely still in the set) and not tried by it before.
+    /// mode, merely still in the set), not tried by it before, and below its
+    /// concurrency limit when the balancer has one.
     #[inline]
     pub fn is_available(&self, index: usize) -> bool {
         let ok = self.snapshot.is_plain(index) || {
@@ -167,9 +179,19 @@ impl<'a> Candidates<'a> {
         ok && self.untried(index)
     }
 
+    /// Not tried by this request, and with room under the limit.
     #[inline]
     fn untried(&self, index: usize) -> bool {
-        self.tried.is_empty() || !self.tried.contains(&self.snapshot.id(index))
+        (self.tried.is_empty() || !self.tried.contains(&self.snapshot.id(index)))
+            && (self.limit == 0 || self.has_room(index))
+    }
+
+    /// Whether backend `index` holds fewer requests than its limit (the
+    /// balancer's limit times its weight).
+    #[inline]
+    fn has_room(&self, index: usize) -> bool {
+        let backend = &self.backends[index];
+        u64::from(backend.state().in_flight()) < u64::from(self.limit) * u64::from(backend.weight())
     }
 
     /// Backend `index`'s current share of its weight, in 1/65536 units

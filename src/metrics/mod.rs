@@ -27,6 +27,7 @@ mod future;
 mod histogram;
 mod layer;
 mod page;
+mod queue;
 mod recorder;
 mod service;
 mod status;
