@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
+use support::process::{ProxyProcess, free_addr, run_proxy};
 use support::{TestBackend, TestProxy, client, get, send};
 use tower::Layer;
 use tower_lb::balance::{ConsistentHash, QueueLayer, RoundRobin};
@@ -152,4 +153,65 @@ async fn full_backends_queue_requests_in_order_then_refuse_with_retry_after() {
     for task in held.into_iter().chain([again]) {
         assert_eq!(task.await.unwrap().status, 200);
     }
+}
+
+#[tokio::test]
+async fn the_example_proxy_limits_queues_and_bounds_from_its_flags() {
+    let a = TestBackend::start("a").await;
+    let admin = free_addr();
+    let proxy = ProxyProcess::start(&[
+        "--backend",
+        &a.url(),
+        "--strategy",
+        "hash",
+        "--hash-key",
+        "header:x-user",
+        "--hash-balance-factor",
+        "1.25",
+        "--max-in-flight",
+        "1",
+        "--max-pending",
+        "4",
+        "--queue-timeout",
+        "300ms",
+        "--admin",
+        &admin.to_string(),
+    ])
+    .await;
+    let client = client();
+    let held = {
+        let (client, url) = (client.clone(), proxy.url("/hold"));
+        tokio::spawn(async move { get(&client, &url).await })
+    };
+    wait_until("a holds one", || a.hits() == 1).await;
+    let started = tokio::time::Instant::now();
+    let refused = get(&client, &proxy.url("/")).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(started.elapsed() >= Duration::from_millis(280));
+    assert_eq!(a.hits(), 1, "the backend never saw the refused request");
+    let metrics = get(&client, &format!("http://{admin}/metrics")).await.body;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(value("lb_queue_pending "), 0.0);
+    assert!(value("lb_queue_timeouts_total ") >= 1.0);
+    a.release.notify_one();
+    assert_eq!(held.await.unwrap().status, 200);
+    assert_eq!(get(&client, &proxy.url("/")).await.status, 200);
+
+    let (code, output) = run_proxy(&[
+        "--backend",
+        &a.url(),
+        "--strategy",
+        "round-robin",
+        "--hash-balance-factor",
+        "1.25",
+    ])
+    .await;
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("hash-balance-factor"), "{output}");
 }
