@@ -1,5 +1,5 @@
 //! Traffic controls on real sockets: bounded-load hashing, per-backend
-//! limits and the queue.
+//! limits and the queue, overload signals.
 
 mod support;
 
@@ -214,4 +214,105 @@ async fn the_example_proxy_limits_queues_and_bounds_from_its_flags() {
     .await;
     assert_eq!(code, 2, "{output}");
     assert!(output.contains("hash-balance-factor"), "{output}");
+}
+
+/// A backend that answers its first `busy` requests 429 with
+/// `Retry-After: 2`, then 200; counts what it got.
+async fn busy_backend(busy: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let hits = counted.clone();
+        async move {
+            let n = hits.fetch_add(1, Ordering::SeqCst);
+            if n < busy {
+                (
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "2")],
+                    "busy",
+                )
+            } else {
+                (http::StatusCode::OK, [("retry-after", "0")], "z")
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn a_backend_answering_429_with_retry_after_gets_nothing_for_that_long() {
+    use std::sync::atomic::Ordering;
+    use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
+    let a = TestBackend::start("a").await;
+    let (busy_url, busy_hits) = busy_backend(1).await;
+    let set = BackendSet::new([a.backend(), busy_url.parse().unwrap()]);
+    let service = tower::ServiceBuilder::new()
+        .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+        .layer(PassiveHealthLayer::new(
+            set.clone(),
+            OutlierDetection::new(),
+        ))
+        .service(Forward::new());
+    let proxy = TestProxy::serve(set, service).await;
+    let client = client();
+    // Round-robin: a, then the busy one, whose 429 reaches the client.
+    assert_eq!(get(&client, &proxy.url("/")).await.body, "a");
+    let answer = get(&client, &proxy.url("/")).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.headers["retry-after"], "2");
+    let paused_at = tokio::time::Instant::now();
+    let mut to_a = 0;
+    while paused_at.elapsed() < Duration::from_millis(1800) {
+        assert_eq!(get(&client, &proxy.url("/")).await.body, "a");
+        to_a += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(busy_hits.load(Ordering::SeqCst), 1, "paused for 2 s");
+    assert!(to_a > 10);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let bodies: Vec<String> = bodies_of(&client, &proxy.url("/"), 4).await;
+    assert!(
+        bodies.iter().any(|b| b == "z"),
+        "back after 2 s: {bodies:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_overload_answer_is_retried_elsewhere_when_retry_on_lists_it() {
+    use tower_lb::failover::FailoverLayer;
+    use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
+    let a = TestBackend::start("a").await;
+    let (busy_url, busy_hits) = busy_backend(usize::MAX).await;
+    let set = BackendSet::new([busy_url.parse().unwrap(), a.backend()]);
+    let service = tower::ServiceBuilder::new()
+        .layer(FailoverLayer::new().retry_statuses([429, 502, 503, 504]))
+        .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+        .layer(PassiveHealthLayer::new(
+            set.clone(),
+            OutlierDetection::new(),
+        ))
+        .service(Forward::new());
+    let proxy = TestProxy::serve(set, service).await;
+    let client = client();
+    for _ in 0..6 {
+        let answer = get(&client, &proxy.url("/")).await;
+        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "a"));
+    }
+    assert_eq!(
+        busy_hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "tried once, then paused"
+    );
+}
+
+async fn bodies_of(client: &support::TestClient, url: &str, n: usize) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for _ in 0..n {
+        bodies.push(get(client, url).await.body);
+    }
+    bodies
 }

@@ -96,6 +96,11 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
 
+    /// Statuses from a backend that an idempotent request is retried on
+    /// another backend for, comma-separated [default: 502,503,504].
+    #[arg(long, value_name = "STATUSES", value_delimiter = ',')]
+    pub retry_on: Vec<u16>,
+
     /// Ramp a new or recovered backend's traffic up over this long [default: 0s, off].
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub slow_start: Option<Duration>,

@@ -230,8 +230,11 @@ async fn run(
         grace,
         tls: terminator,
     };
-    let failover =
-        (settings.retries > 0).then(|| FailoverLayer::new().max_retries(settings.retries));
+    let failover = (settings.retries > 0).then(|| {
+        FailoverLayer::new()
+            .max_retries(settings.retries)
+            .retry_statuses(settings.retry_on.iter().copied())
+    });
     let workers = match failover {
         None => Workers::start(
             listeners,

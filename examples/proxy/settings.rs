@@ -99,6 +99,7 @@ struct FileHealth {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileFailover {
     retries: Option<u32>,
+    retry_on: Option<Vec<u16>>,
     #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
 }
@@ -220,6 +221,8 @@ pub struct Settings {
     pub unhealthy_after: u32,
     pub healthy_after: u32,
     pub retries: u32,
+    /// Statuses retried on another backend.
+    pub retry_on: Vec<u16>,
     pub timeout: Duration,
     pub header_timeout: Duration,
     pub max_header_size: usize,
@@ -408,6 +411,11 @@ impl Settings {
                 .unwrap_or(3),
             healthy_after: cli.healthy_after.or(file.health.healthy_after).unwrap_or(2),
             retries: cli.retries.or(file.failover.retries).unwrap_or(2),
+            retry_on: match (cli.retry_on, file.failover.retry_on) {
+                (flags, _) if !flags.is_empty() => flags,
+                (_, Some(list)) => list,
+                _ => vec![502, 503, 504],
+            },
             timeout: cli
                 .timeout
                 .or(file.failover.timeout)
