@@ -1,5 +1,5 @@
 //! Traffic controls on real sockets: bounded-load hashing, per-backend
-//! limits and the queue, overload signals.
+//! limits and the queue, overload signals, sticky cookies.
 
 mod support;
 
@@ -315,4 +315,154 @@ async fn bodies_of(client: &support::TestClient, url: &str, n: usize) -> Vec<Str
         bodies.push(get(client, url).await.body);
     }
     bodies
+}
+
+/// A proxy with sticky round-robin over `set`, its cookie keyed by `key`.
+async fn sticky_proxy(
+    set: &BackendSet,
+    key: &[u8],
+) -> (TestProxy, tower_lb::balance::StickyCookieLayer) {
+    use tower_lb::balance::{Sticky, StickyCookie, StickyCookieLayer};
+    let cookie = StickyCookie::new("srv").unwrap().with_key(key).unwrap();
+    let layer = StickyCookieLayer::new(set, cookie.clone());
+    let service = tower::ServiceBuilder::new()
+        .layer(layer.clone())
+        .layer(LoadBalanceLayer::new(
+            set,
+            Sticky::new(cookie, RoundRobin::new()),
+        ))
+        .service(Forward::new());
+    (TestProxy::serve(set.clone(), service).await, layer)
+}
+
+async fn with_cookie(client: &support::TestClient, url: &str, cookie: &str) -> support::Answer {
+    let request = http::Request::get(url)
+        .header("cookie", cookie)
+        .body(Full::default())
+        .unwrap();
+    send(client, request).await
+}
+
+/// The `name=value` part of the answer's `Set-Cookie`, if it has one.
+fn set_cookie(answer: &support::Answer) -> Option<String> {
+    let value = answer.headers.get("set-cookie")?.to_str().unwrap();
+    assert!(
+        value.ends_with("; Path=/; HttpOnly; SameSite=Lax"),
+        "{value}"
+    );
+    Some(value.split(';').next().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn sticky_cookies_pin_move_with_the_backend_and_ignore_forgeries() {
+    let backends = [
+        TestBackend::start("a").await,
+        TestBackend::start("b").await,
+        TestBackend::start("c").await,
+    ];
+    let set = BackendSet::new(backends.iter().map(TestBackend::backend));
+    let (proxy, layer) = sticky_proxy(&set, b"0123456789abcdef-shared").await;
+    let client = client();
+    let first = get(&client, &proxy.url("/")).await;
+    let cookie = set_cookie(&first).expect("the first response sets the cookie");
+    assert!(!cookie.contains("127.0.0.1"), "{cookie}");
+    for _ in 0..10 {
+        let again = with_cookie(&client, &proxy.url("/"), &cookie).await;
+        assert_eq!(again.body, first.body, "pinned");
+        assert_eq!(set_cookie(&again), None, "not set again while it holds");
+    }
+    // A second proxy with the same key accepts the cookie.
+    let (other, _) = sticky_proxy(&set, b"0123456789abcdef-shared").await;
+    for _ in 0..3 {
+        assert_eq!(
+            with_cookie(&client, &other.url("/"), &cookie).await.body,
+            first.body
+        );
+    }
+    // Altered by one digit, or forged: balanced as new, cookie re-issued.
+    let mut altered = cookie.clone().into_bytes();
+    let last = altered.len() - 1;
+    altered[last] = if altered[last] == b'0' { b'1' } else { b'0' };
+    let altered = String::from_utf8(altered).unwrap();
+    let forged = "srv=00112233445566778899aabbccddeeff";
+    let mut homes = std::collections::HashSet::new();
+    for bad in [altered.as_str(), forged, forged] {
+        let answer = with_cookie(&client, &proxy.url("/"), bad).await;
+        homes.insert(answer.body.clone());
+        let fresh = set_cookie(&answer).expect("re-issued");
+        assert_ne!(fresh, bad);
+    }
+    assert!(homes.len() >= 2, "round-robin, not pinned: {homes:?}");
+    // Drained: the client moves, gets a new cookie, and sticks there.
+    let home = backends.iter().find(|b| b.name == first.body).unwrap();
+    assert!(set.drain(home.backend().address()));
+    let moved = with_cookie(&client, &proxy.url("/"), &cookie).await;
+    assert_ne!(moved.body, first.body);
+    let new_cookie = set_cookie(&moved).expect("re-issued for the new backend");
+    for _ in 0..5 {
+        assert_eq!(
+            with_cookie(&client, &proxy.url("/"), &new_cookie)
+                .await
+                .body,
+            moved.body
+        );
+    }
+    // Removed from the set: the same.
+    let second_home = backends.iter().find(|b| b.name == moved.body).unwrap();
+    set.remove(second_home.backend().address());
+    let moved_again = with_cookie(&client, &proxy.url("/"), &new_cookie).await;
+    assert!(moved_again.body != moved.body && moved_again.body != first.body);
+    assert!(set_cookie(&moved_again).is_some());
+    let stats = layer.stats();
+    assert_eq!(stats.issued_total, 1);
+    assert_eq!(stats.reissued_total, 5);
+}
+
+#[tokio::test]
+async fn two_proxy_processes_sharing_a_secret_accept_each_others_cookies() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sticky.key");
+    std::fs::write(&key, "a shared secret of more than sixteen bytes\n").unwrap();
+    let args = |key: &str| {
+        vec![
+            "--backend".to_owned(),
+            a.url(),
+            "--backend".to_owned(),
+            b.url(),
+            "--sticky-cookie".to_owned(),
+            "srv".to_owned(),
+            "--sticky-secret-file".to_owned(),
+            key.to_owned(),
+        ]
+    };
+    let key = key.to_str().unwrap();
+    let start = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ProxyProcess::start(&args).await
+    };
+    let one = start(args(key)).await;
+    let two = start(args(key)).await;
+    let client = client();
+    let first = get(&client, &one.url("/")).await;
+    let cookie = set_cookie(&first).expect("set by the first proxy");
+    for _ in 0..4 {
+        for proxy in [&one, &two] {
+            let answer = with_cookie(&client, &proxy.url("/"), &cookie).await;
+            assert_eq!(answer.body, first.body);
+            assert_eq!(set_cookie(&answer), None);
+        }
+    }
+    // Without the shared key, a proxy does not know the cookie.
+    let mut lone = args(key);
+    lone.truncate(6);
+    let three = start(lone).await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        answers.push(with_cookie(&client, &three.url("/"), &cookie).await);
+    }
+    assert!(answers.iter().all(|a| set_cookie(a).is_some()), "re-issued");
+    let bodies: std::collections::HashSet<&str> = answers.iter().map(|a| a.body.as_str()).collect();
+    assert_eq!(bodies.len(), 2, "balanced, not pinned");
 }

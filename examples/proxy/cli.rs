@@ -109,6 +109,16 @@ pub struct Cli {
     #[arg(long)]
     pub panic_routing: bool,
 
+    /// Sticky sessions: the first response sets this cookie and later
+    /// requests carrying it go to the same backend while it is available.
+    #[arg(long, value_name = "NAME")]
+    pub sticky_cookie: Option<String>,
+
+    /// The key that authenticates sticky cookies (at least 16 bytes; give
+    /// every instance the same file) [default: a random key per start].
+    #[arg(long, value_name = "PATH")]
+    pub sticky_secret_file: Option<PathBuf>,
+
     /// Requests in flight per backend (per unit of its weight); a full
     /// backend is skipped by every strategy [default: 0, no limit].
     #[arg(long, value_name = "N")]

@@ -41,7 +41,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
-use tower_lb::balance::QueueLayer;
+use tower_lb::balance::{QueueLayer, Sticky, StickyCookieLayer};
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{ActiveHealthCheck, OutlierDetection, PassiveHealthLayer, Probe};
 use tower_lb::metrics::{AdminService, MetricsLayer};
@@ -181,7 +181,14 @@ async fn run(
         .spawn(&set)?;
     let mut registry = Registry::default();
     let metrics = MetricsLayer::new(&set, &mut registry);
-    let balance = LoadBalanceLayer::new(set.clone(), settings.strategy)
+    // Sticky sessions: `Secure` cookies when clients come over TLS.
+    let sticky = (settings.sticky.clone()).map(|cookie| cookie.secure(terminator.is_some()));
+    let strategy = match sticky.clone() {
+        Some(cookie) => Sticky::new(cookie, settings.strategy),
+        None => Sticky::off(settings.strategy),
+    };
+    let sticky = sticky.map(|cookie| StickyCookieLayer::new(&set, cookie));
+    let balance = LoadBalanceLayer::new(set.clone(), strategy)
         .panic_routing(settings.panic_routing)
         .max_in_flight(settings.max_in_flight);
     // Requests wait for a backend slot only when backends have a limit.
@@ -242,6 +249,7 @@ async fn run(
                 ServiceBuilder::new()
                     .layer(TraceLayer::new_for_http())
                     .layer(metrics.clone())
+                    .option_layer(sticky.clone())
                     .option_layer(queue.clone())
                     .layer(balance.clone())
                     .layer(passive.clone())
@@ -255,6 +263,7 @@ async fn run(
                 ServiceBuilder::new()
                     .layer(TraceLayer::new_for_http())
                     .layer(metrics.clone())
+                    .option_layer(sticky.clone())
                     .layer(failover.clone())
                     .option_layer(queue.clone())
                     .layer(balance.clone())

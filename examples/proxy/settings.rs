@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use tower_lb::Backend;
-use tower_lb::balance::{AnyStrategy, HashKey};
+use tower_lb::balance::{AnyStrategy, HashKey, StickyCookie};
 
 use crate::cli::{self, Cli};
 use crate::discovery::Source;
@@ -36,6 +36,8 @@ pub struct File {
     #[serde(default, deserialize_with = "duration")]
     slow_start: Option<Duration>,
     panic_routing: Option<bool>,
+    sticky_cookie: Option<String>,
+    sticky_secret_file: Option<PathBuf>,
     max_in_flight: Option<u32>,
     max_pending: Option<usize>,
     #[serde(default, deserialize_with = "duration")]
@@ -208,6 +210,8 @@ pub struct Settings {
     pub strategy: AnyStrategy,
     pub slow_start: Duration,
     pub panic_routing: bool,
+    /// The sticky cookie, when sessions are sticky.
+    pub sticky: Option<StickyCookie>,
     /// Requests in flight per backend per unit of weight; 0: no limit.
     pub max_in_flight: u32,
     /// Requests that may wait for a slot; 0: none.
@@ -315,6 +319,24 @@ impl Settings {
                 .with_hash_balance_factor(factor)
                 .map_err(|e| format!("hash-balance-factor: {e}"))?;
         }
+        let sticky = match cli.sticky_cookie.or(file.sticky_cookie) {
+            None => None,
+            Some(name) => {
+                let cookie = StickyCookie::new(&name).map_err(|e| format!("sticky-cookie: {e}"))?;
+                match cli.sticky_secret_file.or(file.sticky_secret_file) {
+                    None => Some(cookie),
+                    Some(path) => {
+                        let key = std::fs::read(&path)
+                            .map_err(|e| format!("sticky-secret-file {}: {e}", path.display()))?;
+                        Some(
+                            cookie.with_key(key.trim_ascii()).map_err(|e| {
+                                format!("sticky-secret-file {}: {e}", path.display())
+                            })?,
+                        )
+                    }
+                }
+            }
+        };
         if !file.trusted_proxies.is_empty() {
             if let AnyStrategy::ConsistentHash(hash) = strategy {
                 strategy = AnyStrategy::ConsistentHash(hash.trust_proxies(file.trusted_proxies));
@@ -388,6 +410,7 @@ impl Settings {
             strategy,
             slow_start: cli.slow_start.or(file.slow_start).unwrap_or(Duration::ZERO),
             panic_routing: cli.panic_routing || file.panic_routing.unwrap_or(false),
+            sticky,
             max_in_flight: cli.max_in_flight.or(file.max_in_flight).unwrap_or(0),
             max_pending: cli.max_pending.or(file.max_pending).unwrap_or(0),
             queue_timeout: cli

@@ -49,6 +49,7 @@ mod ramps;
 mod random;
 mod round_robin;
 mod service;
+pub mod sticky;
 mod strategy;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -68,5 +69,6 @@ pub use queue::{QueueLayer, QueueStats};
 pub use random::{AliasTable, Random};
 pub use round_robin::{RoundRobin, RoundRobinTable};
 pub use service::LoadBalance;
+pub use sticky::{Sticky, StickyCookie, StickyCookieLayer, StickyStats};
 pub use strategy::{Candidates, RequestRef, Strategy};
 pub use weighted::{WeightedRoundRobin, WeightedTable};
