@@ -1,5 +1,5 @@
 //! Traffic controls on real sockets: bounded-load hashing, per-backend
-//! limits and the queue, overload signals, sticky cookies.
+//! limits and the queue, overload signals, sticky cookies, priority tiers.
 
 mod support;
 
@@ -465,4 +465,76 @@ async fn two_proxy_processes_sharing_a_secret_accept_each_others_cookies() {
     assert!(answers.iter().all(|a| set_cookie(a).is_some()), "re-issued");
     let bodies: std::collections::HashSet<&str> = answers.iter().map(|a| a.body.as_str()).collect();
     assert_eq!(bodies.len(), 2, "balanced, not pinned");
+}
+
+#[tokio::test]
+async fn primaries_killed_one_by_one_spill_to_the_backup_as_envoy_does() {
+    use tower_lb::balance::Tiered;
+    use tower_lb::failover::FailoverLayer;
+    use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
+    let primaries = [
+        TestBackend::start("p0").await,
+        TestBackend::start("p1").await,
+        TestBackend::start("p2").await,
+    ];
+    let backup = TestBackend::start("backup").await;
+    let backup_member: tower_lb::Backend = format!("{},backup", backup.url()).parse().unwrap();
+    let set = BackendSet::new(
+        primaries
+            .iter()
+            .map(TestBackend::backend)
+            .chain([backup_member]),
+    );
+    // A dead primary is ejected at its first refused connection (the cap
+    // lifted so that all three may go), and the request retried.
+    let detection = OutlierDetection::new()
+        .consecutive_failures(1)
+        .max_ejected_share(1.0);
+    let service = tower::ServiceBuilder::new()
+        .layer(FailoverLayer::new())
+        .layer(LoadBalanceLayer::new(&set, Tiered::new(RoundRobin::new())))
+        .layer(PassiveHealthLayer::new(set.clone(), detection))
+        .service(Forward::new());
+    let proxy = TestProxy::serve(set.clone(), service).await;
+    let client = client();
+    let share_to_backup = |n: usize| {
+        let (client, url) = (client.clone(), proxy.url("/"));
+        async move {
+            let mut to_backup = 0;
+            for _ in 0..n {
+                let answer = get(&client, &url).await;
+                assert_eq!(answer.status, 200);
+                to_backup += usize::from(answer.body == "backup");
+            }
+            to_backup
+        }
+    };
+    assert_eq!(share_to_backup(300).await, 0, "all primaries up");
+    // Expected 1 − 1.4 × 2/3 = 6.7 %, then 1 − 1.4 / 3 = 53.3 %, then all;
+    // 600 requests each, about five standard deviations either way.
+    let expected = [(10, 75), (260, 380), (600, 600)];
+    let mut shares = Vec::new();
+    for (primary, (low, high)) in primaries.iter().zip(expected) {
+        primary.stop();
+        // The first requests find it dead and eject it.
+        share_to_backup(10).await;
+        let got = share_to_backup(600).await;
+        shares.push(got);
+        assert!(
+            (low..=high).contains(&got),
+            "{got} of 600 to the backup: {shares:?}"
+        );
+    }
+    eprintln!("to the backup with 1, 2, 3 primaries down: {shares:?} of 600");
+    // All back (on their ports, let back at once): none to the backup.
+    let back: Vec<TestBackend> = futures_util::future::join_all(
+        primaries
+            .iter()
+            .map(|p| TestBackend::start_on(&p.name, p.addr)),
+    )
+    .await;
+    for primary in &back {
+        set.readmit(primary.backend().address());
+    }
+    assert_eq!(share_to_backup(300).await, 0, "all back");
 }

@@ -34,8 +34,10 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
 
-    /// A backend, as URL[,weight=N][,protocol=h2]; repeat for more. Replaces
-    /// the file's list.
+    /// A backend, as URL[,weight=N][,protocol=h2][,priority=N|,backup];
+    /// repeat for more. Traffic goes to the lowest priority (0, the
+    /// default; backup is 1) and spills to the next as it loses healthy
+    /// backends. Replaces the file's list.
     #[arg(long = "backend", value_name = "URL[,weight=N]")]
     pub backends: Vec<Backend>,
 

@@ -41,7 +41,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
-use tower_lb::balance::{QueueLayer, Sticky, StickyCookieLayer};
+use tower_lb::balance::{QueueLayer, Sticky, StickyCookieLayer, Tiered};
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{ActiveHealthCheck, OutlierDetection, PassiveHealthLayer, Probe};
 use tower_lb::metrics::{AdminService, MetricsLayer};
@@ -188,7 +188,9 @@ async fn run(
         None => Sticky::off(settings.strategy),
     };
     let sticky = sticky.map(|cookie| StickyCookieLayer::new(&set, cookie));
-    let balance = LoadBalanceLayer::new(set.clone(), strategy)
+    // Priority tiers (`,priority=N`, `,backup`); with one tier, Tiered only
+    // hands over to the strategy.
+    let balance = LoadBalanceLayer::new(set.clone(), Tiered::new(strategy))
         .panic_routing(settings.panic_routing)
         .max_in_flight(settings.max_in_flight);
     // Requests wait for a backend slot only when backends have a limit.

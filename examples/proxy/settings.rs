@@ -83,6 +83,9 @@ struct FileBackend {
     url: String,
     weight: Option<u32>,
     protocol: Option<String>,
+    priority: Option<u8>,
+    #[serde(default)]
+    backup: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +188,12 @@ impl File {
                 }
                 if let Some(protocol) = &b.protocol {
                     text.push_str(&format!(",protocol={protocol}"));
+                }
+                if let Some(priority) = b.priority {
+                    text.push_str(&format!(",priority={priority}"));
+                }
+                if b.backup {
+                    text.push_str(",backup");
                 }
                 text.parse::<Backend>()
                     .map_err(|e| format!("backend[{i}]: {e}"))

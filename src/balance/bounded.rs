@@ -22,7 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use crate::backend::{Backend, BackendState, LoadWatch};
+use crate::backend::{Backend, BackendState, LoadWatch, Watching};
 use crate::error::Error;
 
 /// Fixed-point scale of the factor: thousandths.
@@ -53,8 +53,7 @@ impl BalanceFactor {
 /// The bounded-load part of a hash table: the watched sums of the set.
 pub(super) struct BoundedLoad {
     sums: Arc<Sums>,
-    watch: Arc<dyn LoadWatch>,
-    backends: Vec<Backend>,
+    _watching: Watching,
     factor: BalanceFactor,
 }
 
@@ -80,20 +79,10 @@ impl BoundedLoad {
             seen_weight: backends.iter().map(|_| AtomicU32::new(0)).collect(),
             weights: backends.iter().map(Backend::weight).collect(),
         });
-        let watch: Arc<dyn LoadWatch> = sums.clone();
-        // Watch first, then read: a change racing with the build is seen by
-        // the read or brings its own notification; either way the sums end
-        // up matching the counts.
-        for (leaf, backend) in backends.iter().enumerate() {
-            backend.state().watch(Arc::clone(&watch), leaf);
-        }
-        for (leaf, backend) in backends.iter().enumerate() {
-            sums.load_changed(leaf, backend.state());
-        }
+        let watching = Watching::new(backends, sums.clone());
         Self {
             sums,
-            watch,
-            backends: backends.to_vec(),
+            _watching: watching,
             factor,
         }
     }
@@ -163,14 +152,6 @@ impl LoadWatch for Sums {
         if weight != before {
             let delta = i64::from(weight) - i64::from(before);
             self.weight.fetch_add(delta as u64, Relaxed);
-        }
-    }
-}
-
-impl Drop for BoundedLoad {
-    fn drop(&mut self) {
-        for backend in &self.backends {
-            backend.state().unwatch(&self.watch);
         }
     }
 }

@@ -53,6 +53,7 @@ pub mod sticky;
 mod strategy;
 #[cfg(test)]
 pub(crate) mod test_support;
+mod tiered;
 mod weighted;
 
 pub use crate::extensions::{Target, Tried};
@@ -71,4 +72,5 @@ pub use round_robin::{RoundRobin, RoundRobinTable};
 pub use service::LoadBalance;
 pub use sticky::{Sticky, StickyCookie, StickyCookieLayer, StickyStats};
 pub use strategy::{Candidates, RequestRef, Strategy};
+pub use tiered::{Tiered, TieredTable};
 pub use weighted::{WeightedRoundRobin, WeightedTable};

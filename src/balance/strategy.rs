@@ -92,6 +92,8 @@ pub struct Candidates<'a> {
     /// Requests in flight a backend may hold per unit of weight; 0: no
     /// limit.
     limit: u32,
+    /// Only backends of this priority tier, when set (see `Tiered`).
+    tier: Option<u8>,
 }
 
 impl<'a> Candidates<'a> {
@@ -111,7 +113,27 @@ impl<'a> Candidates<'a> {
             now: Cell::new(now.unwrap_or(0)),
             panic: false,
             limit: 0,
+            tier: None,
         }
+    }
+
+    /// The same candidates restricted to priority tier `tier`.
+    pub(crate) fn in_tier(&self, tier: u8) -> Candidates<'a> {
+        Candidates {
+            snapshot: self.snapshot,
+            backends: self.backends,
+            request: self.request,
+            tried: self.tried,
+            now: self.now.clone(),
+            panic: self.panic,
+            limit: self.limit,
+            tier: Some(tier),
+        }
+    }
+
+    /// Whether panic routing is on for this pick (every member routable).
+    pub(crate) fn is_panicking(&self) -> bool {
+        self.panic
     }
 
     /// The same candidates with a concurrency limit per unit of weight
@@ -179,11 +201,15 @@ impl<'a> Candidates<'a> {
         ok && self.untried(index)
     }
 
-    /// Not tried by this request, and with room under the limit.
+    /// Not tried by this request, with room under the limit, and in the
+    /// tier asked for.
     #[inline]
     fn untried(&self, index: usize) -> bool {
         (self.tried.is_empty() || !self.tried.contains(&self.snapshot.id(index)))
             && (self.limit == 0 || self.has_room(index))
+            && self
+                .tier
+                .is_none_or(|tier| self.backends[index].priority() == tier)
     }
 
     /// Whether backend `index` holds fewer requests than its limit (the

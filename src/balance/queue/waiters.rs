@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
-use crate::backend::{Backend, BackendState, LoadWatch, Snapshot, SnapshotListener};
+use crate::backend::{Backend, BackendState, LoadWatch, Snapshot, SnapshotListener, Watching};
 
 /// What the waiting requests share: the count, the FIFO of wakers (tokio's
 /// `Notify`, whose `notify_one` wakes the longest waiter), and counters.
@@ -147,7 +147,7 @@ impl Wakeup {
 
 impl SnapshotListener for Wakeup {
     fn published(&self, snapshot: &Arc<Snapshot>) {
-        let watching = Watching::new(snapshot.backends(), Arc::clone(&self.shared));
+        let watching = watching(snapshot.backends(), Arc::clone(&self.shared));
         // Off the request path: the set's writer publishes.
         let old = self
             .watching
@@ -162,38 +162,15 @@ impl SnapshotListener for Wakeup {
     }
 }
 
-/// The watcher registered on one snapshot's members; unwatches on drop.
-struct Watching {
-    watch: Arc<dyn LoadWatch>,
-    backends: Vec<Backend>,
-}
-
-impl Watching {
-    fn new(backends: &[Backend], shared: Arc<Shared>) -> Self {
-        let loads = Arc::new(Loads {
-            shared,
-            seen: backends
-                .iter()
-                .map(|b| AtomicU32::new(b.state().in_flight()))
-                .collect(),
-        });
-        let watch: Arc<dyn LoadWatch> = loads;
-        for (leaf, backend) in backends.iter().enumerate() {
-            backend.state().watch(Arc::clone(&watch), leaf);
-        }
-        Self {
-            watch,
-            backends: backends.to_vec(),
-        }
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        for backend in &self.backends {
-            backend.state().unwatch(&self.watch);
-        }
-    }
+fn watching(backends: &[Backend], shared: Arc<Shared>) -> Watching {
+    let loads = Arc::new(Loads {
+        shared,
+        seen: backends
+            .iter()
+            .map(|b| AtomicU32::new(b.state().in_flight()))
+            .collect(),
+    });
+    Watching::new(backends, loads)
 }
 
 /// The last load seen of each member: a fall is a freed slot.
