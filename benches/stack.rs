@@ -1,8 +1,8 @@
 //! The layer stack around a no-op inner service, against the bare inner
 //! service: what tower-lb adds per request on top of the forwarding itself.
 //! Each step adds one layer, outer last: load balancing, passive health,
-//! failover, metrics (the whole stack); and the queue over a limited
-//! balancer.
+//! failover, metrics (the whole stack); and the traffic controls: the queue
+//! over a limited balancer, sticky cookies over tiers.
 //!
 //! Run: `cargo bench --bench stack`
 
@@ -19,7 +19,7 @@ use http::{Request, Response};
 use http_body_util::Empty;
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service, ServiceBuilder};
-use tower_lb::balance::{QueueLayer, RoundRobin};
+use tower_lb::balance::{QueueLayer, RoundRobin, Sticky, StickyCookie, StickyCookieLayer, Tiered};
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
 use tower_lb::metrics::MetricsLayer;
@@ -141,6 +141,21 @@ fn stack(c: &mut Criterion) {
         ServiceBuilder::new()
             .layer(QueueLayer::new(&limited, 100, Duration::from_secs(1)))
             .layer(limited.clone())
+            .service(NoOp),
+    );
+    // Sticky cookies over tiers: the cookie read per pick and per
+    // response, the Set-Cookie on a request that has none (every request
+    // here: the bench's requests carry no cookie, the worst case).
+    let cookie = StickyCookie::new("srv").unwrap();
+    bench(
+        &mut group,
+        "sticky+load_balance(tiered, sticky)",
+        ServiceBuilder::new()
+            .layer(StickyCookieLayer::new(&set, cookie.clone()))
+            .layer(LoadBalanceLayer::new(
+                set.clone(),
+                Tiered::new(Sticky::new(cookie, RoundRobin::new())),
+            ))
             .service(NoOp),
     );
     let mut registry = Registry::default();

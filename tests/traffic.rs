@@ -442,7 +442,10 @@ async fn two_proxy_processes_sharing_a_secret_accept_each_others_cookies() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ProxyProcess::start(&args).await
     };
-    let one = start(args(key)).await;
+    let admin = free_addr();
+    let mut with_admin = args(key);
+    with_admin.extend(["--admin".to_owned(), admin.to_string()]);
+    let one = start(with_admin).await;
     let two = start(args(key)).await;
     let client = client();
     let first = get(&client, &one.url("/")).await;
@@ -454,6 +457,9 @@ async fn two_proxy_processes_sharing_a_secret_accept_each_others_cookies() {
             assert_eq!(set_cookie(&answer), None);
         }
     }
+    let metrics = get(&client, &format!("http://{admin}/metrics")).await.body;
+    assert!(metrics.contains("lb_sticky_issued_total 1"), "{metrics}");
+    assert!(metrics.contains("lb_sticky_reissued_total 0"), "{metrics}");
     // Without the shared key, a proxy does not know the cookie.
     let mut lone = args(key);
     lone.truncate(6);

@@ -199,6 +199,9 @@ async fn run(
     if let Some(queue) = &queue {
         queue.register_metrics(&mut registry);
     }
+    if let Some(sticky) = &sticky {
+        sticky.register_metrics(&mut registry);
+    }
     let limits = Limits {
         header_timeout: settings.header_timeout,
         max_header_size: settings.max_header_size,

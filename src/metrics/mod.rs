@@ -27,10 +27,10 @@ mod future;
 mod histogram;
 mod layer;
 mod page;
-mod queue;
 mod recorder;
 mod service;
 mod status;
+mod traffic;
 
 pub use admin::AdminService;
 pub use body::ResponseBody;

@@ -1,4 +1,5 @@
-//! The request queue's gauges and counters, read when Prometheus scrapes.
+//! The traffic controls' gauges and counters (the request queue, sticky
+//! cookies), read from their counters when Prometheus scrapes.
 
 use std::fmt;
 
@@ -9,7 +10,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::balance::{QueueLayer, QueueStats, Strategy};
+use crate::balance::{QueueLayer, QueueStats, StickyCookieLayer, StickyStats, Strategy};
 
 impl<St: Strategy> QueueLayer<St> {
     /// Registers the queue's series in `registry`, read from its counters
@@ -39,19 +40,51 @@ impl<St: Strategy> QueueLayer<St> {
     /// ```
     pub fn register_metrics(&self, registry: &mut Registry) {
         let layer = self.clone();
-        registry.register_collector(Box::new(QueueCollector {
+        registry.register_collector(Box::new(StatsCollector {
             stats: Box::new(move || layer.stats()),
+            series: &QUEUE_SERIES,
         }));
     }
 }
 
-struct QueueCollector {
-    stats: Box<dyn Fn() -> QueueStats + Send + Sync>,
+impl StickyCookieLayer {
+    /// Registers the sticky cookies' counters in `registry`:
+    /// `lb_sticky_issued_total` (cookies set on a first visit) and
+    /// `lb_sticky_reissued_total` (cookies set anew: the client's backend
+    /// was gone or unavailable, or its cookie forged, altered or stale).
+    ///
+    /// ```
+    /// use prometheus_client::registry::Registry;
+    /// use tower_lb::balance::{StickyCookie, StickyCookieLayer};
+    /// use tower_lb::BackendSet;
+    ///
+    /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?]);
+    /// let layer = StickyCookieLayer::new(&set, StickyCookie::new("srv")?);
+    /// let mut registry = Registry::default();
+    /// layer.register_metrics(&mut registry);
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    /// assert!(text.contains("lb_sticky_issued_total 0"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let layer = self.clone();
+        registry.register_collector(Box::new(StatsCollector {
+            stats: Box::new(move || layer.stats()),
+            series: &STICKY_SERIES,
+        }));
+    }
 }
 
-impl fmt::Debug for QueueCollector {
+/// Series read from one stats value per scrape.
+struct StatsCollector<T: 'static> {
+    stats: Box<dyn Fn() -> T + Send + Sync>,
+    series: &'static [Series<T>],
+}
+
+impl<T> fmt::Debug for StatsCollector<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QueueCollector").finish_non_exhaustive()
+        f.debug_struct("StatsCollector").finish_non_exhaustive()
     }
 }
 
@@ -61,9 +94,24 @@ enum Value {
     Seconds(f64),
 }
 
-type Read = fn(&QueueStats) -> Value;
+type Series<T> = (&'static str, &'static str, MetricType, fn(&T) -> Value);
 
-const SERIES: [(&str, &str, MetricType, Read); 6] = [
+const STICKY_SERIES: [Series<StickyStats>; 2] = [
+    (
+        "lb_sticky_issued",
+        "Sticky cookies set on a first visit",
+        MetricType::Counter,
+        |s| Value::Counter(s.issued_total),
+    ),
+    (
+        "lb_sticky_reissued",
+        "Sticky cookies set anew (backend gone or unavailable, cookie invalid)",
+        MetricType::Counter,
+        |s| Value::Counter(s.reissued_total),
+    ),
+];
+
+const QUEUE_SERIES: [Series<QueueStats>; 6] = [
     (
         "lb_queue_pending",
         "Requests waiting for a backend slot now",
@@ -102,10 +150,10 @@ const SERIES: [(&str, &str, MetricType, Read); 6] = [
     ),
 ];
 
-impl Collector for QueueCollector {
+impl<T: 'static> Collector for StatsCollector<T> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let stats = (self.stats)();
-        for (name, help, kind, read) in SERIES {
+        for &(name, help, kind, read) in self.series {
             let family = encoder.encode_descriptor(name, help, None, kind)?;
             match read(&stats) {
                 Value::Gauge(value) => ConstGauge::new(value).encode(family)?,
