@@ -2,7 +2,8 @@
 //! load, strategy, the picked position; what `LoadBalance` does before the
 //! one handle clone of the request): at 3, 100, 1,000 and 10,000 backends;
 //! with a tenth of the backends ineligible; with an exclude set of one (a
-//! retry); `Balancer::pick`, which also clones the backend's handle, at 3
+//! retry); consistent hashing with bounded loads under held loads;
+//! `Balancer::pick`, which also clones the backend's handle, at 3
 //! and 10,000; two threads against one; and the cost of a backend-set
 //! update. Every backend has been timed once, as in a running proxy.
 //!
@@ -22,8 +23,10 @@ use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body_util::Empty;
 use tower::{Layer, Service};
-use tower_lb::backend::{Backend, Verdict};
-use tower_lb::balance::{AnyStrategy, Balancer, RoundRobin, Tried, WeightedRoundRobin};
+use tower_lb::backend::{Backend, InFlight, Verdict};
+use tower_lb::balance::{
+    AnyStrategy, Balancer, ConsistentHash, RoundRobin, Tried, WeightedRoundRobin,
+};
 use tower_lb::{BackendSet, ClientAddr, LoadBalanceLayer};
 
 const SIZES: [usize; 4] = [3, 100, 1_000, 10_000];
@@ -251,6 +254,14 @@ fn request_contention(c: &mut Criterion) {
         ("least-connections", "least-connections".parse().unwrap()),
         ("p2c", "p2c".parse().unwrap()),
         ("random", "random".parse().unwrap()),
+        (
+            "ip-hash-bounded",
+            AnyStrategy::ConsistentHash(
+                ConsistentHash::client_ip()
+                    .with_balance_factor(1.25)
+                    .unwrap(),
+            ),
+        ),
     ];
     for (name, strategy) in strategies {
         let layer = LoadBalanceLayer::new(set.clone(), strategy);
@@ -274,6 +285,55 @@ fn request_contention(c: &mut Criterion) {
                 })
             });
         }
+    }
+    group.finish();
+}
+
+/// Consistent hashing with bounded loads (factor 1.25) beside plain
+/// ip-hash, with loads held: every backend holds up to 7 requests at random
+/// and one backend in ten is at twice that, so some keys meet a full backend
+/// and take their spill path.
+fn pick_bounded(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pick_bounded_load");
+    for &n in &SIZES {
+        let set = BackendSet::new(backends(n));
+        time_every_backend(&set);
+        let mut rng = fastrand::Rng::with_seed(14);
+        let held: Vec<InFlight> = set
+            .snapshot()
+            .backends()
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| {
+                let load = rng.usize(..8) * if i % 10 == 0 { 4 } else { 1 };
+                (0..load)
+                    .map(|_| InFlight::begin(b.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let requests = requests();
+        let strategies = [
+            ("ip-hash", "ip-hash".parse::<AnyStrategy>().unwrap()),
+            (
+                "ip-hash-bounded-1.25",
+                AnyStrategy::ConsistentHash(
+                    ConsistentHash::client_ip()
+                        .with_balance_factor(1.25)
+                        .unwrap(),
+                ),
+            ),
+        ];
+        for (name, strategy) in strategies {
+            let balancer = Balancer::new(&set, strategy);
+            let mut i = 0;
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| {
+                    i = (i + 1) & 1023;
+                    black_box(balancer.pick_ref(&requests[i]).map(|p| p.index()));
+                })
+            });
+        }
+        drop(held);
     }
     group.finish();
 }
@@ -303,6 +363,7 @@ criterion_group!(
     pick_and_clone,
     pick_with_ineligible,
     pick_retry,
+    pick_bounded,
     contention,
     request_contention,
     update

@@ -1,7 +1,8 @@
 //! The layer stack around a no-op inner service, against the bare inner
 //! service: what tower-lb adds per request on top of the forwarding itself.
 //! Each step adds one layer, outer last: load balancing, passive health,
-//! failover, metrics (the whole stack).
+//! failover, metrics (the whole stack); and the traffic controls: the queue
+//! over a limited balancer, sticky cookies over tiers.
 //!
 //! Run: `cargo bench --bench stack`
 
@@ -9,6 +10,7 @@ use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -17,7 +19,7 @@ use http::{Request, Response};
 use http_body_util::Empty;
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service, ServiceBuilder};
-use tower_lb::balance::RoundRobin;
+use tower_lb::balance::{QueueLayer, RoundRobin, Sticky, StickyCookie, StickyCookieLayer, Tiered};
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
 use tower_lb::metrics::MetricsLayer;
@@ -127,6 +129,32 @@ fn stack(c: &mut Criterion) {
             .layer(PassiveHealthLayer::new(
                 set.clone(),
                 OutlierDetection::new(),
+            ))
+            .service(NoOp),
+    );
+    // Limits on (never reached here) and the queue above: what a request
+    // pays for the check for room while nothing waits.
+    let limited = LoadBalanceLayer::new(set.clone(), RoundRobin::new()).max_in_flight(100);
+    bench(
+        &mut group,
+        "queue+load_balance(max_in_flight)",
+        ServiceBuilder::new()
+            .layer(QueueLayer::new(&limited, 100, Duration::from_secs(1)))
+            .layer(limited.clone())
+            .service(NoOp),
+    );
+    // Sticky cookies over tiers: the cookie read per pick and per
+    // response, the Set-Cookie on a request that has none (every request
+    // here: the bench's requests carry no cookie, the worst case).
+    let cookie = StickyCookie::new("srv").unwrap();
+    bench(
+        &mut group,
+        "sticky+load_balance(tiered, sticky)",
+        ServiceBuilder::new()
+            .layer(StickyCookieLayer::new(&set, cookie.clone()))
+            .layer(LoadBalanceLayer::new(
+                set.clone(),
+                Tiered::new(Sticky::new(cookie, RoundRobin::new())),
             ))
             .service(NoOp),
     );

@@ -44,6 +44,10 @@ pub enum ErrorKind {
     /// blame: it is not counted against the backend and never retried, and
     /// the client gets 400.
     Client,
+    /// Every eligible backend was at its concurrency limit and the request
+    /// could not wait for one (the queue was full, or the wait timed out):
+    /// 503 with `Retry-After`.
+    Overloaded,
 }
 
 /// The error type of tower-lb.
@@ -58,6 +62,8 @@ pub struct Error {
     backend: Option<Arc<str>>,
     message: Option<Arc<str>>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
+    /// Seconds a client should wait before trying again (`Retry-After`).
+    retry_after: Option<u32>,
 }
 
 impl Error {
@@ -68,7 +74,20 @@ impl Error {
             backend: None,
             message: None,
             source: None,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again: the response carries
+    /// `Retry-After` with `seconds`.
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The seconds of `Retry-After` the response carries, if any.
+    pub fn retry_after(&self) -> Option<u32> {
+        self.retry_after
     }
 
     /// A configuration error whose message names the offending field.
@@ -142,12 +161,18 @@ impl Error {
         self.kind == ErrorKind::Client
     }
 
+    /// Every eligible backend was at its limit and the request could not
+    /// wait.
+    pub fn is_overloaded(&self) -> bool {
+        self.kind == ErrorKind::Overloaded
+    }
+
     /// The status a proxy answers with: 503 for no backend, 504 for a
     /// timeout, 413 for a body too large, 400 for a request the client
     /// broke, 502 for every backend failure.
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            ErrorKind::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoBackend | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
@@ -169,6 +194,7 @@ impl Error {
             ErrorKind::BodyTooLarge => "request body too large\n",
             ErrorKind::Config => "proxy misconfigured\n",
             ErrorKind::Client => "bad request\n",
+            ErrorKind::Overloaded => "backends busy, retry later\n",
         }
     }
 
@@ -182,6 +208,11 @@ impl Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response.extensions_mut().insert(self.clone());
         response
     }
@@ -218,6 +249,7 @@ impl fmt::Display for Error {
             ErrorKind::BodyTooLarge => "body too large to buffer",
             ErrorKind::Config => "invalid configuration",
             ErrorKind::Client => "the client broke its request",
+            ErrorKind::Overloaded => "every backend at its limit",
         };
         f.write_str(what)?;
         if let Some(backend) = &self.backend {

@@ -39,8 +39,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
 
-    /// A backend, as URL[,weight=N][,protocol=h2]; repeat for more. Replaces
-    /// the file's list.
+    /// A backend, as URL[,weight=N][,protocol=h2][,priority=N|,backup];
+    /// repeat for more. Traffic goes to the lowest priority (0, the
+    /// default; backup is 1) and spills to the next as it loses healthy
+    /// backends. Replaces the file's list.
     #[arg(long = "backend", value_name = "URL[,weight=N]")]
     pub backends: Vec<Backend>,
 
@@ -64,6 +66,12 @@ pub struct Cli {
     /// Key of the hash strategy: ip, path, header:NAME or cookie:NAME.
     #[arg(long, value_name = "KEY")]
     pub hash_key: Option<HashKey>,
+
+    /// Bounded loads for the hash strategies: no backend holds more than F
+    /// times the average in flight (e.g. 1.25); a key whose backend is full
+    /// goes to the next in its own order [default: unbounded].
+    #[arg(long, value_name = "F")]
+    pub hash_balance_factor: Option<f64>,
 
     /// Path of the active HTTP health check (e.g. /healthz). Without one,
     /// backends are probed with a TCP connect.
@@ -95,6 +103,11 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
 
+    /// Statuses from a backend that an idempotent request is retried on
+    /// another backend for, comma-separated [default: 502,503,504].
+    #[arg(long, value_name = "STATUSES", value_delimiter = ',')]
+    pub retry_on: Vec<u16>,
+
     /// Ramp a new or recovered backend's traffic up over this long [default: 0s, off].
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub slow_start: Option<Duration>,
@@ -102,6 +115,31 @@ pub struct Cli {
     /// When no backend is healthy, send to all of them rather than answer 503.
     #[arg(long)]
     pub panic_routing: bool,
+
+    /// Sticky sessions: the first response sets this cookie and later
+    /// requests carrying it go to the same backend while it is available.
+    #[arg(long, value_name = "NAME")]
+    pub sticky_cookie: Option<String>,
+
+    /// The key that authenticates sticky cookies (at least 16 bytes; give
+    /// every instance the same file) [default: a random key per start].
+    #[arg(long, value_name = "PATH")]
+    pub sticky_secret_file: Option<PathBuf>,
+
+    /// Requests in flight per backend (per unit of its weight); a full
+    /// backend is skipped by every strategy [default: 0, no limit].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+
+    /// Requests that may wait, first come first served, when every backend
+    /// is full; beyond, 503 with Retry-After [default: 0, none wait].
+    #[arg(long, value_name = "N")]
+    pub max_pending: Option<usize>,
+
+    /// How long a request may wait for a backend slot before a 503 with
+    /// Retry-After [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub queue_timeout: Option<Duration>,
 
     /// How long a client may take to send a request's headers [default: 10s].
     #[arg(long, value_name = "DUR", value_parser = duration)]

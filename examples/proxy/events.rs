@@ -30,6 +30,12 @@ pub async fn log(set: BackendSet) {
             HealthEventKind::Ejected { duration, count } => {
                 tracing::warn!(backend, by, "ejected for {duration:?} (ejection #{count})")
             }
+            HealthEventKind::Overloaded { duration } => {
+                tracing::warn!(
+                    backend,
+                    "asked for a pause: no new requests for {duration:?}"
+                )
+            }
             HealthEventKind::Returned => tracing::info!(backend, by, "let back after ejection"),
             HealthEventKind::Share { share } => {
                 tracing::info!(backend, "share of traffic now {:.0} %", share * 100.0)

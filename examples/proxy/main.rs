@@ -41,6 +41,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
+use tower_lb::balance::{QueueLayer, Sticky, StickyCookieLayer, Tiered};
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{ActiveHealthCheck, OutlierDetection, PassiveHealthLayer, Probe};
 use tower_lb::metrics::{AdminService, MetricsLayer};
@@ -186,6 +187,27 @@ async fn run(
         .spawn(&set)?;
     let mut registry = Registry::default();
     let metrics = MetricsLayer::new(&set, &mut registry);
+    // Sticky sessions: `Secure` cookies when clients come over TLS.
+    let sticky = (settings.sticky.clone()).map(|cookie| cookie.secure(terminator.is_some()));
+    let strategy = match sticky.clone() {
+        Some(cookie) => Sticky::new(cookie, settings.strategy),
+        None => Sticky::off(settings.strategy),
+    };
+    let sticky = sticky.map(|cookie| StickyCookieLayer::new(&set, cookie));
+    // Priority tiers (`,priority=N`, `,backup`); with one tier, Tiered only
+    // hands over to the strategy.
+    let balance = LoadBalanceLayer::new(set.clone(), Tiered::new(strategy))
+        .panic_routing(settings.panic_routing)
+        .max_in_flight(settings.max_in_flight);
+    // Requests wait for a backend slot only when backends have a limit.
+    let queue = (settings.max_in_flight > 0 && settings.max_pending > 0)
+        .then(|| QueueLayer::new(&balance, settings.max_pending, settings.queue_timeout));
+    if let Some(queue) = &queue {
+        queue.register_metrics(&mut registry);
+    }
+    if let Some(sticky) = &sticky {
+        sticky.register_metrics(&mut registry);
+    }
     let limits = Limits {
         header_timeout: settings.header_timeout,
         max_header_size: settings.max_header_size,
@@ -210,8 +232,6 @@ async fn run(
     // clones share their state (balancer position, health, retry budget,
     // metrics). Only `Forward`, which owns the backend connections, is
     // built anew by each worker.
-    let balance =
-        LoadBalanceLayer::new(set.clone(), settings.strategy).panic_routing(settings.panic_routing);
     let passive = PassiveHealthLayer::new(set.clone(), OutlierDetection::new());
     let mut forward = Forward::builder()
         .timeout(settings.timeout)
@@ -231,17 +251,22 @@ async fn run(
         grace,
         tls: terminator,
     };
-    let failover =
-        (settings.retries > 0).then(|| FailoverLayer::new().max_retries(settings.retries));
-    // One stack for both cases: without retries the failover layer is left
-    // out (`option_layer`), not configured to do nothing.
+    let failover = (settings.retries > 0).then(|| {
+        FailoverLayer::new()
+            .max_retries(settings.retries)
+            .retry_statuses(settings.retry_on.iter().copied())
+    });
+    // One stack for every case: a layer that is off is left out
+    // (`option_layer`), not configured to do nothing.
     let workers = Workers::start(
         listeners,
         move || {
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
                 .layer(metrics.clone())
+                .option_layer(sticky.clone())
                 .option_layer(failover.clone())
+                .option_layer(queue.clone())
                 .layer(balance.clone())
                 .layer(passive.clone())
                 .service(forward.clone().build())

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use tower_lb::Backend;
-use tower_lb::balance::{AnyStrategy, HashKey};
+use tower_lb::balance::{AnyStrategy, HashKey, StickyCookie};
 
 use crate::cli::{self, Cli};
 use crate::discovery::Source;
@@ -31,11 +31,18 @@ pub struct File {
     strategy: Option<AnyStrategy>,
     #[serde(default, deserialize_with = "parsed")]
     hash_key: Option<HashKey>,
+    hash_balance_factor: Option<f64>,
     #[serde(default, deserialize_with = "networks")]
     trusted_proxies: Vec<IpNet>,
     #[serde(default, deserialize_with = "duration")]
     slow_start: Option<Duration>,
     panic_routing: Option<bool>,
+    sticky_cookie: Option<String>,
+    sticky_secret_file: Option<PathBuf>,
+    max_in_flight: Option<u32>,
+    max_pending: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    queue_timeout: Option<Duration>,
     workers: Option<usize>,
     watch: Option<bool>,
     upgrades: Option<Vec<String>>,
@@ -77,6 +84,9 @@ struct FileBackend {
     url: String,
     weight: Option<u32>,
     protocol: Option<String>,
+    priority: Option<u8>,
+    #[serde(default)]
+    backup: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +105,7 @@ struct FileHealth {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileFailover {
     retries: Option<u32>,
+    retry_on: Option<Vec<u16>>,
     #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
 }
@@ -179,6 +190,12 @@ impl File {
                 if let Some(protocol) = &b.protocol {
                     text.push_str(&format!(",protocol={protocol}"));
                 }
+                if let Some(priority) = b.priority {
+                    text.push_str(&format!(",priority={priority}"));
+                }
+                if b.backup {
+                    text.push_str(",backup");
+                }
                 text.parse::<Backend>()
                     .map_err(|e| format!("backend[{i}]: {e}"))
             })
@@ -205,6 +222,13 @@ pub struct Settings {
     pub strategy: AnyStrategy,
     pub slow_start: Duration,
     pub panic_routing: bool,
+    /// The sticky cookie, when sessions are sticky.
+    pub sticky: Option<StickyCookie>,
+    /// Requests in flight per backend per unit of weight; 0: no limit.
+    pub max_in_flight: u32,
+    /// Requests that may wait for a slot; 0: none.
+    pub max_pending: usize,
+    pub queue_timeout: Duration,
     pub workers: Option<usize>,
     pub watch: bool,
     pub health_path: Option<String>,
@@ -213,6 +237,8 @@ pub struct Settings {
     pub unhealthy_after: u32,
     pub healthy_after: u32,
     pub retries: u32,
+    /// Statuses retried on another backend.
+    pub retry_on: Vec<u16>,
     pub timeout: Duration,
     pub header_timeout: Duration,
     pub max_header_size: usize,
@@ -300,6 +326,29 @@ impl Settings {
             }
             strategy = strategy.with_hash_key(key);
         }
+        if let Some(factor) = cli.hash_balance_factor.or(file.hash_balance_factor) {
+            strategy = strategy
+                .with_hash_balance_factor(factor)
+                .map_err(|e| format!("hash-balance-factor: {e}"))?;
+        }
+        let sticky = match cli.sticky_cookie.or(file.sticky_cookie) {
+            None => None,
+            Some(name) => {
+                let cookie = StickyCookie::new(&name).map_err(|e| format!("sticky-cookie: {e}"))?;
+                match cli.sticky_secret_file.or(file.sticky_secret_file) {
+                    None => Some(cookie),
+                    Some(path) => {
+                        let key = std::fs::read(&path)
+                            .map_err(|e| format!("sticky-secret-file {}: {e}", path.display()))?;
+                        Some(
+                            cookie.with_key(key.trim_ascii()).map_err(|e| {
+                                format!("sticky-secret-file {}: {e}", path.display())
+                            })?,
+                        )
+                    }
+                }
+            }
+        };
         if !file.trusted_proxies.is_empty() {
             if let AnyStrategy::ConsistentHash(hash) = strategy {
                 strategy = AnyStrategy::ConsistentHash(hash.trust_proxies(file.trusted_proxies));
@@ -380,6 +429,13 @@ impl Settings {
             strategy,
             slow_start: cli.slow_start.or(file.slow_start).unwrap_or(Duration::ZERO),
             panic_routing: cli.panic_routing || file.panic_routing.unwrap_or(false),
+            sticky,
+            max_in_flight: cli.max_in_flight.or(file.max_in_flight).unwrap_or(0),
+            max_pending: cli.max_pending.or(file.max_pending).unwrap_or(0),
+            queue_timeout: cli
+                .queue_timeout
+                .or(file.queue_timeout)
+                .unwrap_or(Duration::from_secs(1)),
             workers: cli.workers.or(file.workers),
             watch: cli.watch || file.watch.unwrap_or(false),
             health_path: cli.health_path.or(file.health.path),
@@ -397,6 +453,11 @@ impl Settings {
                 .unwrap_or(3),
             healthy_after: cli.healthy_after.or(file.health.healthy_after).unwrap_or(2),
             retries: cli.retries.or(file.failover.retries).unwrap_or(2),
+            retry_on: match (cli.retry_on, file.failover.retry_on) {
+                (flags, _) if !flags.is_empty() => flags,
+                (_, Some(list)) => list,
+                _ => vec![502, 503, 504],
+            },
             timeout: cli
                 .timeout
                 .or(file.failover.timeout)

@@ -51,6 +51,13 @@ pub enum HealthEventKind {
         /// stands outside the back-off.
         count: u32,
     },
+    /// The backend asked for a pause (`429`, or `503` with `Retry-After`)
+    /// and gets no new requests for `duration`; its return is announced as
+    /// [`Returned`](Self::Returned), as an ejection's.
+    Overloaded {
+        /// For how long (what it asked, capped).
+        duration: Duration,
+    },
     /// An ejection ended; the backend takes traffic again (through slow
     /// start, when the set has one).
     ///

@@ -32,6 +32,8 @@ pub struct Backend {
 struct Node {
     weight: AtomicU32,
     protocol: AtomicU8,
+    /// The priority tier: 0 is primary (see `balance::Tiered`).
+    priority: AtomicU8,
     state: BackendState,
     address: Address,
 }
@@ -87,6 +89,7 @@ impl Backend {
             node: Arc::new(Node {
                 weight: AtomicU32::new(weight),
                 protocol: AtomicU8::new(Protocol::Http1.to_u8()),
+                priority: AtomicU8::new(0),
                 state: BackendState::new(),
                 address,
             }),
@@ -106,7 +109,7 @@ impl Backend {
         match Arc::get_mut(&mut self.node) {
             Some(node) => *node.protocol.get_mut() = protocol.to_u8(),
             None => {
-                let fresh = Self::build(self.address().clone(), self.weight());
+                let fresh = self.fresh();
                 fresh.node.protocol.store(protocol.to_u8(), Relaxed);
                 self = fresh;
             }
@@ -114,11 +117,43 @@ impl Backend {
         self
     }
 
-    /// Takes `other`'s settings (weight, protocol): what a member does when
-    /// it is listed again. Its state carries on.
+    /// This backend in priority tier `priority` (0, the default, is
+    /// primary; `backup` in a `--backend` option is 1): with
+    /// [`Tiered`](crate::balance::Tiered), traffic goes to the lowest tier
+    /// and spills to the next as the lower one loses healthy members. A
+    /// builder, as [`with_protocol`](Self::with_protocol).
+    pub fn with_priority(mut self, priority: u8) -> Self {
+        match Arc::get_mut(&mut self.node) {
+            Some(node) => *node.priority.get_mut() = priority,
+            None => {
+                let fresh = self.fresh();
+                fresh.node.priority.store(priority, Relaxed);
+                self = fresh;
+            }
+        }
+        self
+    }
+
+    /// The priority tier (0: primary).
+    #[inline]
+    pub fn priority(&self) -> u8 {
+        self.node.priority.load(Relaxed)
+    }
+
+    /// A new backend with this one's settings and a fresh state.
+    fn fresh(&self) -> Self {
+        let fresh = Self::build(self.address().clone(), self.weight());
+        fresh.node.protocol.store(self.protocol().to_u8(), Relaxed);
+        fresh.node.priority.store(self.priority(), Relaxed);
+        fresh
+    }
+
+    /// Takes `other`'s settings (weight, protocol, priority): what a member
+    /// does when it is listed again. Its state carries on.
     pub(crate) fn reconfigure(&self, other: &Backend) {
         self.node.weight.store(other.weight(), Relaxed);
         self.node.protocol.store(other.protocol().to_u8(), Relaxed);
+        self.node.priority.store(other.priority(), Relaxed);
     }
 
     /// Sets the weight of this member (checked by the caller): what the
@@ -127,9 +162,11 @@ impl Backend {
         self.node.weight.store(weight, Relaxed);
     }
 
-    /// Whether `other` has the same settings (weight, protocol).
+    /// Whether `other` has the same settings (weight, protocol, priority).
     pub(crate) fn same_settings(&self, other: &Backend) -> bool {
-        self.weight() == other.weight() && self.protocol() == other.protocol()
+        self.weight() == other.weight()
+            && self.protocol() == other.protocol()
+            && self.priority() == other.priority()
     }
 
     /// Where the backend listens.
@@ -183,6 +220,9 @@ pub(super) fn check_weight(weight: u32, address: &Address) -> Result<(), Error> 
 /// # use tower_lb::Backend;
 /// let backend: Backend = "http://127.0.0.1:9001,weight=5".parse()?;
 /// assert_eq!(backend.weight(), 5);
+/// let backup: Backend = "http://127.0.0.1:9002,backup".parse()?;
+/// assert_eq!(backup.priority(), 1);
+/// assert_eq!("http://127.0.0.1:9003,priority=2".parse::<Backend>()?.priority(), 2);
 /// assert_eq!(backend.address().as_str(), "http://127.0.0.1:9001");
 /// # Ok::<(), tower_lb::Error>(())
 /// ```
@@ -194,9 +234,19 @@ impl FromStr for Backend {
         let address: Address = parts.next().unwrap_or_default().trim().parse()?;
         let mut weight = 1;
         let mut protocol = Protocol::Http1;
+        let mut priority = 0;
         for option in parts {
             let (key, value) = option.split_once('=').unwrap_or((option, ""));
             match key.trim() {
+                "priority" => {
+                    priority = value.trim().parse().map_err(|_| {
+                        Error::config(format!(
+                            "backend `{text}`: priority must be 0 to 255, got `{}`",
+                            value.trim()
+                        ))
+                    })?;
+                }
+                "backup" if value.is_empty() => priority = 1,
                 "weight" => {
                     weight = value.trim().parse().map_err(|_| {
                         Error::config(format!(
@@ -210,12 +260,14 @@ impl FromStr for Backend {
                 }
                 other => {
                     return Err(Error::config(format!(
-                        "backend `{text}`: unknown option `{other}` (known: weight, protocol)"
+                        "backend `{text}`: unknown option `{other}` (known: weight, protocol, priority, backup)"
                     )));
                 }
             }
         }
-        Ok(Backend::weighted(address, weight)?.with_protocol(protocol))
+        Ok(Backend::weighted(address, weight)?
+            .with_protocol(protocol)
+            .with_priority(priority))
     }
 }
 

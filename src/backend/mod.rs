@@ -49,4 +49,4 @@ pub use set::{BackendSet, Update};
 pub use snapshot::Snapshot;
 pub use state::BackendState;
 pub use verdict::Verdict;
-pub(crate) use watch::LoadWatch;
+pub(crate) use watch::{LoadWatch, Watching};

@@ -81,3 +81,37 @@ impl LoadWatchers {
         self.count.fetch_sub(removed, Relaxed);
     }
 }
+
+/// A watcher registered on every member of one snapshot (leaf `i` for
+/// member `i`), told of each member's state as it is now; it unwatches them
+/// all when dropped, with the table or queue that owns it.
+pub(crate) struct Watching {
+    watch: Arc<dyn LoadWatch>,
+    backends: Vec<super::Backend>,
+}
+
+impl Watching {
+    pub(crate) fn new(backends: &[super::Backend], watch: Arc<dyn LoadWatch>) -> Self {
+        // Watch first, then read: a change racing with this is seen by the
+        // read or brings its own notification, so the watcher ends up
+        // matching the states.
+        for (leaf, backend) in backends.iter().enumerate() {
+            backend.state().watch(Arc::clone(&watch), leaf);
+        }
+        for (leaf, backend) in backends.iter().enumerate() {
+            watch.load_changed(leaf, backend.state());
+        }
+        Self {
+            watch,
+            backends: backends.to_vec(),
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        for backend in &self.backends {
+            backend.state().unwatch(&self.watch);
+        }
+    }
+}

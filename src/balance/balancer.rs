@@ -1,7 +1,7 @@
 //! A strategy bound to a backend set, with its tables kept current.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
 use arc_swap::{ArcSwap, Guard};
@@ -38,6 +38,8 @@ pub struct Balancer<S: Strategy> {
     set: BackendSet,
     current: ArcSwap<Prepared<S::Table>>,
     panic_routing: AtomicBool,
+    /// Requests in flight per unit of weight a backend may hold; 0: none.
+    max_in_flight: AtomicU32,
 }
 
 struct Prepared<T> {
@@ -57,6 +59,7 @@ impl<S: Strategy> Balancer<S> {
             set: set.clone(),
             current: ArcSwap::from_pointee(empty),
             panic_routing: AtomicBool::new(false),
+            max_in_flight: AtomicU32::new(0),
         });
         let weak: Weak<Self> = Arc::downgrade(&balancer);
         set.listen(weak);
@@ -80,6 +83,43 @@ impl<S: Strategy> Balancer<S> {
     /// Whether panic routing is on.
     pub fn panic_routing(&self) -> bool {
         self.panic_routing.load(Relaxed)
+    }
+
+    /// Limits every backend to `limit` requests in flight per unit of its
+    /// weight (HAProxy's `maxconn`, nginx's `max_conns`), at run time; 0
+    /// removes the limit (the default).
+    ///
+    /// A backend at its limit is not available to any strategy: the
+    /// request goes to another backend, and when every eligible backend is
+    /// full the pick finds none (a 503, or a wait in a
+    /// [`QueueLayer`](super::QueueLayer) above the balancer). The check is
+    /// the backend's count at the pick, not a reservation: picks racing on
+    /// several threads at the same instant may each take the last slot, so
+    /// a backend may briefly hold up to one request per thread above it.
+    /// That keeps picks free of a compare-and-swap on a shared line.
+    ///
+    /// ```
+    /// use tower_lb::balance::{Balancer, RoundRobin};
+    /// use tower_lb::backend::InFlight;
+    /// use tower_lb::BackendSet;
+    ///
+    /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?]);
+    /// let balancer = Balancer::new(&set, RoundRobin::new());
+    /// balancer.set_max_in_flight(1);
+    /// let request = http::Request::new(());
+    /// let held = InFlight::begin(balancer.pick(&request).unwrap());
+    /// assert!(balancer.pick(&request).is_none(), "the one backend is full");
+    /// drop(held);
+    /// assert!(balancer.pick(&request).is_some());
+    /// # Ok::<(), tower_lb::Error>(())
+    /// ```
+    pub fn set_max_in_flight(&self, limit: u32) {
+        self.max_in_flight.store(limit, Relaxed);
+    }
+
+    /// The limit per unit of weight (0: none).
+    pub fn max_in_flight(&self) -> u32 {
+        self.max_in_flight.load(Relaxed)
     }
 
     /// Picks a backend for `request`, skipping those in its
@@ -113,8 +153,21 @@ impl<S: Strategy> Balancer<S> {
         tried: &[BackendId],
         now: Option<Nanos>,
     ) -> Option<Picked<S>> {
+        self.pick_limited(request, tried, now, self.max_in_flight.load(Relaxed))
+    }
+
+    /// The pick under a given limit per unit of weight (0: none): a queue
+    /// asks with none to tell "all full" from "none eligible".
+    #[inline]
+    pub(crate) fn pick_limited(
+        &self,
+        request: RequestRef<'_>,
+        tried: &[BackendId],
+        now: Option<Nanos>,
+        limit: u32,
+    ) -> Option<Picked<S>> {
         let prepared = self.current.load();
-        let candidates = Candidates::new(&prepared.snapshot, request, tried, now);
+        let candidates = Candidates::new(&prepared.snapshot, request, tried, now).limited(limit);
         let index = match self.strategy.pick(&prepared.table, &candidates) {
             Some(index) => index,
             None if self.panic_routing.load(Relaxed) => {
@@ -126,6 +179,31 @@ impl<S: Strategy> Balancer<S> {
         // The strategy's contract; checked so that `Picked::backend` cannot
         // fail.
         (index < prepared.snapshot.len()).then_some(Picked { prepared, index })
+    }
+
+    /// Whether `request` would find a backend with room: one below the
+    /// limit, or only full ones, or none eligible at all. A scan, not a
+    /// pick (a pick would move round-robin's position): a queue asks this
+    /// before a request goes down to the balancer's own pick.
+    pub(crate) fn room(&self, request: RequestRef<'_>, tried: &[BackendId]) -> Room {
+        let prepared = self.current.load();
+        let limit = self.max_in_flight.load(Relaxed);
+        let mut candidates = Candidates::new(&prepared.snapshot, request, tried, None);
+        if self.panic_routing.load(Relaxed)
+            && !(0..candidates.len()).any(|i| candidates.is_available(i))
+        {
+            candidates = candidates.panicking();
+        }
+        let candidates = candidates.limited(limit);
+        let any = |c: &Candidates<'_>| (0..c.len()).any(|i| c.is_available(i));
+        if limit == 0 || any(&candidates) {
+            return Room::Free;
+        }
+        if any(&candidates.limited(0)) {
+            Room::Full
+        } else {
+            Room::NoneEligible
+        }
     }
 
     /// The snapshot the current table was built from.
@@ -142,6 +220,17 @@ impl<S: Strategy> Balancer<S> {
     pub fn backend_set(&self) -> &BackendSet {
         &self.set
     }
+}
+
+/// What [`Balancer::room`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// Some backend the request may go to is below its limit.
+    Free,
+    /// Backends are eligible, and every one is at its limit.
+    Full,
+    /// No backend is eligible, full or not.
+    NoneEligible,
 }
 
 /// A backend picked for one request: its position in the snapshot the pick
@@ -198,5 +287,44 @@ impl<S: Strategy + fmt::Debug> fmt::Debug for Balancer<S> {
             .field("backends", &self.current.load().snapshot.len())
             .field("panic_routing", &self.panic_routing())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::InFlight;
+    use crate::balance::test_support::backends;
+    use crate::balance::{AnyStrategy, STRATEGY_NAMES};
+
+    #[test]
+    fn every_strategy_skips_full_backends() {
+        for name in STRATEGY_NAMES {
+            let set = BackendSet::new(backends(&[1, 2, 1]));
+            let balancer = Balancer::new(&set, name.parse::<AnyStrategy>().unwrap());
+            balancer.set_max_in_flight(2);
+            let request = http::Request::new(());
+            let mut held = Vec::new();
+            while let Some(backend) = balancer.pick(&request) {
+                held.push(InFlight::begin(backend));
+                assert!(held.len() <= 8, "{name}: past the limits");
+            }
+            let loads: Vec<u32> = set
+                .snapshot()
+                .backends()
+                .iter()
+                .map(|b| b.state().in_flight())
+                .collect();
+            assert_eq!(loads, [2, 4, 2], "{name}: 2 per unit of weight");
+            assert_eq!(
+                balancer.room(RequestRef::from(&request), &[]),
+                Room::Full,
+                "{name}"
+            );
+            held.pop();
+            assert!(balancer.pick(&request).is_some(), "{name}: a freed slot");
+            balancer.set_max_in_flight(0);
+            assert!(balancer.pick(&request).is_some(), "{name}: no limit");
+        }
     }
 }

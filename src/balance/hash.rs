@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use super::bounded::{BalanceFactor, BoundedLoad};
 use super::maglev::Maglev;
 use super::{Candidates, HashKey, Strategy};
 use crate::backend::Backend;
+use crate::error::Error;
 
 /// How many times a key is rehashed to another slot when its backend is
 /// unavailable, before the deterministic walk in address order.
@@ -36,6 +38,10 @@ const REHASHES: u64 = 8;
 ///   current share, so the same keys stay as the share grows.
 /// - A request without the key (no such header or cookie) falls back to the
 ///   client IP, and without that to a random backend.
+/// - *Bounded loads* ([`with_balance_factor`](Self::with_balance_factor),
+///   off by default): no backend holds more than `⌈F × average⌉` requests
+///   in flight; a hot key's overflow goes to the next backends of its own
+///   preference order, and only while its backend is at the bound.
 ///
 /// ```
 /// use tower_lb::balance::ConsistentHash;
@@ -52,6 +58,7 @@ const REHASHES: u64 = 8;
 pub struct ConsistentHash {
     key: HashKey,
     trusted: Arc<[IpNet]>,
+    balance: Option<BalanceFactor>,
 }
 
 impl ConsistentHash {
@@ -60,6 +67,7 @@ impl ConsistentHash {
         Self {
             key,
             trusted: Arc::from([]),
+            balance: None,
         }
     }
 
@@ -87,6 +95,46 @@ impl ConsistentHash {
         &self.key
     }
 
+    /// Bounds every backend's load to `factor` times the average
+    /// (consistent hashing with bounded loads, Mirrokni et al.; HAProxy's
+    /// `hash-balance-factor`): a backend holding
+    /// `⌈factor × (in flight + 1) × its weight / eligible weight⌉` requests
+    /// takes no new ones, and the keys that meet it go to the next backend
+    /// in their own preference order (the same order retries and failover
+    /// take), coming back as soon as it has room.
+    ///
+    /// Use it when a few keys are hot enough to overload one backend and
+    /// affinity is an optimisation (caches), not a correctness need (use
+    /// [sticky cookies] or plain hashing for that). 1.25 is a common choice:
+    /// within a quarter of the average, and most keys stay put. The cost is
+    /// one shared atomic add per request start and end, to keep the set's
+    /// total; a pick reads the total and the candidate's count.
+    ///
+    /// `factor` must be within `1.0..=1000.0`.
+    ///
+    /// [sticky cookies]: crate::balance
+    ///
+    /// ```
+    /// use tower_lb::balance::ConsistentHash;
+    /// use tower_lb::{BackendSet, LoadBalanceLayer};
+    ///
+    /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?, "http://127.0.0.1:9002".parse()?]);
+    /// let strategy = ConsistentHash::new("path".parse()?).with_balance_factor(1.25)?;
+    /// assert_eq!(strategy.balance_factor(), Some(1.25));
+    /// let layer = LoadBalanceLayer::new(set, strategy);
+    /// assert!(ConsistentHash::client_ip().with_balance_factor(0.5).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_balance_factor(mut self, factor: f64) -> Result<Self, Error> {
+        self.balance = Some(BalanceFactor::new(factor)?);
+        Ok(self)
+    }
+
+    /// The balance factor, if loads are bounded.
+    pub fn balance_factor(&self) -> Option<f64> {
+        self.balance.map(BalanceFactor::get)
+    }
+
     fn key_hash(&self, candidates: &Candidates<'_>) -> Option<u64> {
         let request = candidates.request();
         self.key
@@ -102,6 +150,7 @@ impl ConsistentHash {
 #[derive(Debug)]
 pub struct HashTable {
     maglev: Maglev,
+    bounded: Option<BoundedLoad>,
 }
 
 impl Strategy for ConsistentHash {
@@ -110,6 +159,9 @@ impl Strategy for ConsistentHash {
     fn build(&self, backends: &[Backend]) -> HashTable {
         HashTable {
             maglev: Maglev::build(backends),
+            bounded: self
+                .balance
+                .map(|factor| BoundedLoad::build(backends, factor)),
         }
     }
 
@@ -124,21 +176,47 @@ impl Strategy for ConsistentHash {
         // same keys as its share grows.
         let draw = (hash >> 48) as u32;
         let first = table.maglev.lookup(hash)?;
-        if candidates.admits_with(first, draw) {
+        let admits = |i: usize| candidates.admits_with(i, draw);
+        let preferred = match &table.bounded {
+            None => table.prefer(hash, first, admits),
+            Some(bounded) => {
+                let bound = bounded.bound();
+                let backends = candidates.backends();
+                table
+                    .prefer(hash, first, |i| admits(i) && !bound.is_full(&backends[i]))
+                    // Every admitting backend is at its bound (only when
+                    // this request already tried the others): over the
+                    // bound beats a 503.
+                    .or_else(|| table.prefer(hash, first, admits))
+            }
+        };
+        preferred.or_else(|| {
+            table
+                .maglev
+                .walk_after(first)
+                .find(|&i| candidates.is_available(i))
+        })
+    }
+}
+
+impl HashTable {
+    /// The first backend of the key's preference order that `accept`s:
+    /// its own slot, then up to [`REHASHES`] other slots, then every backend
+    /// in address order after the first.
+    #[inline]
+    fn prefer(&self, hash: u64, first: usize, accept: impl Fn(usize) -> bool) -> Option<usize> {
+        if accept(first) {
             return Some(first);
         }
         let mut rehash = hash;
         for round in 1..=REHASHES {
             rehash = mix(rehash ^ round);
-            let index = table.maglev.lookup(rehash)?;
-            if candidates.admits_with(index, draw) {
+            let index = self.maglev.lookup(rehash)?;
+            if accept(index) {
                 return Some(index);
             }
         }
-        let mut walk = table.maglev.walk_after(first);
-        walk.clone()
-            .find(|&i| candidates.admits_with(i, draw))
-            .or_else(|| walk.find(|&i| candidates.is_available(i)))
+        self.maglev.walk_after(first).find(|&i| accept(i))
     }
 }
 
@@ -157,6 +235,7 @@ mod tests {
     use http::Request;
 
     use super::*;
+    use crate::backend::InFlight;
     use crate::balance::test_support::{Fixture, backends};
     use crate::client_addr::ClientAddr;
 
@@ -270,6 +349,112 @@ mod tests {
         assert_ne!(first, second);
         assert_eq!(fixture.pick_request(&request, &[first]), Some(second));
         assert_eq!(fixture.pick_request(&request, &[0, 1, 2]), None);
+    }
+
+    /// The bound as the paper states it, from the backends' own counts.
+    fn capacity(fixture: &Fixture<ConsistentHash>, index: usize, factor: f64) -> u32 {
+        let total: u32 = fixture.backends.iter().map(|b| b.state().in_flight()).sum();
+        let weight: u32 = fixture.backends.iter().map(|b| b.weight()).sum();
+        let share = f64::from(fixture.backends[index].weight()) / f64::from(weight);
+        (factor * f64::from(total + 1) * share - 1e-9).ceil() as u32
+    }
+
+    #[test]
+    fn bounded_loads_hold_the_bound_and_spill_only_from_full_backends() {
+        let (spilled, picks) = bounded_run(false);
+        eprintln!("no hot key: spilled {spilled} of {picks} picks");
+        assert!(spilled > 0 && spilled < picks / 10, "{spilled} of {picks}");
+        let (spilled, picks) = bounded_run(true);
+        eprintln!("a hot key with a fifth of the requests: spilled {spilled} of {picks} picks");
+        // The hot key is above any backend's bound (about 1.25 / 8 of the
+        // load) and fills its home, whose other keys then spill too.
+        assert!(
+            spilled > picks / 10 && spilled < picks / 3,
+            "{spilled} of {picks}"
+        );
+    }
+
+    /// Random loads under the bound; returns (spilled, picks).
+    fn bounded_run(hot: bool) -> (usize, usize) {
+        let factor = 1.25;
+        let weights = [1, 1, 2, 1, 1, 3, 1, 1];
+        let bounded = Fixture::new(
+            ConsistentHash::client_ip()
+                .with_balance_factor(factor)
+                .unwrap(),
+            &weights,
+        );
+        // The same backends without the bound: each key's first choice.
+        let plain = Fixture::with_backends(ConsistentHash::client_ip(), bounded.backends.clone());
+        let mut rng = fastrand::Rng::with_seed(14);
+        let mut held = Vec::new();
+        let (mut picks, mut spilled, mut forced) = (0, 0, 0);
+        for step in 0..20_000u32 {
+            // Random loads: the number held drifts between none and a few
+            // hundred; a fifth of the requests share one hot key.
+            if !held.is_empty() && rng.u32(..100) < 40 + (held.len() as u32 / 40).min(20) {
+                held.swap_remove(rng.usize(..held.len()));
+                continue;
+            }
+            let key = if hot && rng.u32(..5) == 0 {
+                7
+            } else {
+                rng.u32(..5000)
+            };
+            let request = from(0x0a00_0000 + key * 7919);
+            let home = plain.pick_request(&request, &[]).unwrap();
+            let home_full =
+                bounded.backends[home].state().in_flight() >= capacity(&bounded, home, factor);
+            let index = bounded.pick_request(&request, &[]).unwrap();
+            let load = bounded.backends[index].state().in_flight();
+            let cap = capacity(&bounded, index, factor);
+            assert!(
+                load < cap,
+                "step {step}: backend {index} holds {load}, bound {cap}"
+            );
+            picks += 1;
+            if index != home {
+                spilled += 1;
+                assert!(home_full, "step {step}: a key left a backend with room");
+            } else {
+                assert!(!home_full);
+            }
+            if home_full {
+                forced += 1;
+            }
+            held.push(InFlight::begin(bounded.backends[index].clone()));
+        }
+        // Spill is minimal: exactly the picks whose backend was full moved.
+        assert_eq!(spilled, forced);
+        (spilled, picks)
+    }
+
+    #[test]
+    fn a_hot_key_spreads_to_the_bound_and_returns_when_the_load_falls() {
+        let fixture = Fixture::new(
+            ConsistentHash::client_ip()
+                .with_balance_factor(1.25)
+                .unwrap(),
+            &[1, 1, 1, 1],
+        );
+        let request = from(0x0a01_0203);
+        let home = fixture.pick_request(&request, &[]).unwrap();
+        let held: Vec<InFlight> = (0..40)
+            .map(|_| {
+                let index = fixture.pick_request(&request, &[]).unwrap();
+                InFlight::begin(fixture.backends[index].clone())
+            })
+            .collect();
+        let loads: Vec<u32> = fixture
+            .backends
+            .iter()
+            .map(|b| b.state().in_flight())
+            .collect();
+        // ⌈1.25 × 40 / 4⌉ = 13 at most each, and the home is filled first.
+        assert!(loads.iter().all(|&l| l <= 13), "{loads:?}");
+        assert!(loads[home] >= 12, "{loads:?}");
+        drop(held);
+        assert_eq!(fixture.pick_request(&request, &[]), Some(home));
     }
 
     #[test]

@@ -55,17 +55,55 @@ impl<St: Strategy> LoadBalanceLayer<St> {
     where
         St: Clone,
     {
-        if self.balancer.panic_routing() == on {
-            return self;
+        if self.balancer.panic_routing() != on {
+            self.own_balancer().set_panic_routing(on);
         }
+        self
+    }
+
+    /// This layer with every backend limited to `limit` requests in flight
+    /// per unit of weight (see [`Balancer::set_max_in_flight`]; 0: no
+    /// limit). A builder like [`panic_routing`](Self::panic_routing): a
+    /// shared balancer is left as it was and a new one bound. Put a
+    /// [`QueueLayer`](super::QueueLayer) above to let requests wait for a
+    /// slot instead of getting a 503 when every backend is full.
+    ///
+    /// ```
+    /// use tower_lb::balance::LeastConnections;
+    /// use tower_lb::{BackendSet, LoadBalanceLayer};
+    ///
+    /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?, "http://127.0.0.1:9002,weight=2".parse()?]);
+    /// // 100 in flight to the first backend, 200 to the second.
+    /// let layer = LoadBalanceLayer::new(set, LeastConnections::new()).max_in_flight(100);
+    /// assert_eq!(layer.balancer().max_in_flight(), 100);
+    /// # Ok::<(), tower_lb::Error>(())
+    /// ```
+    pub fn max_in_flight(mut self, limit: u32) -> Self
+    where
+        St: Clone,
+    {
+        if self.balancer.max_in_flight() != limit {
+            self.own_balancer().set_max_in_flight(limit);
+        }
+        self
+    }
+
+    /// The balancer, bound anew (same strategy, set and settings) when
+    /// others share it: what a builder may change without touching them.
+    fn own_balancer(&mut self) -> &Balancer<St>
+    where
+        St: Clone,
+    {
         if Arc::strong_count(&self.balancer) != 1 {
-            self.balancer = Balancer::new(
+            let fresh = Balancer::new(
                 self.balancer.backend_set(),
                 self.balancer.strategy().clone(),
             );
+            fresh.set_panic_routing(self.balancer.panic_routing());
+            fresh.set_max_in_flight(self.balancer.max_in_flight());
+            self.balancer = fresh;
         }
-        self.balancer.set_panic_routing(on);
-        self
+        &self.balancer
     }
 
     /// The balancer.

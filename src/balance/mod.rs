@@ -33,6 +33,7 @@
 
 mod balancer;
 mod body;
+mod bounded;
 mod counter;
 mod future;
 mod hash;
@@ -43,13 +44,16 @@ mod load_tree;
 mod maglev;
 mod named;
 mod p2c;
+pub mod queue;
 mod ramps;
 mod random;
 mod round_robin;
 mod service;
+pub mod sticky;
 mod strategy;
 #[cfg(test)]
 pub(crate) mod test_support;
+mod tiered;
 mod weighted;
 
 pub use crate::extensions::{Target, Tried};
@@ -62,8 +66,11 @@ pub use layer::LoadBalanceLayer;
 pub use least_conn::{LeastConnections, LeastConnectionsTable};
 pub use named::{AnyStrategy, AnyTable, STRATEGY_NAMES};
 pub use p2c::PowerOfTwoChoices;
+pub use queue::{QueueLayer, QueueStats};
 pub use random::{AliasTable, Random};
 pub use round_robin::{RoundRobin, RoundRobinTable};
 pub use service::LoadBalance;
+pub use sticky::{Sticky, StickyCookie, StickyCookieLayer, StickyStats};
 pub use strategy::{Candidates, RequestRef, Strategy};
+pub use tiered::{Tiered, TieredTable};
 pub use weighted::{WeightedRoundRobin, WeightedTable};

@@ -129,6 +129,20 @@ impl AnyStrategy {
             other => other,
         }
     }
+
+    /// Bounds consistent hashing's loads
+    /// ([`ConsistentHash::with_balance_factor`]); for any other strategy an
+    /// error, since only hashing has a preference to bound.
+    pub fn with_hash_balance_factor(self, factor: f64) -> Result<Self, Error> {
+        match self {
+            AnyStrategy::ConsistentHash(hash) => Ok(AnyStrategy::ConsistentHash(
+                hash.with_balance_factor(factor)?,
+            )),
+            other => Err(Error::config(format!(
+                "a hash balance factor needs strategy hash (or ip-hash), not {other}"
+            ))),
+        }
+    }
 }
 
 /// The table of whichever strategy [`AnyStrategy`] holds.

@@ -89,6 +89,11 @@ pub struct Candidates<'a> {
     /// The time, read on first need (0: not yet): most picks need none.
     now: Cell<Nanos>,
     panic: bool,
+    /// Requests in flight a backend may hold per unit of weight; 0: no
+    /// limit.
+    limit: u32,
+    /// Only backends of this priority tier, when set (see `Tiered`).
+    tier: Option<u8>,
 }
 
 impl<'a> Candidates<'a> {
@@ -107,7 +112,35 @@ impl<'a> Candidates<'a> {
             tried,
             now: Cell::new(now.unwrap_or(0)),
             panic: false,
+            limit: 0,
+            tier: None,
         }
+    }
+
+    /// The same candidates restricted to priority tier `tier`.
+    pub(crate) fn in_tier(&self, tier: u8) -> Candidates<'a> {
+        Candidates {
+            snapshot: self.snapshot,
+            backends: self.backends,
+            request: self.request,
+            tried: self.tried,
+            now: self.now.clone(),
+            panic: self.panic,
+            limit: self.limit,
+            tier: Some(tier),
+        }
+    }
+
+    /// Whether panic routing is on for this pick (every member routable).
+    pub(crate) fn is_panicking(&self) -> bool {
+        self.panic
+    }
+
+    /// The same candidates with a concurrency limit per unit of weight
+    /// (0: none): a backend at its limit is not available.
+    pub(crate) fn limited(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// The same candidates in panic mode: every member still in the set is
@@ -153,7 +186,8 @@ impl<'a> Candidates<'a> {
     }
 
     /// Whether backend `index` may take this request: eligible (or, in panic
-    /// mode, merely still in the set) and not tried by it before.
+    /// mode, merely still in the set), not tried by it before, and below its
+    /// concurrency limit when the balancer has one.
     #[inline]
     pub fn is_available(&self, index: usize) -> bool {
         let ok = self.snapshot.is_plain(index) || {
@@ -167,9 +201,23 @@ impl<'a> Candidates<'a> {
         ok && self.untried(index)
     }
 
+    /// Not tried by this request, with room under the limit, and in the
+    /// tier asked for.
     #[inline]
     fn untried(&self, index: usize) -> bool {
-        self.tried.is_empty() || !self.tried.contains(&self.snapshot.id(index))
+        (self.tried.is_empty() || !self.tried.contains(&self.snapshot.id(index)))
+            && (self.limit == 0 || self.has_room(index))
+            && self
+                .tier
+                .is_none_or(|tier| self.backends[index].priority() == tier)
+    }
+
+    /// Whether backend `index` holds fewer requests than its limit (the
+    /// balancer's limit times its weight).
+    #[inline]
+    fn has_room(&self, index: usize) -> bool {
+        let backend = &self.backends[index];
+        u64::from(backend.state().in_flight()) < u64::from(self.limit) * u64::from(backend.weight())
     }
 
     /// Backend `index`'s current share of its weight, in 1/65536 units

@@ -25,8 +25,7 @@ impl OutlierDetection {
             return None;
         }
         let ejected = set.deciding_ejection(now, |ejected, members| {
-            let cap = ((members as f64 * self.max_ejected_share).floor() as usize).max(1);
-            if ejected >= cap {
+            if ejected >= self.ejection_cap(members) {
                 return None;
             }
             let exponent = state

@@ -24,6 +24,7 @@ mod active;
 mod classify;
 mod ejection;
 mod outlier;
+mod overload;
 mod passive;
 mod passive_body;
 mod probe;

@@ -35,6 +35,9 @@ use std::time::Duration;
 ///   whose success rate falls below 95 % gets that rate as its share of
 ///   traffic (at least 10 %), before it fails enough in a row to be ejected;
 ///   it gets its full share back when a window goes well.
+/// - **Overload signals**: a backend answering `429`, or `503` with
+///   `Retry-After`, gets no new requests for as long as it asks (at most
+///   [`max_retry_after`](Self::max_retry_after), 60 s), within the same cap.
 ///
 /// ```
 /// use std::time::Duration;
@@ -55,6 +58,7 @@ pub struct OutlierDetection {
     pub(super) max_ejected_share: f64,
     pub(super) ramp_down_window: Duration,
     pub(super) ramp_down_min_requests: u32,
+    pub(super) max_retry_after: Duration,
 }
 
 impl Default for OutlierDetection {
@@ -67,6 +71,7 @@ impl Default for OutlierDetection {
             max_ejected_share: 0.5,
             ramp_down_window: Duration::from_secs(10),
             ramp_down_min_requests: 20,
+            max_retry_after: Duration::from_secs(60),
         }
     }
 }
@@ -117,6 +122,22 @@ impl OutlierDetection {
     pub fn ramp_down_min_requests(mut self, requests: u32) -> Self {
         self.ramp_down_min_requests = requests;
         self
+    }
+
+    /// The longest pause a backend's overload signal (`429`, or `503` with
+    /// `Retry-After`) gets: it takes no new requests for as long as it
+    /// asks, up to this (default 60 s), within the ejection cap. Zero
+    /// ignores the signals. A 429 without a number of seconds pauses for
+    /// 1 s; a 503 without one is an ordinary failure; an HTTP-date is not
+    /// read.
+    pub fn max_retry_after(mut self, cap: Duration) -> Self {
+        self.max_retry_after = cap;
+        self
+    }
+
+    /// How many of `members` may be out at once (ejected or paused).
+    pub(super) fn ejection_cap(&self, members: usize) -> usize {
+        ((members as f64 * self.max_ejected_share).floor() as usize).max(1)
     }
 
     /// The length of ejection number `exponent + 1` in a row.

@@ -21,7 +21,9 @@ use crate::extensions::Target;
 use crate::warn_once::warn_once;
 
 /// Watches each response from a backend and applies [`OutlierDetection`]:
-/// ejects backends that fail in a row, ramps down those that fail often.
+/// ejects backends that fail in a row, ramps down those that fail often,
+/// pauses those that say they are overloaded (`429`, or `503` with
+/// `Retry-After`).
 /// An exchange fails on a connect error, a timeout, a configured status,
 /// or a body the backend broke off (see [`ResponseBody`]); it succeeds when
 /// the response body ended.
@@ -150,6 +152,7 @@ where
                 return Poll::Ready(Err(error));
             }
         };
+        watch.heed(&response);
         let watch = match watch.outcome(&response) {
             // The client's fault: nothing to record of the backend.
             None => None,

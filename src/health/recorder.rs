@@ -29,6 +29,13 @@ impl Recorder {
         &self.detection
     }
 
+    /// Pauses `backend` as its overload signal asked (see
+    /// [`overload`](super::overload)); returns whether it did.
+    pub(crate) fn pause(&self, backend: &Backend, pause: std::time::Duration) -> bool {
+        self.detection
+            .pause(&self.set, backend, clock::now(), pause)
+    }
+
     /// Records one outcome of a request to `backend`.
     pub(crate) fn record(&self, backend: &Backend, outcome: Outcome) {
         let state = backend.state();
@@ -83,6 +90,13 @@ impl Watch {
     /// What the response's head says (see [`OutlierDetection::outcome`]).
     pub(crate) fn outcome<B>(&self, response: &http::Response<B>) -> Option<Outcome> {
         self.recorder.detection().outcome(response)
+    }
+
+    /// Pauses the backend when the response is an overload signal.
+    pub(crate) fn heed<B>(&self, response: &http::Response<B>) {
+        if let Some(pause) = self.recorder.detection().overload(response) {
+            self.recorder.pause(&self.backend, pause);
+        }
     }
 
     pub(crate) fn record(self, outcome: Outcome) {

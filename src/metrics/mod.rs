@@ -38,6 +38,7 @@ mod sparkline;
 mod status;
 mod timeline;
 mod tokens;
+mod traffic;
 
 pub use admin::AdminService;
 pub use body::ResponseBody;
