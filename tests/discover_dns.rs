@@ -90,7 +90,7 @@ async fn a_records_changes_reach_the_set_within_the_ttl_and_a_stopped_server_cha
 }
 
 #[tokio::test]
-async fn srv_weights_become_backend_weights_and_only_the_lowest_priority_is_used() {
+async fn srv_weights_become_backend_weights_and_priorities_become_tiers() {
     let hosts = "127.0.0.1 a.test\n127.0.0.2 b.test\n127.0.0.3 backup.test\n";
     let mut dns = Dnsmasq::start(
         hosts,
@@ -104,13 +104,29 @@ async fn srv_weights_become_backend_weights_and_only_the_lowest_priority_is_used
     let _task = follow(&set, Dns::srv("_http._tcp.web.test").server(dns.addr));
     until(
         &set,
-        &["http://127.0.0.1:8001 5", "http://127.0.0.2:8002 1"],
+        &[
+            "http://127.0.0.1:8001 5",
+            "http://127.0.0.2:8002 1",
+            "http://127.0.0.3:8003 1",
+        ],
         Duration::from_secs(5),
     )
     .await;
-    // The primary tier goes: the backup tier is what is left.
+    let tiers = |set: &BackendSet| {
+        let mut tiers: Vec<(u16, u8)> = set
+            .snapshot()
+            .backends()
+            .iter()
+            .map(|b| (b.address().authority().port_u16().unwrap(), b.priority()))
+            .collect();
+        tiers.sort_unstable();
+        tiers
+    };
+    assert_eq!(tiers(&set), [(8001, 0), (8002, 0), (8003, 1)]);
+    // The primary tier goes: the backup is what is left, as tier 0.
     dns.set_srv(&["_http._tcp.web.test,backup.test,8003,20,7"]);
     until(&set, &["http://127.0.0.3:8003 7"], Duration::from_secs(10)).await;
+    assert_eq!(tiers(&set), [(8003, 0)]);
 }
 
 #[tokio::test]

@@ -80,10 +80,12 @@ impl Dns {
 
     /// The SRV records of `name` (such as `_http._tcp.web.example`): each
     /// target's addresses on the record's port, with the record's weight
-    /// (0 counts as 1, as it must still get some traffic). Only the lowest
-    /// priority present is used: tiers of backup backends do not exist in
-    /// the set yet, and sending to a backup tier alongside the primary
-    /// would be worse than ignoring it.
+    /// (0 counts as 1, as it must still get some traffic). SRV priority
+    /// becomes the backend's [priority tier](crate::Backend::with_priority):
+    /// the lowest priority present is tier 0, the next tier 1, and so on, so
+    /// backups take traffic only as the primaries' tier loses healthy
+    /// members (see [`Tiered`](crate::balance::Tiered)). A target listed at
+    /// several priorities is kept at the lowest.
     pub fn srv(name: impl Into<String>) -> Self {
         Self::new(Query::Srv { name: name.into() })
     }
@@ -296,10 +298,10 @@ async fn services(resolver: &TokioResolver, name: &str) -> Result<Answer, BoxErr
             _ => None,
         })
         .collect();
-    let chosen = lowest_priority(&records);
-    let mut ttl = min_ttl(chosen.iter().map(|s| s.ttl));
+    let chosen = tiered(&records);
+    let mut ttl = min_ttl(chosen.iter().map(|(s, _)| s.ttl));
     let mut targets: BTreeMap<&Name, Vec<IpAddr>> = BTreeMap::new();
-    for service in &chosen {
+    for (service, _) in &chosen {
         if targets.contains_key(&service.target) {
             continue;
         }
@@ -315,18 +317,27 @@ async fn services(resolver: &TokioResolver, name: &str) -> Result<Answer, BoxErr
         };
         targets.insert(&service.target, ips);
     }
-    let mut weights: BTreeMap<SocketAddr, u32> = BTreeMap::new();
-    for service in &chosen {
+    // Per address: its tier (the lowest it is listed at) and the sum of
+    // its weights in that tier.
+    let mut weights: BTreeMap<SocketAddr, (u8, u32)> = BTreeMap::new();
+    for (service, tier) in &chosen {
         for ip in targets.get(&service.target).into_iter().flatten() {
-            let weight = weights
+            let entry = weights
                 .entry(SocketAddr::new(*ip, service.port))
-                .or_default();
-            *weight = weight.saturating_add(u32::from(service.weight.max(1)));
+                .or_insert((*tier, 0));
+            if *tier < entry.0 {
+                *entry = (*tier, 0);
+            }
+            if *tier == entry.0 {
+                entry.1 = entry.1.saturating_add(u32::from(service.weight.max(1)));
+            }
         }
     }
     let backends = weights
         .into_iter()
-        .map(|(addr, weight)| backend(addr, weight.min(MAX_WEIGHT)))
+        .map(|(addr, (tier, weight))| {
+            backend(addr, weight.min(MAX_WEIGHT)).map(|b| b.with_priority(tier))
+        })
         .collect::<Result<_, _>>()?;
     Ok(Answer { backends, ttl })
 }
@@ -340,14 +351,20 @@ struct Service {
     ttl: u32,
 }
 
-/// The records of the lowest priority present, without the "no service"
-/// target (`.`).
-fn lowest_priority(records: &[Service]) -> Vec<Service> {
+/// The records with their tier: the rank of their priority among the
+/// priorities present (0 for the lowest; past 255, 255), without the "no
+/// service" target (`.`).
+fn tiered(records: &[Service]) -> Vec<(Service, u8)> {
     let usable = records.iter().filter(|s| !s.target.is_root());
-    let Some(lowest) = usable.clone().map(|s| s.priority).min() else {
-        return Vec::new();
-    };
-    usable.filter(|s| s.priority == lowest).cloned().collect()
+    let mut priorities: Vec<u16> = usable.clone().map(|s| s.priority).collect();
+    priorities.sort_unstable();
+    priorities.dedup();
+    usable
+        .map(|s| {
+            let rank = priorities.partition_point(|&p| p < s.priority);
+            (s.clone(), u8::try_from(rank).unwrap_or(u8::MAX))
+        })
+        .collect()
 }
 
 /// An empty answer is an answer (the source lists nothing: its negative

@@ -129,19 +129,28 @@ fn service(priority: u16, weight: u16, target: &str) -> Service {
 }
 
 #[test]
-fn only_the_lowest_priority_is_used_and_the_no_service_target_is_skipped() {
+fn priorities_become_tiers_by_rank_and_the_no_service_target_is_skipped() {
     let records = [
         service(20, 1, "backup.test."),
         service(10, 5, "a.test."),
         service(10, 0, "b.test."),
         service(5, 1, "."),
+        service(30, 1, "last.test."),
     ];
-    let chosen: Vec<String> = lowest_priority(&records)
+    let chosen: Vec<String> = tiered(&records)
         .iter()
-        .map(|s| format!("{} {}", s.target, s.weight))
+        .map(|(s, tier)| format!("{} {} tier {tier}", s.target, s.weight))
         .collect();
-    assert_eq!(chosen, ["a.test. 5", "b.test. 0"]);
-    assert!(lowest_priority(&[service(1, 1, ".")]).is_empty());
+    assert_eq!(
+        chosen,
+        [
+            "backup.test. 1 tier 1",
+            "a.test. 5 tier 0",
+            "b.test. 0 tier 0",
+            "last.test. 1 tier 2"
+        ]
+    );
+    assert!(tiered(&[service(1, 1, ".")]).is_empty());
 }
 
 #[test]
