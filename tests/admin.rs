@@ -356,3 +356,30 @@ async fn status_has_a_schema_history_and_events() {
     assert_eq!(event["text"], "weight 1 \u{2192} 3");
     assert!(event["at_ms"].as_u64().unwrap() > 1_700_000_000_000);
 }
+
+/// A backup's tier is in `/status` and on the page.
+#[tokio::test]
+async fn status_and_page_show_a_backups_tier() {
+    let primary = TestBackend::start("a").await;
+    let backup = TestBackend::start("b").await;
+    let set = BackendSet::new([primary.backend(), backup.backend().with_priority(1)]);
+    let (_proxy, admin) = served(&set, None).await;
+    let client = client();
+    let status: Value =
+        serde_json::from_str(&get(&client, &admin.url("/status")).await.body).unwrap();
+    let tiers: Vec<(String, u64)> = status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["url"].as_str().unwrap().to_owned(),
+                b["priority"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(tiers.contains(&(primary.url(), 0)), "{tiers:?}");
+    assert!(tiers.contains(&(backup.url(), 1)), "{tiers:?}");
+    let page = get(&client, &admin.url("/")).await.body;
+    assert_eq!(page.matches(">tier 1</span>").count(), 1, "{page}");
+}

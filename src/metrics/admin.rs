@@ -75,6 +75,7 @@ use crate::client_addr::ClientAddr;
 /// | `backends[]` | each member, then each removed backend still finishing requests |
 /// | `backends[].url`, `.weight`, `.share`, `.effective_weight` | address; weight; share of it given now (slow start, ramp-down); their product |
 /// | `backends[].tls`, `.sources` | spoken to over TLS; the discovery sources listing it (`static`, `dns:..`, `etcd:..`), empty when written to the set directly |
+/// | `backends[].priority` | its priority tier: 0 primary (the default), 1 and up backups |
 /// | `backends[].state` | `healthy`, `ramping`, `unhealthy`, `ejected`, `draining` (drained by an operator) or `removed` |
 /// | `backends[].healthy`, `.verdict` | eligible for new requests; the active checks' `healthy` / `unhealthy` / `unknown` |
 /// | `backends[].ejected`, `.ejection_remaining_ms`, `.ejections`, `.consecutive_failures` | passive health |

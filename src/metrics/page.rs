@@ -92,13 +92,21 @@ fn card(html: &mut String, b: &BackendStatus, status: &Status<'_>, history: &His
     let _ = write!(
         html,
         "<article class=\"backend s-{}\" data-backend=\"{url}\" data-state=\"{}\">\
-         <h2><span class=\"url\">{url}{tls}</span><span class=\"badge {class}\">{word}</span></h2>",
+         <h2><span class=\"url\">{url}{tls}{tier}</span><span class=\"badge {class}\">{word}</span></h2>",
         b.state,
         b.state,
         tls = if b.tls {
             " <span class=\"badge info\" title=\"spoken to over TLS\">TLS</span>"
         } else {
             ""
+        },
+        tier = if b.priority > 0 {
+            format!(
+                " <span class=\"badge info\" title=\"priority tier: a backup\">tier {}</span>",
+                b.priority
+            )
+        } else {
+            String::new()
         },
     );
     let weight = if (b.effective_weight - f64::from(b.weight)).abs() > 0.01 {

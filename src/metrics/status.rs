@@ -61,6 +61,10 @@ pub(crate) struct BackendStatus {
     pub(crate) state: &'static str,
     /// Spoken to over TLS (an `https://` backend).
     pub(crate) tls: bool,
+    /// Its priority tier: 0 is the primary tier (the default), 1 and up
+    /// are backups that take traffic as the tiers before them lose
+    /// healthy members.
+    pub(crate) priority: u8,
     /// The discovery sources that list it (`dns:web:8000`, `etcd:...`,
     /// `static`), first-started first; empty when it was written to the
     /// set directly, or has left it and drains.
@@ -175,6 +179,7 @@ impl BackendStatus {
             url: backend.address().to_string(),
             state: word,
             tls: backend.address().scheme() == &http::uri::Scheme::HTTPS,
+            priority: backend.priority(),
             sources: Vec::new(),
             healthy,
             verdict,
