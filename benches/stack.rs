@@ -20,6 +20,7 @@ use http_body_util::Empty;
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_lb::balance::{QueueLayer, RoundRobin, Sticky, StickyCookie, StickyCookieLayer, Tiered};
+use tower_lb::extensions::{RequestHead, ReturnHead};
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
 use tower_lb::metrics::MetricsLayer;
@@ -38,8 +39,20 @@ impl<B> Service<Request<B>> for NoOp {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: Request<B>) -> Self::Future {
-        ready(Ok(Response::new(Empty::new())))
+    /// Answers at once, handing the request's extensions (and its head,
+    /// when failover asks for it) back on the response as `Forward` does,
+    /// so the layers above meet the answer the real path gives them.
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (mut parts, _) = request.into_parts();
+        let asked = parts.extensions.remove::<ReturnHead>().is_some();
+        let mut response = Response::new(Empty::new());
+        *response.extensions_mut() = std::mem::take(&mut parts.extensions);
+        if asked {
+            response
+                .extensions_mut()
+                .insert(RequestHead::take(&mut parts));
+        }
+        ready(Ok(response))
     }
 }
 

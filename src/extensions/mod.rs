@@ -8,6 +8,8 @@
 //! | [`Tried`] | [`Failover`](crate::failover::Failover), on a retry's request | `LoadBalance` (skips those backends) |
 //! | [`Attempts`] | `Failover`, on a response that took more than one try | metrics, the application |
 //! | [`Error`](crate::Error) | any layer, on a response it made from a failure | failover, passive health, metrics |
+//! | [`ReturnHead`] | `Failover`, on a request it may retry | `Forward` (hands the head back) |
+//! | [`RequestHead`] | `Forward`, on the response to a request marked [`ReturnHead`] | `Failover` (builds a retry from it) |
 //!
 //! A layer that finds an extension missing where its place in the stack
 //! promises one (passive health below no balancer, failover above none)
@@ -15,9 +17,11 @@
 //! [`Stack`](crate::Stack) for the order that needs no thought.
 
 mod attempts;
+mod head;
 mod target;
 mod tried;
 
 pub use attempts::Attempts;
+pub use head::{RequestHead, ReturnHead};
 pub use target::Target;
 pub use tried::Tried;

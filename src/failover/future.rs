@@ -17,7 +17,8 @@ use tower_service::Service;
 use super::ReplayBody;
 use super::layer::Settings;
 use super::policy::Verdict;
-use crate::extensions::{Attempts, Target, Tried};
+use super::service::Shared;
+use crate::extensions::{Attempts, RequestHead, ReturnHead, Target, Tried};
 
 use crate::warn_once::warn_once;
 use crate::{Error, ErrorKind};
@@ -40,9 +41,14 @@ pin_project! {
         timer: Option<Sleep>,
         backing_off: bool,
         service: S,
-        settings: Arc<Settings>,
-        // What every try is built from. `None` when no retry can happen.
+        shared: Arc<Shared>,
+        // A copy of the client's head, made in advance for a retry when the
+        // inner service is not known to hand heads back. `None` otherwise.
         parts: Option<Parts>,
+        // The tries are asked for their heads back (`ReturnHead`).
+        asked: bool,
+        // The next retry's head and extensions, from the try that failed.
+        returned: Option<(RequestHead, http::Extensions)>,
         body: ReplayBody<B>,
         idempotent: bool,
         deadline: Option<Instant>,
@@ -60,12 +66,13 @@ where
     S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
     B: http_body::Body,
 {
-    pub(crate) fn new(mut service: S, settings: Arc<Settings>, request: Request<B>) -> Self {
+    pub(crate) fn new(mut service: S, shared: Arc<Shared>, request: Request<B>) -> Self {
+        let settings = &shared.settings;
         settings.budget.deposit();
         let now =
             (settings.deadline.is_some() || settings.per_try_timeout.is_some()).then(Instant::now);
         let deadline = now.zip(settings.deadline).map(|(now, d)| now + d);
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let idempotent = settings.policy.is_idempotent(&parts);
         let retries = settings.max_retries > 0;
         let body = if retries {
@@ -73,25 +80,32 @@ where
         } else {
             ReplayBody::direct(body)
         };
-        // The first try gets the client's own head (its header map has the
-        // room hyper gave it, so the headers the layers below add do not
-        // grow a tight copy); the copy waits for a retry.
-        let (first, parts) = if retries {
-            let kept = parts.clone();
-            (parts, Some(kept))
-        } else {
-            (parts, None)
-        };
-        let call = service.call(Request::from_parts(first, body.clone()));
-        let timer = now
-            .and_then(|now| try_deadline(&settings, now, deadline).map(tokio::time::sleep_until));
+        // The first try gets the client's own head. A retry is built from
+        // the head the failed try hands back (`ReturnHead`), or, while the
+        // inner service is not known to do that, from a copy made now. A
+        // per-try timeout drops the try, head and all, so it needs the
+        // copy; so does an upgrade, whose try becomes a tunnel.
+        let asked = retries
+            && settings.per_try_timeout.is_none()
+            && !parts.headers.contains_key(http::header::UPGRADE)
+            && shared.head_back.worth_asking();
+        let copy = retries && !(asked && shared.head_back.returned());
+        let kept = copy.then(|| parts.clone());
+        if asked {
+            parts.extensions.insert(ReturnHead);
+        }
+        let call = service.call(Request::from_parts(parts, body.clone()));
+        let timer =
+            now.and_then(|now| try_deadline(settings, now, deadline).map(tokio::time::sleep_until));
         Self {
             call: Some(call),
             timer,
             backing_off: false,
             service,
-            settings,
-            parts,
+            shared,
+            parts: kept,
+            asked,
+            returned: None,
             body,
             idempotent,
             deadline,
@@ -130,7 +144,7 @@ where
                 *this.backing_off = false;
             }
             if let Some(call) = this.call.as_mut().as_pin_mut() {
-                let outcome = match call.poll(cx) {
+                let mut outcome = match call.poll(cx) {
                     Poll::Ready(outcome) => outcome,
                     Poll::Pending => {
                         let Some(timer) = this.timer.as_mut().as_pin_mut() else {
@@ -147,13 +161,28 @@ where
                     }
                 };
                 this.call.set(None);
+                // The head this try hands back, taken out of every answer
+                // so that none leaves with it.
+                let head = match &mut outcome {
+                    Ok(response) if *this.asked => {
+                        response.extensions_mut().remove::<RequestHead>()
+                    }
+                    _ => None,
+                };
+                if head.is_some() {
+                    this.shared.head_back.saw_returned();
+                }
                 // Judge the try. An `Err` from the inner service (a service
                 // of the application's, say: tower-lb's own layers answer
                 // failures as responses) is a failed exchange whose cause is
                 // unknown: retried on the terms of a broken one, idempotent
                 // requests only.
                 let verdict = match &outcome {
-                    Ok(response) => this.settings.policy.judge(response, *this.idempotent),
+                    Ok(response) => this
+                        .shared
+                        .settings
+                        .policy
+                        .judge(response, *this.idempotent),
                     Err(_) if *this.idempotent => Verdict::Retry,
                     Err(_) => Verdict::Done,
                 };
@@ -170,14 +199,23 @@ where
                 }
                 this.attempts.answered_by = this.attempts.retries + 1;
                 let out_of_time = this.deadline.is_some_and(|d| Instant::now() >= d);
-                if this.parts.is_none()
-                    || this.attempts.retries >= this.settings.max_retries
+                if this.attempts.retries >= this.shared.settings.max_retries
                     || !this.body.is_replayable()
                     || out_of_time
                 {
                     return Poll::Ready(outcome.map(|r| finish(r, *this.attempts)));
                 }
-                if !this.settings.budget.withdraw() {
+                if this.parts.is_none() && head.is_none() {
+                    // Counted on a head that did not come back.
+                    this.shared.head_back.saw_missing();
+                    warn_once!(
+                        "failover: a failed try did not hand its request head back (an inner \
+                         layer answered Err or rebuilt the response), so it is not retried; \
+                         this service copies each request's head in advance from now on"
+                    );
+                    return Poll::Ready(outcome.map(|r| finish(r, *this.attempts)));
+                }
+                if !this.shared.settings.budget.withdraw() {
                     this.attempts.budget_exhausted = true;
                     return Poll::Ready(outcome.map(|r| finish(r, *this.attempts)));
                 }
@@ -192,9 +230,18 @@ where
                         ),
                     }
                 }
+                // The retry's extensions are the request's own, which the
+                // failed try handed back on its answer (the answer keeps
+                // them: it may still be what the client gets).
+                if let (Some(head), Ok(response)) = (head, &outcome) {
+                    let mut extensions = response.extensions().clone();
+                    extensions.remove::<Error>();
+                    extensions.remove::<Target>();
+                    *this.returned = Some((head, extensions));
+                }
                 *this.previous = Some(outcome);
                 this.attempts.retries += 1;
-                match backoff(this.settings, this.attempts.retries) {
+                match backoff(&this.shared.settings, this.attempts.retries) {
                     Some(pause) => {
                         let until = Instant::now() + pause;
                         let until = this.deadline.map_or(until, |d| d.min(until));
@@ -207,15 +254,19 @@ where
             }
             // The next try: on a backend this request has not tried.
             ready!(this.service.poll_ready(cx))?;
-            let Some(parts) = this.parts.as_ref() else {
-                unreachable!("a retry is only planned when the parts were kept");
+            let mut request = match (this.returned.take(), this.parts.as_ref()) {
+                (Some((head, extensions)), _) => head.into_request(this.body.clone(), extensions),
+                (None, Some(parts)) => Request::from_parts(parts.clone(), this.body.clone()),
+                (None, None) => unreachable!("a retry is only planned with a head to send"),
             };
-            let mut request = Request::from_parts(parts.clone(), this.body.clone());
             request.extensions_mut().insert(this.tried.clone());
+            if *this.asked {
+                request.extensions_mut().insert(ReturnHead);
+            }
             this.call.set(Some(this.service.call(request)));
             let now = Instant::now();
-            let timer =
-                try_deadline(this.settings, now, *this.deadline).map(tokio::time::sleep_until);
+            let timer = try_deadline(&this.shared.settings, now, *this.deadline)
+                .map(tokio::time::sleep_until);
             this.timer.set(timer);
         }
     }

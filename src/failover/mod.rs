@@ -14,6 +14,7 @@
 
 mod budget;
 mod future;
+mod head_back;
 mod layer;
 mod policy;
 mod replay;

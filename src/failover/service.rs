@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::ReplayBody;
 use super::future::ResponseFuture;
+use super::head_back::HeadBack;
 use super::layer::Settings;
 use crate::BoxError;
 
@@ -17,12 +18,25 @@ use crate::BoxError;
 /// again, to another backend, when the answer says that is safe and useful.
 pub struct Failover<S> {
     inner: S,
-    settings: Arc<Settings>,
+    pub(super) shared: Arc<Shared>,
+}
+
+/// What the clones of one [`Failover`] share: the layer's settings and what
+/// they learned about their inner service. One `Arc` for both, so a request
+/// costs one reference count.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) head_back: HeadBack,
 }
 
 impl<S> Failover<S> {
     pub(crate) fn new(inner: S, settings: Arc<Settings>) -> Self {
-        Self { inner, settings }
+        let shared = Arc::new(Shared {
+            settings,
+            head_back: HeadBack::default(),
+        });
+        Self { inner, shared }
     }
 
     /// The inner service.
@@ -45,7 +59,7 @@ impl<S: Clone> Clone for Failover<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            settings: Arc::clone(&self.settings),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -54,7 +68,7 @@ impl<S: fmt::Debug> fmt::Debug for Failover<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Failover")
             .field("inner", &self.inner)
-            .field("settings", &self.settings)
+            .field("settings", &self.shared.settings)
             .finish()
     }
 }
@@ -79,6 +93,6 @@ where
         // the retries (tower's rule: call only what was polled ready).
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
-        ResponseFuture::new(ready, Arc::clone(&self.settings), request)
+        ResponseFuture::new(ready, Arc::clone(&self.shared), request)
     }
 }

@@ -29,6 +29,7 @@ use super::stream::{Connect, Connector, Stream};
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
 use crate::backend::Protocol;
+use crate::extensions::{RequestHead, ReturnHead};
 use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 
 /// Sends each request to the backend its URI names, over pooled keep-alive
@@ -287,9 +288,11 @@ impl Shared {
     /// HTTP/1.1 on our own codec, in this task: the head is written from
     /// `parts` with the header rules applied as it is written.
     ///
-    /// The response carries the request's extensions (its map already
-    /// exists, so what the layers above add to the response costs no new
-    /// map); the tunnel's `OnUpgrade` was taken out before.
+    /// The response, and the answer to a failure, carry the request's
+    /// extensions (its map already exists, so what the layers above add to
+    /// the response costs no new map); the tunnel's `OnUpgrade` was taken
+    /// out before. A request marked [`ReturnHead`] gets its head back in the
+    /// response as a [`RequestHead`].
     async fn send_http1<B>(
         self: Arc<Self>,
         mut parts: Parts,
@@ -301,14 +304,16 @@ impl Shared {
         B::Error: Into<BoxError>,
     {
         let upgrade = tunnel.as_ref().map(Tunnel::protocol);
+        let return_head = tunnel.is_none() && parts.extensions.remove::<ReturnHead>().is_some();
         let exchange = self
             .http1
             .send(&mut parts, &self.proto, upgrade, Pin::new(&mut body));
-        match within(self.timeout, exchange).await {
+        let answer = within(self.timeout, exchange).await;
+        parts.extensions.remove::<OnUpgrade>();
+        let mut response = match answer {
             Ok((Answer::Response(response), lease)) => {
                 let mut response = response.map(|body| ResponseBody::http1(body, lease));
-                parts.extensions.remove::<OnUpgrade>();
-                *response.extensions_mut() = parts.extensions;
+                *response.extensions_mut() = std::mem::take(&mut parts.extensions);
                 response
             }
             Ok((
@@ -318,9 +323,16 @@ impl Shared {
                     upgraded,
                 },
                 _,
-            )) => switch(response, protocol, upgraded, tunnel),
-            Err(error) => error.to_response(),
+            )) => return switch(response, protocol, upgraded, tunnel),
+            Err(error) => failure(&error, std::mem::take(&mut parts.extensions)),
+        };
+        // The head goes back untouched: the rules were applied as it was
+        // written, not to the map.
+        if return_head {
+            let head = RequestHead::take(&mut parts);
+            response.extensions_mut().insert(head);
         }
+        response
     }
 
     /// HTTP/2 with prior knowledge on hyper-util's client, which
@@ -330,6 +342,26 @@ impl Shared {
         mut parts: Parts,
         body: Http2Body,
     ) -> Response<ResponseBody> {
+        // This path edits the map before hyper takes the request, so the
+        // head asked back is a copy made first (HTTP/2 backends are the
+        // rare case).
+        let head = parts
+            .extensions
+            .remove::<ReturnHead>()
+            .map(|ReturnHead| RequestHead {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+            });
+        let mut response = self.exchange_http2(parts, body).await;
+        if let Some(head) = head {
+            response.extensions_mut().insert(head);
+        }
+        response
+    }
+
+    async fn exchange_http2(&self, mut parts: Parts, body: Http2Body) -> Response<ResponseBody> {
         strip_hop_by_hop(&mut parts.headers);
         let client = parts.extensions.get::<ClientAddr>();
         add_forwarded(&mut parts.headers, client, &self.proto);
@@ -349,6 +381,16 @@ impl Shared {
             Err(error) => error.to_response(),
         }
     }
+}
+
+/// The answer to a failed exchange: the error's response, carrying the
+/// request's extensions as a backend's answer does (so that a retry built
+/// from it keeps the client's [`ClientAddr`] and the application's own).
+fn failure(error: &Error, extensions: http::Extensions) -> Response<ResponseBody> {
+    let mut response: Response<ResponseBody> = error.to_response();
+    let made = std::mem::replace(response.extensions_mut(), extensions);
+    response.extensions_mut().extend(made);
+    response
 }
 
 /// `exchange`, or a timeout error once `limit` has passed.
