@@ -20,7 +20,7 @@ use http_body_util::Empty;
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_lb::balance::{QueueLayer, RoundRobin, Sticky, StickyCookie, StickyCookieLayer, Tiered};
-use tower_lb::extensions::{RequestHead, ReturnHead};
+use tower_lb::extensions::{HeadConsumed, RequestHead, ReturnHead};
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
 use tower_lb::metrics::MetricsLayer;
@@ -44,13 +44,18 @@ impl<B> Service<Request<B>> for NoOp {
     /// so the layers above meet the answer the real path gives them.
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, _) = request.into_parts();
-        let asked = parts.extensions.remove::<ReturnHead>().is_some();
+        let asked = parts.extensions.remove::<ReturnHead>();
         let mut response = Response::new(Empty::new());
         *response.extensions_mut() = std::mem::take(&mut parts.extensions);
-        if asked {
-            response
-                .extensions_mut()
-                .insert(RequestHead::take(&mut parts));
+        match asked {
+            Some(keep) if keep.wants(response.status()) => {
+                let head = RequestHead::take(&mut parts);
+                response.extensions_mut().insert(head);
+            }
+            Some(_) => {
+                response.extensions_mut().insert(HeadConsumed);
+            }
+            None => {}
         }
         ready(Ok(response))
     }

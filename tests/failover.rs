@@ -279,3 +279,66 @@ async fn the_deadline_answers_504() {
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// A retry is built from the head the failed try handed back (no copy is
+/// made in advance once failover has learned that `Forward` hands heads
+/// back), so it must still carry every header the client sent: after a
+/// backend's 503, and after a response that failed mid-head (its parse had
+/// begun, so the request's header map must not have been taken for it).
+#[tokio::test]
+async fn a_retry_carries_the_clients_headers_whatever_the_failure() {
+    use support::raw::{RawBackend, header, ok};
+    let failing = RawBackend::start(Arc::new(|n, _| {
+        let answer: &[u8] = if n % 2 == 0 {
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok"
+        };
+        (answer.to_vec(), true)
+    }))
+    .await;
+    let good = RawBackend::start(Arc::new(|_, _| (ok("good"), false))).await;
+    let set = BackendSet::new([
+        good.url().parse::<Backend>().unwrap(),
+        failing.url().parse::<Backend>().unwrap(),
+    ]);
+    let proxy = stack(&set, FailoverLayer::new()).await;
+    let client = client();
+    for i in 0..8 {
+        let request = http::Request::get(proxy.url(&format!("/r{i}")))
+            .header("x-trace", format!("t{i}"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let answer = send(&client, request).await;
+        assert_eq!(answer.status, StatusCode::OK, "request {i}");
+        assert_eq!(answer.body, "good");
+    }
+    let failed = failing.heads();
+    // Round-robin's turns move with the retries too, so not exactly every
+    // other request; two or more cover both kinds of failure.
+    assert!(
+        failed.len() >= 2,
+        "the failing backend was met: {}",
+        failed.len()
+    );
+    let heads = good.heads();
+    assert_eq!(heads.len(), 8, "each answered once by the good backend");
+    for (i, head) in heads.iter().enumerate() {
+        let lower = head.to_ascii_lowercase();
+        let path = lower.split(' ').nth(1).unwrap_or_default().to_owned();
+        let n = &path[2..];
+        assert_eq!(
+            header(&lower, "x-trace"),
+            Some(format!("t{n}").as_str()),
+            "head {i}: {head}"
+        );
+        assert!(
+            header(&lower, "host").is_some(),
+            "head {i} has its Host: {head}"
+        );
+        assert!(
+            header(&lower, "x-forwarded-for").is_some(),
+            "head {i}: {head}"
+        );
+    }
+}

@@ -4,22 +4,66 @@
 use http::{HeaderMap, Method, Request, Uri, Version};
 
 /// A request extension asking the innermost service to hand the request's
-/// head back: once it is done with the request, it puts the head in the
-/// response's extensions as a [`RequestHead`], whatever the answer (the
-/// backend's, or one made from a failure).
+/// head back when it may be retried: on an answer made from a failure, and
+/// on a response whose status is one of those failover retries
+/// ([`wants`](Self::wants)), the service puts the head in the response's
+/// extensions as a [`RequestHead`], with the request's extensions on the
+/// response.
 ///
 /// [`Failover`](crate::failover::Failover) sets it so that the first try
 /// can take the client's own head and a retry can be built from the head
 /// the failed try hands back, instead of copying every head in advance for
 /// the rare request that is retried (five heap allocations a request: the
 /// header map's two and the extension map's three). [`Forward`](crate::Forward)
-/// honours it; an application's own innermost service may too, and one
-/// that does not costs nothing but the copy, which failover then goes back
-/// to making.
-///
-/// It is zero-sized: inserting it allocates nothing.
+/// honours it: a response that will not be retried gets the request's
+/// header map for its own headers (no map allocated per exchange), one that
+/// may be gets a new map and leaves the request's to the retry. An
+/// application's own innermost service may honour it too; one that does
+/// not costs nothing but the copy, which failover then goes back to making.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReturnHead {
+    /// The statuses that may be retried; `len` of them are set. More than
+    /// fit: every status counts (the head always comes back).
+    statuses: [u16; INLINE],
+    len: u8,
+}
+
+/// How many retried statuses the marker holds inline (the default policy
+/// has three): the extension is boxed, so it stays a small copy.
+const INLINE: usize = 8;
+
+impl ReturnHead {
+    /// Asks for the head back on failures and on responses with one of
+    /// `statuses`.
+    pub fn new(statuses: &[u16]) -> Self {
+        let mut marker = Self {
+            statuses: [0; INLINE],
+            len: u8::MAX,
+        };
+        if statuses.len() <= INLINE {
+            marker.statuses[..statuses.len()].copy_from_slice(statuses);
+            marker.len = statuses.len() as u8;
+        }
+        marker
+    }
+
+    /// Whether a response with `status` may be retried, so that the head
+    /// must come back with it.
+    pub fn wants(&self, status: http::StatusCode) -> bool {
+        match self.statuses.get(..usize::from(self.len)) {
+            Some(statuses) => statuses.contains(&status.as_u16()),
+            None => true,
+        }
+    }
+}
+
+/// The sender honoured [`ReturnHead`] but handed no head back: the
+/// response's status is not one that is retried, and the request's header
+/// map now holds the response's headers. Zero-sized (no allocation); it
+/// tells [`Failover`](crate::failover::Failover) that heads come back when
+/// they are wanted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReturnHead;
+pub struct HeadConsumed;
 
 /// The head of the request a response answers (method, target, version,
 /// headers as the client sent them), handed back in the response's

@@ -18,7 +18,7 @@ use super::ReplayBody;
 use super::layer::Settings;
 use super::policy::Verdict;
 use super::service::Shared;
-use crate::extensions::{Attempts, RequestHead, ReturnHead, Target, Tried};
+use crate::extensions::{Attempts, HeadConsumed, RequestHead, Target, Tried};
 
 use crate::warn_once::warn_once;
 use crate::{Error, ErrorKind};
@@ -92,7 +92,7 @@ where
         let copy = retries && !(asked && shared.head_back.returned());
         let kept = copy.then(|| parts.clone());
         if asked {
-            parts.extensions.insert(ReturnHead);
+            parts.extensions.insert(shared.return_head);
         }
         let call = service.call(Request::from_parts(parts, body.clone()));
         let timer =
@@ -165,13 +165,15 @@ where
                 // so that none leaves with it.
                 let head = match &mut outcome {
                     Ok(response) if *this.asked => {
-                        response.extensions_mut().remove::<RequestHead>()
+                        let extensions = response.extensions_mut();
+                        let head = extensions.remove::<RequestHead>();
+                        if head.is_some() || extensions.remove::<HeadConsumed>().is_some() {
+                            this.shared.head_back.saw_returned();
+                        }
+                        head
                     }
                     _ => None,
                 };
-                if head.is_some() {
-                    this.shared.head_back.saw_returned();
-                }
                 // Judge the try. An `Err` from the inner service (a service
                 // of the application's, say: tower-lb's own layers answer
                 // failures as responses) is a failed exchange whose cause is
@@ -261,7 +263,7 @@ where
             };
             request.extensions_mut().insert(this.tried.clone());
             if *this.asked {
-                request.extensions_mut().insert(ReturnHead);
+                request.extensions_mut().insert(this.shared.return_head);
             }
             this.call.set(Some(this.service.call(request)));
             let now = Instant::now();

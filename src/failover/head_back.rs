@@ -64,7 +64,7 @@ mod tests {
 
     use super::*;
     use crate::balance::RoundRobin;
-    use crate::extensions::{RequestHead, ReturnHead};
+    use crate::extensions::{HeadConsumed, RequestHead, ReturnHead};
     use crate::failover::{Attempts, FailoverLayer, ReplayBody};
     use crate::{BackendSet, Error, ErrorKind, LoadBalanceLayer};
 
@@ -93,7 +93,7 @@ mod tests {
             async move {
                 let (mut parts, _) = request.into_parts();
                 let port = parts.uri.port_u16().unwrap_or(0);
-                let asked = parts.extensions.remove::<ReturnHead>().is_some();
+                let asked = parts.extensions.remove::<ReturnHead>();
                 seen.lock().unwrap().push((
                     port,
                     parts.extensions.get::<Mine>().map(|m| m.0),
@@ -106,9 +106,15 @@ mod tests {
                 }
                 if honour {
                     *response.extensions_mut() = std::mem::take(&mut parts.extensions);
-                    if asked {
-                        let head = RequestHead::take(&mut parts);
-                        response.extensions_mut().insert(head);
+                    match asked {
+                        Some(keep) if keep.wants(response.status()) => {
+                            let head = RequestHead::take(&mut parts);
+                            response.extensions_mut().insert(head);
+                        }
+                        Some(_) => {
+                            response.extensions_mut().insert(HeadConsumed);
+                        }
+                        None => {}
                     }
                 }
                 Ok::<_, Infallible>(response)

@@ -13,6 +13,7 @@ use super::future::ResponseFuture;
 use super::head_back::HeadBack;
 use super::layer::Settings;
 use crate::BoxError;
+use crate::extensions::ReturnHead;
 
 /// The service of [`FailoverLayer`](super::FailoverLayer): sends a request
 /// again, to another backend, when the answer says that is safe and useful.
@@ -28,11 +29,15 @@ pub struct Failover<S> {
 pub(crate) struct Shared {
     pub(crate) settings: Arc<Settings>,
     pub(crate) head_back: HeadBack,
+    /// What the tries are marked with: the statuses whose responses must
+    /// bring the head back.
+    pub(crate) return_head: ReturnHead,
 }
 
 impl<S> Failover<S> {
     pub(crate) fn new(inner: S, settings: Arc<Settings>) -> Self {
         let shared = Arc::new(Shared {
+            return_head: ReturnHead::new(&settings.policy.statuses),
             settings,
             head_back: HeadBack::default(),
         });

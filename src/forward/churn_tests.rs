@@ -44,7 +44,13 @@ async fn exchange(pool: &Pool, backend: &Backend) {
     let (mut parts, mut body) = request.into_parts();
     let proto = HeaderValue::from_static("http");
     let (answer, lease) = pool
-        .send(&mut parts, &proto, None, std::pin::Pin::new(&mut body))
+        .send(
+            &mut parts,
+            &proto,
+            None,
+            None,
+            std::pin::Pin::new(&mut body),
+        )
         .await
         .unwrap();
     let Answer::Response(response) = answer else {

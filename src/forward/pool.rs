@@ -34,6 +34,7 @@ use std::time::Duration;
 use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
 use super::stream::{self, Connect, Stream};
 use crate::clock::{self, Nanos};
+use crate::extensions::ReturnHead;
 use crate::{Backend, BoxError, ClientAddr, Error, ErrorKind, Target};
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
@@ -173,7 +174,9 @@ impl Pool {
     /// connection or a new one. The head is written from `parts` (with
     /// `proto` as `X-Forwarded-Proto` and the allowed `upgrade`, if any);
     /// the response head is parsed into `parts`' own header map, taken
-    /// from it, so no map is allocated per exchange. The body is borrowed
+    /// from it, so no map is allocated per exchange (unless `keep` says a
+    /// response of that status may be retried: the request's map then
+    /// stays for the retry). The body is borrowed
     /// so that a request a dead idle connection never carried can go out
     /// on the next.
     pub(crate) async fn send<B>(
@@ -181,6 +184,7 @@ impl Pool {
         parts: &mut Parts,
         proto: &HeaderValue,
         upgrade: Option<&HeaderValue>,
+        keep: Option<&ReturnHead>,
         mut body: Pin<&mut B>,
     ) -> Result<(Answer<Stream>, Lease), Error>
     where
@@ -221,7 +225,7 @@ impl Pool {
                 framing,
             };
             let result = match conn.write(&head, body.as_mut()).await {
-                Ok(()) => conn.read(head_request, &mut parts.headers).await,
+                Ok(()) => conn.read(head_request, &mut parts.headers, keep).await,
                 Err(error) => Err(error),
             };
             match result {

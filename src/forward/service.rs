@@ -29,7 +29,7 @@ use super::stream::{Connect, Connector, Stream};
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
 use crate::backend::Protocol;
-use crate::extensions::{RequestHead, ReturnHead};
+use crate::extensions::{HeadConsumed, RequestHead, ReturnHead};
 use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 
 /// Sends each request to the backend its URI names, over pooled keep-alive
@@ -304,10 +304,17 @@ impl Shared {
         B::Error: Into<BoxError>,
     {
         let upgrade = tunnel.as_ref().map(Tunnel::protocol);
-        let return_head = tunnel.is_none() && parts.extensions.remove::<ReturnHead>().is_some();
-        let exchange = self
-            .http1
-            .send(&mut parts, &self.proto, upgrade, Pin::new(&mut body));
+        let return_head = match tunnel {
+            None => parts.extensions.remove::<ReturnHead>(),
+            Some(_) => None,
+        };
+        let exchange = self.http1.send(
+            &mut parts,
+            &self.proto,
+            upgrade,
+            return_head.as_ref(),
+            Pin::new(&mut body),
+        );
         let answer = within(self.timeout, exchange).await;
         parts.extensions.remove::<OnUpgrade>();
         let mut response = match answer {
@@ -324,13 +331,28 @@ impl Shared {
                 },
                 _,
             )) => return switch(response, protocol, upgraded, tunnel),
-            Err(error) => failure(&error, std::mem::take(&mut parts.extensions)),
+            Err(error) => {
+                let mut response = failure(&error, std::mem::take(&mut parts.extensions));
+                if return_head.is_some() {
+                    response
+                        .extensions_mut()
+                        .insert(RequestHead::take(&mut parts));
+                }
+                return response;
+            }
         };
-        // The head goes back untouched: the rules were applied as it was
-        // written, not to the map.
-        if return_head {
-            let head = RequestHead::take(&mut parts);
-            response.extensions_mut().insert(head);
+        // The head goes back untouched (the rules were applied as it was
+        // written, not to the map) when the response may be retried; any
+        // other response's headers are in the request's map, and say so.
+        match return_head {
+            Some(keep) if keep.wants(response.status()) => {
+                let head = RequestHead::take(&mut parts);
+                response.extensions_mut().insert(head);
+            }
+            Some(_) => {
+                response.extensions_mut().insert(HeadConsumed);
+            }
+            None => {}
         }
         response
     }
@@ -348,7 +370,7 @@ impl Shared {
         let head = parts
             .extensions
             .remove::<ReturnHead>()
-            .map(|ReturnHead| RequestHead {
+            .map(|_| RequestHead {
                 method: parts.method.clone(),
                 uri: parts.uri.clone(),
                 version: parts.version,

@@ -28,6 +28,7 @@ use super::error::{Error, Kind};
 use super::request_head::{BodyFraming, RequestHead, write_hex};
 use super::response_head::{self, Parsed};
 use crate::BoxError;
+use crate::extensions::ReturnHead;
 
 /// The default limit on a response head: 64 KiB, nginx's largest
 /// `proxy_buffer_size` advice and far above what any real backend sends.
@@ -162,7 +163,8 @@ where
     {
         self.write(head, body).await?;
         let head_request = head.parts.method == http::Method::HEAD;
-        self.read(head_request, &mut http::HeaderMap::new()).await
+        self.read(head_request, &mut http::HeaderMap::new(), None)
+            .await
     }
 
     /// The first half of an exchange: writes the request (`head`, then
@@ -196,7 +198,8 @@ where
     /// The second half: reads the response head (of a HEAD request or
     /// not), into the header map taken from `spare` (the request's own,
     /// so that no map is allocated per exchange; left in place unless a
-    /// head was parsed).
+    /// head was parsed, or when `keep` says a response of its status may
+    /// be retried).
     ///
     /// The connection is consumed: the response body gives it back when
     /// it ends cleanly on a connection that may be reused. On an error it
@@ -205,9 +208,10 @@ where
         self,
         head_request: bool,
         spare: &mut http::HeaderMap,
+        keep: Option<&ReturnHead>,
     ) -> Result<Answer<S>, Error> {
         let (written, body_started) = (self.written, self.body_started);
-        self.read_head(head_request, spare)
+        self.read_head(head_request, spare, keep)
             .await
             .map_err(|error| error.at(written, body_started))
     }
@@ -334,6 +338,7 @@ where
         mut self,
         head_request: bool,
         spare: &mut http::HeaderMap,
+        keep: Option<&ReturnHead>,
     ) -> Result<Answer<S>, Error> {
         let mut received = false;
         let mut interim = 0;
@@ -345,6 +350,7 @@ where
                     head_request,
                     self.max_head,
                     spare,
+                    keep,
                     &mut self.names,
                 )
             } else if self.read_buf.len() >= self.max_head {

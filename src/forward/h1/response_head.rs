@@ -18,6 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::error::{Error, Kind};
 use super::request_head::{list_contains, trim_ows};
+use crate::extensions::ReturnHead;
 
 /// At most this many header fields in a head (hyper's default).
 pub(crate) const MAX_HEADERS: usize = 100;
@@ -77,6 +78,7 @@ pub(crate) fn parse(
         head_request,
         max_head,
         &mut HeaderMap::new(),
+        None,
         &mut Vec::new(),
     )
 }
@@ -84,14 +86,17 @@ pub(crate) fn parse(
 /// [`parse`], filling the map taken from `spare` (cleared first) rather
 /// than a new one: the request's own map, already grown, becomes the
 /// response's, and no header map is allocated per exchange. `spare` is
-/// left as it was unless a final or `101` head was parsed. `names` is
-/// scratch room, reused from exchange to exchange (so a parse neither
-/// allocates nor initialises and moves a 100-entry array).
+/// left as it was unless a final or `101` head was parsed, and also when
+/// `keep` says a response of this status may be retried: the request's
+/// head must then survive the exchange, and the response gets a new map.
+/// `names` is scratch room, reused from exchange to exchange (so a parse
+/// neither allocates nor initialises and moves a 100-entry array).
 pub(crate) fn parse_into(
     buf: &mut BytesMut,
     head_request: bool,
     max_head: usize,
     spare: &mut HeaderMap,
+    keep: Option<&ReturnHead>,
     names: &mut Vec<Entry>,
 ) -> Result<Parsed, Error> {
     if buf.is_empty() {
@@ -115,19 +120,30 @@ pub(crate) fn parse_into(
         buf.advance(scanned.len);
         return Ok(Parsed::Interim);
     }
+    let status =
+        StatusCode::from_u16(scanned.code).map_err(|_| Error::malformed("invalid status code"))?;
     let head = buf.split_to(scanned.len).freeze();
     let value = |(start, end): (usize, usize)| {
         HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| Error::malformed("invalid header value"))
     };
-    let mut headers = std::mem::take(spare);
-    headers.clear();
-    headers.reserve(names.len());
+    let mut headers = match keep {
+        Some(keep) if keep.wants(status) => HeaderMap::with_capacity(names.len()),
+        _ => {
+            // Past this point a failure would leave the request without
+            // its headers; one a retry needs must not fail here.
+            if keep.is_some() && !values_valid(&head, names, scanned.upgrade) {
+                return Err(Error::malformed("invalid header value"));
+            }
+            let mut headers = std::mem::take(spare);
+            headers.clear();
+            headers.reserve(names.len());
+            headers
+        }
+    };
     for (name, start, end) in names.drain(..) {
         headers.append(name, value((start, end))?);
     }
-    let status =
-        StatusCode::from_u16(scanned.code).map_err(|_| Error::malformed("invalid status code"))?;
     Ok(Parsed::Head(ResponseHead {
         status,
         version: scanned.version,
@@ -136,6 +152,18 @@ pub(crate) fn parse_into(
         keep_alive: scanned.keep_alive,
         upgrade: scanned.upgrade.map(value).transpose()?,
     }))
+}
+
+/// Whether every kept value (and the `Upgrade` value) is one
+/// `HeaderValue` accepts, checked before the request's map is taken: the
+/// same rule as `HeaderValue`'s (visible ASCII, space, tab, obs-text).
+fn values_valid(head: &[u8], names: &[Entry], upgrade: Option<(usize, usize)>) -> bool {
+    let valid = |(start, end): (usize, usize)| {
+        head[start..end]
+            .iter()
+            .all(|&b| (b >= 32 && b != 127) || b == b'\t')
+    };
+    names.iter().all(|&(_, start, end)| valid((start, end))) && upgrade.is_none_or(valid)
 }
 
 /// Whether `buf` can hold a complete head (or trailer section): whether it
