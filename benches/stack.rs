@@ -20,7 +20,7 @@ use http_body_util::Empty;
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service, ServiceBuilder};
 use tower_lb::balance::{QueueLayer, RoundRobin, Sticky, StickyCookie, StickyCookieLayer, Tiered};
-use tower_lb::extensions::{HeadConsumed, RequestHead, ReturnHead};
+use tower_lb::extensions::ReturnHead;
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
 use tower_lb::metrics::MetricsLayer;
@@ -47,15 +47,8 @@ impl<B> Service<Request<B>> for NoOp {
         let asked = parts.extensions.remove::<ReturnHead>();
         let mut response = Response::new(Empty::new());
         *response.extensions_mut() = std::mem::take(&mut parts.extensions);
-        match asked {
-            Some(keep) if keep.wants(response.status()) => {
-                let head = RequestHead::take(&mut parts);
-                response.extensions_mut().insert(head);
-            }
-            Some(_) => {
-                response.extensions_mut().insert(HeadConsumed);
-            }
-            None => {}
+        if let Some(marker) = asked {
+            marker.answer(&mut parts, &mut response);
         }
         ready(Ok(response))
     }

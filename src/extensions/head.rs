@@ -47,6 +47,20 @@ impl ReturnHead {
         marker
     }
 
+    /// Answers the marker, for a sender done with the request whose parts
+    /// are `parts`: a [`RequestHead`] taken from them when `response` may
+    /// be retried, [`HeadConsumed`] otherwise (its header map, which the
+    /// sender may have reused for the response's headers, stays behind).
+    /// A sender that made its answer from a failure inserts the
+    /// [`RequestHead`] whatever the status.
+    pub fn answer<B>(self, parts: &mut http::request::Parts, response: &mut http::Response<B>) {
+        if self.wants(response.status()) {
+            response.extensions_mut().insert(RequestHead::take(parts));
+        } else {
+            response.extensions_mut().insert(HeadConsumed);
+        }
+    }
+
     /// Whether a response with `status` may be retried, so that the head
     /// must come back with it.
     pub fn wants(&self, status: http::StatusCode) -> bool {

@@ -64,7 +64,7 @@ mod tests {
 
     use super::*;
     use crate::balance::RoundRobin;
-    use crate::extensions::{HeadConsumed, RequestHead, ReturnHead};
+    use crate::extensions::{RequestHead, ReturnHead};
     use crate::failover::{Attempts, FailoverLayer, ReplayBody};
     use crate::{BackendSet, Error, ErrorKind, LoadBalanceLayer};
 
@@ -106,15 +106,8 @@ mod tests {
                 }
                 if honour {
                     *response.extensions_mut() = std::mem::take(&mut parts.extensions);
-                    match asked {
-                        Some(keep) if keep.wants(response.status()) => {
-                            let head = RequestHead::take(&mut parts);
-                            response.extensions_mut().insert(head);
-                        }
-                        Some(_) => {
-                            response.extensions_mut().insert(HeadConsumed);
-                        }
-                        None => {}
+                    if let Some(marker) = asked {
+                        marker.answer(&mut parts, &mut response);
                     }
                 }
                 Ok::<_, Infallible>(response)

@@ -29,7 +29,7 @@ use super::stream::{Connect, Connector, Stream};
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
 use crate::backend::Protocol;
-use crate::extensions::{HeadConsumed, RequestHead, ReturnHead};
+use crate::extensions::{RequestHead, ReturnHead};
 use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 
 /// Sends each request to the backend its URI names, over pooled keep-alive
@@ -344,15 +344,8 @@ impl Shared {
         // The head goes back untouched (the rules were applied as it was
         // written, not to the map) when the response may be retried; any
         // other response's headers are in the request's map, and say so.
-        match return_head {
-            Some(keep) if keep.wants(response.status()) => {
-                let head = RequestHead::take(&mut parts);
-                response.extensions_mut().insert(head);
-            }
-            Some(_) => {
-                response.extensions_mut().insert(HeadConsumed);
-            }
-            None => {}
+        if let Some(marker) = return_head {
+            marker.answer(&mut parts, &mut response);
         }
         response
     }
