@@ -1,8 +1,12 @@
-//! The crate's one error type.
+//! The crate's error types: [`Error`] for a request that failed,
+//! [`ConfigError`] for a setting refused before any request is served.
 //!
-//! Every failure tower-lb reports is an [`Error`]: an opaque value with a
+//! Every failure of a request is an [`Error`]: an opaque value with a
 //! [`kind`](Error::kind), `is_*` predicates, the backend it concerns (when there
-//! is one) and its cause behind [`source`](std::error::Error::source).
+//! is one) and its cause behind [`source`](std::error::Error::source). Its
+//! kinds are only what a request can meet, so every kind has a status a
+//! client may see; a configuration error has no status because it never
+//! reaches a client (see [`ConfigError`]).
 //!
 //! HTTP-facing layers answer with a response rather than an error, so that an
 //! axum `Router` gets an `Infallible` service: [`Error::status`] gives the
@@ -16,6 +20,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+
+mod config;
+
+pub use config::ConfigError;
 
 /// A boxed error, the currency of tower and hyper.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -37,8 +45,6 @@ pub enum ErrorKind {
     Upstream,
     /// A request body was larger than the bound a layer may buffer.
     BodyTooLarge,
-    /// A setting or an argument was invalid; the message names it.
-    Config,
     /// The client broke its own request: a body framed wrongly (a bad chunk
     /// size, a chunk without its CRLF) or cut short. The backend is not to
     /// blame: it is not counted against the backend and never retried, and
@@ -88,11 +94,6 @@ impl Error {
     /// The seconds of `Retry-After` the response carries, if any.
     pub fn retry_after(&self) -> Option<u32> {
         self.retry_after
-    }
-
-    /// A configuration error whose message names the offending field.
-    pub fn config(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Config).with_message(message)
     }
 
     /// Attaches the cause.
@@ -151,11 +152,6 @@ impl Error {
         self.kind == ErrorKind::BodyTooLarge
     }
 
-    /// A setting was invalid.
-    pub fn is_config(&self) -> bool {
-        self.kind == ErrorKind::Config
-    }
-
     /// The client broke its own request; the backend is not to blame.
     pub fn is_client(&self) -> bool {
         self.kind == ErrorKind::Client
@@ -175,7 +171,6 @@ impl Error {
             ErrorKind::NoBackend | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Client => StatusCode::BAD_REQUEST,
             ErrorKind::Connect | ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
         }
@@ -192,7 +187,6 @@ impl Error {
             ErrorKind::Timeout => "backend timed out\n",
             ErrorKind::Upstream => "backend failed\n",
             ErrorKind::BodyTooLarge => "request body too large\n",
-            ErrorKind::Config => "proxy misconfigured\n",
             ErrorKind::Client => "bad request\n",
             ErrorKind::Overloaded => "backends busy, retry later\n",
         }
@@ -237,17 +231,12 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A configuration error's message names the field and says it all.
-        if let (ErrorKind::Config, Some(message)) = (self.kind, &self.message) {
-            return f.write_str(message);
-        }
         let what = match self.kind {
             ErrorKind::NoBackend => "no eligible backend",
             ErrorKind::Connect => "could not connect to backend",
             ErrorKind::Timeout => "backend timed out",
             ErrorKind::Upstream => "backend failed",
             ErrorKind::BodyTooLarge => "body too large to buffer",
-            ErrorKind::Config => "invalid configuration",
             ErrorKind::Client => "the client broke its request",
             ErrorKind::Overloaded => "every backend at its limit",
         };

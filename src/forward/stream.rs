@@ -90,7 +90,15 @@ async fn open(
     let backend_tls = match (tls, &settings.tls) {
         (false, _) => None,
         (true, Some(configured)) => Some(configured),
-        (true, None) => Some(BackendTls::shared_default()?),
+        // The one configuration error met at request time: the default
+        // TLS settings load on the first `https://` backend, and a system
+        // without roots refuses them. The backend never saw a connection,
+        // so it is a connect error (502, retried elsewhere, the cause kept).
+        (true, None) => Some(BackendTls::shared_default().map_err(|e| {
+            Error::new(ErrorKind::Connect)
+                .with_message(format!("no TLS settings for https backends: {e}"))
+                .with_source(e)
+        })?),
     };
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let tcp = TcpStream::connect((authority.host().trim_matches(['[', ']']), port))
