@@ -28,6 +28,15 @@ pub use config::ConfigError;
 /// A boxed error, the currency of tower and hyper.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// An error's cause, shared by its clones (response extensions must be
+/// `Clone`, and a parsed setting hands out copies of its error).
+type Cause = Arc<dyn StdError + Send + Sync>;
+
+/// What `source()` returns for a kept cause.
+fn as_source(cause: Option<&Cause>) -> Option<&(dyn StdError + 'static)> {
+    cause.map(|cause| &**cause as &(dyn StdError + 'static))
+}
+
 /// What went wrong. More kinds may be added, so `match` with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -64,10 +73,10 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     /// The backend's canonical address (`http://host:port`), as text: the
-    /// error type sits below the backend types, so that they can return it.
+    /// error type sits below the backend types and imports nothing of them.
     backend: Option<Arc<str>>,
     message: Option<Arc<str>>,
-    source: Option<Arc<dyn StdError + Send + Sync>>,
+    source: Option<Cause>,
     /// Seconds a client should wait before trying again (`Retry-After`).
     retry_after: Option<u32>,
 }
@@ -253,9 +262,7 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|source| source as &(dyn StdError + 'static))
+        as_source(self.source.as_ref())
     }
 }
 
@@ -285,6 +292,25 @@ mod tests {
             Error::new(ErrorKind::Client).status(),
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn every_request_kind_blames_someone() {
+        // A 500 would say the proxy itself is broken; configuration errors
+        // are `ConfigError`s refused before serving, so no kind maps there.
+        for kind in [
+            ErrorKind::NoBackend,
+            ErrorKind::Connect,
+            ErrorKind::Timeout,
+            ErrorKind::Upstream,
+            ErrorKind::BodyTooLarge,
+            ErrorKind::Client,
+            ErrorKind::Overloaded,
+        ] {
+            let status = Error::new(kind).status();
+            assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{kind:?}");
+            assert!(status.is_client_error() || status.is_server_error());
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use super::BoxError;
+use super::{BoxError, Cause, as_source};
 
 /// A setting or an argument was invalid; the message names it.
 ///
@@ -31,7 +31,7 @@ use super::BoxError;
 #[derive(Clone)]
 pub struct ConfigError {
     message: Arc<str>,
-    source: Option<Arc<dyn StdError + Send + Sync>>,
+    source: Option<Cause>,
 }
 
 impl ConfigError {
@@ -78,9 +78,7 @@ impl fmt::Display for ConfigError {
 
 impl StdError for ConfigError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|source| source as &(dyn StdError + 'static))
+        as_source(self.source.as_ref())
     }
 }
 
