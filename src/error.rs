@@ -1,8 +1,12 @@
-//! The crate's one error type.
+//! The crate's error types: [`Error`] for a request that failed,
+//! [`ConfigError`] for a setting refused before any request is served.
 //!
-//! Every failure tower-lb reports is an [`Error`]: an opaque value with a
+//! Every failure of a request is an [`Error`]: an opaque value with a
 //! [`kind`](Error::kind), `is_*` predicates, the backend it concerns (when there
-//! is one) and its cause behind [`source`](std::error::Error::source).
+//! is one) and its cause behind [`source`](std::error::Error::source). Its
+//! kinds are only what a request can meet, so every kind has a status a
+//! client may see; a configuration error has no status because it never
+//! reaches a client (see [`ConfigError`]).
 //!
 //! HTTP-facing layers answer with a response rather than an error, so that an
 //! axum `Router` gets an `Infallible` service: [`Error::status`] gives the
@@ -17,8 +21,21 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+mod config;
+
+pub use config::ConfigError;
+
 /// A boxed error, the currency of tower and hyper.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// An error's cause, shared by its clones (response extensions must be
+/// `Clone`, and a parsed setting hands out copies of its error).
+type Cause = Arc<dyn StdError + Send + Sync>;
+
+/// What `source()` returns for a kept cause.
+fn as_source(cause: Option<&Cause>) -> Option<&(dyn StdError + 'static)> {
+    cause.map(|cause| &**cause as &(dyn StdError + 'static))
+}
 
 /// What went wrong. More kinds may be added, so `match` with a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,8 +54,6 @@ pub enum ErrorKind {
     Upstream,
     /// A request body was larger than the bound a layer may buffer.
     BodyTooLarge,
-    /// A setting or an argument was invalid; the message names it.
-    Config,
     /// The client broke its own request: a body framed wrongly (a bad chunk
     /// size, a chunk without its CRLF) or cut short. The backend is not to
     /// blame: it is not counted against the backend and never retried, and
@@ -58,10 +73,10 @@ pub enum ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     /// The backend's canonical address (`http://host:port`), as text: the
-    /// error type sits below the backend types, so that they can return it.
+    /// error type sits below the backend types and imports nothing of them.
     backend: Option<Arc<str>>,
     message: Option<Arc<str>>,
-    source: Option<Arc<dyn StdError + Send + Sync>>,
+    source: Option<Cause>,
     /// Seconds a client should wait before trying again (`Retry-After`).
     retry_after: Option<u32>,
 }
@@ -88,11 +103,6 @@ impl Error {
     /// The seconds of `Retry-After` the response carries, if any.
     pub fn retry_after(&self) -> Option<u32> {
         self.retry_after
-    }
-
-    /// A configuration error whose message names the offending field.
-    pub fn config(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::Config).with_message(message)
     }
 
     /// Attaches the cause.
@@ -151,11 +161,6 @@ impl Error {
         self.kind == ErrorKind::BodyTooLarge
     }
 
-    /// A setting was invalid.
-    pub fn is_config(&self) -> bool {
-        self.kind == ErrorKind::Config
-    }
-
     /// The client broke its own request; the backend is not to blame.
     pub fn is_client(&self) -> bool {
         self.kind == ErrorKind::Client
@@ -175,7 +180,6 @@ impl Error {
             ErrorKind::NoBackend | ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Config => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Client => StatusCode::BAD_REQUEST,
             ErrorKind::Connect | ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
         }
@@ -192,7 +196,6 @@ impl Error {
             ErrorKind::Timeout => "backend timed out\n",
             ErrorKind::Upstream => "backend failed\n",
             ErrorKind::BodyTooLarge => "request body too large\n",
-            ErrorKind::Config => "proxy misconfigured\n",
             ErrorKind::Client => "bad request\n",
             ErrorKind::Overloaded => "backends busy, retry later\n",
         }
@@ -237,17 +240,12 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A configuration error's message names the field and says it all.
-        if let (ErrorKind::Config, Some(message)) = (self.kind, &self.message) {
-            return f.write_str(message);
-        }
         let what = match self.kind {
             ErrorKind::NoBackend => "no eligible backend",
             ErrorKind::Connect => "could not connect to backend",
             ErrorKind::Timeout => "backend timed out",
             ErrorKind::Upstream => "backend failed",
             ErrorKind::BodyTooLarge => "body too large to buffer",
-            ErrorKind::Config => "invalid configuration",
             ErrorKind::Client => "the client broke its request",
             ErrorKind::Overloaded => "every backend at its limit",
         };
@@ -264,9 +262,7 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|source| source as &(dyn StdError + 'static))
+        as_source(self.source.as_ref())
     }
 }
 
@@ -296,6 +292,25 @@ mod tests {
             Error::new(ErrorKind::Client).status(),
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn every_request_kind_blames_someone() {
+        // A 500 would say the proxy itself is broken; configuration errors
+        // are `ConfigError`s refused before serving, so no kind maps there.
+        for kind in [
+            ErrorKind::NoBackend,
+            ErrorKind::Connect,
+            ErrorKind::Timeout,
+            ErrorKind::Upstream,
+            ErrorKind::BodyTooLarge,
+            ErrorKind::Client,
+            ErrorKind::Overloaded,
+        ] {
+            let status = Error::new(kind).status();
+            assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{kind:?}");
+            assert!(status.is_client_error() || status.is_server_error());
+        }
     }
 
     #[test]

@@ -77,7 +77,7 @@
 //!     .layer(LoadBalanceLayer::new(backends, ConsistentHash::client_ip()))
 //!     .layer(middleware::map_request(client_addr));
 //! // serve with app.into_make_service_with_connect_info::<SocketAddr>()
-//! # Ok::<(), tower_lb::Error>(())
+//! # Ok::<(), tower_lb::ConfigError>(())
 //! ```
 //!
 //! # Modules
@@ -120,7 +120,7 @@ mod warn_once;
 pub use backend::{Backend, BackendSet};
 pub use balance::{LoadBalance, LoadBalanceLayer};
 pub use client_addr::ClientAddr;
-pub use error::{BoxError, Error, ErrorKind};
+pub use error::{BoxError, ConfigError, Error, ErrorKind};
 pub use extensions::{Attempts, Target, Tried};
 pub use forward::Forward;
 pub use stack::Stack;

@@ -107,7 +107,7 @@ pub fn spawn(
     set: &BackendSet,
     sources: &[Source],
     resolver: Option<SocketAddr>,
-) -> Result<(), tower_lb::Error> {
+) -> Result<(), tower_lb::ConfigError> {
     for source in sources {
         start(set, source, resolver)?;
     }
@@ -119,7 +119,7 @@ fn start(
     set: &BackendSet,
     source: &Source,
     resolver: Option<SocketAddr>,
-) -> Result<(), tower_lb::Error> {
+) -> Result<(), tower_lb::ConfigError> {
     let label = source.to_string();
     let set = set.clone();
     match source {
@@ -146,7 +146,7 @@ fn start(
         #[allow(unreachable_patterns)]
         other => {
             let _ = (resolver, set, label);
-            Err(tower_lb::Error::config(format!(
+            Err(tower_lb::ConfigError::new(format!(
                 "--discover {other}: {}",
                 other.available().err().unwrap_or_default()
             )))
@@ -158,7 +158,7 @@ fn start(
 fn dns(
     dns: tower_lb::discover::Dns,
     resolver: Option<SocketAddr>,
-) -> Result<tower_lb::discover::DnsDiscover, tower_lb::Error> {
+) -> Result<tower_lb::discover::DnsDiscover, tower_lb::ConfigError> {
     match resolver {
         Some(server) => dns.server(server),
         None => dns,

@@ -131,7 +131,7 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
-    T: std::str::FromStr<Err = tower_lb::Error>,
+    T: std::str::FromStr<Err = tower_lb::ConfigError>,
 {
     let text = String::deserialize(d)?;
     text.parse().map(Some).map_err(de::Error::custom)

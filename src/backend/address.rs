@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
 
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// A backend's address: a scheme (`http` or `https`) and an authority
 /// (`host:port`), such as `http://10.0.0.5:8080` or `https://api.internal`.
@@ -71,10 +71,10 @@ impl Address {
 }
 
 impl FromStr for Address {
-    type Err = Error;
+    type Err = ConfigError;
 
-    fn from_str(text: &str) -> Result<Self, Error> {
-        let invalid = |why: &str| Error::config(format!("backend URL `{text}`: {why}"));
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        let invalid = |why: &str| ConfigError::new(format!("backend URL `{text}`: {why}"));
         let uri: Uri = text
             .parse()
             .map_err(|_| invalid("not a URL (expected e.g. http://127.0.0.1:8080)"))?;
@@ -166,7 +166,7 @@ impl fmt::Display for Address {
     }
 }
 
-/// The canonical text, shared: what an [`Error`] keeps of the backend it
+/// The canonical text, shared: what an [`Error`](crate::Error) keeps of the backend it
 /// concerns (one reference count, no copy).
 impl From<Address> for Arc<str> {
     fn from(address: Address) -> Self {
@@ -224,7 +224,6 @@ mod tests {
             ("not a url", "not a URL"),
         ] {
             let error = text.parse::<Address>().unwrap_err();
-            assert!(error.is_config());
             assert!(error.to_string().contains(why), "{text}: {error}");
             assert!(error.to_string().contains(text), "names the URL: {error}");
         }

@@ -24,7 +24,7 @@ impl BackendSet {
     /// use tower_lb::{Backend, BackendSet};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_lb::Error> {
+    /// # async fn main() -> Result<(), tower_lb::ConfigError> {
     /// let set = BackendSet::default();
     /// let changes = futures_util::stream::iter([
     ///     Ok::<_, std::convert::Infallible>(Change::Insert("a", "http://127.0.0.1:9001".parse::<Backend>()?)),
@@ -64,7 +64,7 @@ impl BackendSet {
     /// use tower_lb::{Backend, BackendSet};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_lb::Error> {
+    /// # async fn main() -> Result<(), tower_lb::ConfigError> {
     /// let set = BackendSet::default();
     /// let shared: Backend = "http://127.0.0.1:9001".parse()?;
     /// let dns = futures_util::stream::iter([

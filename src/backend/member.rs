@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 
 use super::{Address, BackendId, BackendState};
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// The largest weight a backend may have. Weights are relative, so this
 /// only bounds the precomputed schedules of weighted strategies.
@@ -79,7 +79,7 @@ impl Backend {
     ///
     /// A weight of 0 or above [`MAX_WEIGHT`]. (To take a backend out of
     /// rotation, remove it from the set: it drains.)
-    pub fn weighted(address: Address, weight: u32) -> Result<Self, Error> {
+    pub fn weighted(address: Address, weight: u32) -> Result<Self, ConfigError> {
         check_weight(weight, &address)?;
         Ok(Self::build(address, weight))
     }
@@ -204,9 +204,9 @@ impl Backend {
     }
 }
 
-pub(super) fn check_weight(weight: u32, address: &Address) -> Result<(), Error> {
+pub(super) fn check_weight(weight: u32, address: &Address) -> Result<(), ConfigError> {
     if weight == 0 || weight > MAX_WEIGHT {
-        return Err(Error::config(format!(
+        return Err(ConfigError::new(format!(
             "backend `{address}`: weight must be 1 to {MAX_WEIGHT}, got {weight}"
         )));
     }
@@ -224,12 +224,12 @@ pub(super) fn check_weight(weight: u32, address: &Address) -> Result<(), Error> 
 /// assert_eq!(backup.priority(), 1);
 /// assert_eq!("http://127.0.0.1:9003,priority=2".parse::<Backend>()?.priority(), 2);
 /// assert_eq!(backend.address().as_str(), "http://127.0.0.1:9001");
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 impl FromStr for Backend {
-    type Err = Error;
+    type Err = ConfigError;
 
-    fn from_str(text: &str) -> Result<Self, Error> {
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
         let mut parts = text.split(',');
         let address: Address = parts.next().unwrap_or_default().trim().parse()?;
         let mut weight = 1;
@@ -240,7 +240,7 @@ impl FromStr for Backend {
             match key.trim() {
                 "priority" => {
                     priority = value.trim().parse().map_err(|_| {
-                        Error::config(format!(
+                        ConfigError::new(format!(
                             "backend `{text}`: priority must be 0 to 255, got `{}`",
                             value.trim()
                         ))
@@ -249,7 +249,7 @@ impl FromStr for Backend {
                 "backup" if value.is_empty() => priority = 1,
                 "weight" => {
                     weight = value.trim().parse().map_err(|_| {
-                        Error::config(format!(
+                        ConfigError::new(format!(
                             "backend `{text}`: weight must be a whole number, got `{}`",
                             value.trim()
                         ))
@@ -259,7 +259,7 @@ impl FromStr for Backend {
                     protocol = value.trim().parse()?;
                 }
                 other => {
-                    return Err(Error::config(format!(
+                    return Err(ConfigError::new(format!(
                         "backend `{text}`: unknown option `{other}` (known: weight, protocol, priority, backup)"
                     )));
                 }
@@ -272,13 +272,13 @@ impl FromStr for Backend {
 }
 
 impl FromStr for Protocol {
-    type Err = Error;
+    type Err = ConfigError;
 
-    fn from_str(text: &str) -> Result<Self, Error> {
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
         match text {
             "h1" | "http1" | "http/1.1" => Ok(Protocol::Http1),
             "h2" | "h2c" | "http2" => Ok(Protocol::Http2),
-            _ => Err(Error::config(format!(
+            _ => Err(ConfigError::new(format!(
                 "protocol `{text}`: expected h1 or h2"
             ))),
         }

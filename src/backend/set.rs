@@ -67,7 +67,7 @@ pub enum Update {
 /// set.insert("http://127.0.0.1:9003".parse()?);
 /// set.remove(&"http://127.0.0.1:9001".parse()?);
 /// assert_eq!(set.snapshot().len(), 2);
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct BackendSet {
@@ -215,7 +215,7 @@ impl BackendSet {
     /// use tower_lb::{Backend, BackendSet};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), tower_lb::Error> {
+    /// # async fn main() -> Result<(), tower_lb::ConfigError> {
     /// let set = BackendSet::default();
     /// let backend: Backend = "http://127.0.0.1:9001".parse()?;
     /// let listed = futures_util::stream::iter([

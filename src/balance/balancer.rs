@@ -30,7 +30,7 @@ use crate::clock::Nanos;
 /// let first = balancer.pick(&request).unwrap();
 /// let second = balancer.pick(&request).unwrap();
 /// assert_ne!(first.address(), second.address());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 pub struct Balancer<S: Strategy> {
     strategy: S,
@@ -111,7 +111,7 @@ impl<S: Strategy> Balancer<S> {
     /// assert!(balancer.pick(&request).is_none(), "the one backend is full");
     /// drop(held);
     /// assert!(balancer.pick(&request).is_some());
-    /// # Ok::<(), tower_lb::Error>(())
+    /// # Ok::<(), tower_lb::ConfigError>(())
     /// ```
     pub fn set_max_in_flight(&self, limit: u32) {
         self.max_in_flight.store(limit, Relaxed);

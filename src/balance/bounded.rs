@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::backend::{Backend, BackendState, LoadWatch, Watching};
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// Fixed-point scale of the factor: thousandths.
 const SCALE: u64 = 1000;
@@ -35,9 +35,9 @@ pub(super) struct BalanceFactor(u64);
 impl BalanceFactor {
     /// `factor` as given by an operator: at least 1 (a bound below the
     /// average cannot be met by every backend at once) and finite.
-    pub(super) fn new(factor: f64) -> Result<Self, Error> {
+    pub(super) fn new(factor: f64) -> Result<Self, ConfigError> {
         if !(1.0..=1000.0).contains(&factor) {
-            return Err(Error::config(format!(
+            return Err(ConfigError::new(format!(
                 "hash balance factor {factor} is outside 1.0..=1000.0"
             )));
         }

@@ -8,7 +8,7 @@ use super::bounded::{BalanceFactor, BoundedLoad};
 use super::maglev::Maglev;
 use super::{Candidates, HashKey, Strategy};
 use crate::backend::Backend;
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// How many times a key is rehashed to another slot when its backend is
 /// unavailable, before the deterministic walk in address order.
@@ -125,7 +125,7 @@ impl ConsistentHash {
     /// assert!(ConsistentHash::client_ip().with_balance_factor(0.5).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_balance_factor(mut self, factor: f64) -> Result<Self, Error> {
+    pub fn with_balance_factor(mut self, factor: f64) -> Result<Self, ConfigError> {
         self.balance = Some(BalanceFactor::new(factor)?);
         Ok(self)
     }

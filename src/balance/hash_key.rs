@@ -13,7 +13,7 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::RequestRef;
 use crate::client_addr::ClientAddr;
 use crate::client_addr::canonical;
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// The part of a request that decides its backend under consistent hashing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,23 +109,24 @@ fn cookie<'h>(header: &'h HeaderValue, name: &str) -> Option<&'h [u8]> {
 
 /// Parses `ip`, `header:NAME`, `cookie:NAME` or `path`.
 impl FromStr for HashKey {
-    type Err = Error;
+    type Err = ConfigError;
 
-    fn from_str(text: &str) -> Result<Self, Error> {
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
         let (kind, name) = text.split_once(':').unwrap_or((text, ""));
-        let need_name = |what: &str| Error::config(format!("hash key `{text}`: write {what}:NAME"));
+        let need_name =
+            |what: &str| ConfigError::new(format!("hash key `{text}`: write {what}:NAME"));
         match kind {
             "ip" | "client-ip" if name.is_empty() => Ok(HashKey::ClientIp),
             "path" if name.is_empty() => Ok(HashKey::Path),
             "header" if !name.is_empty() => HeaderName::from_str(name)
                 .map(HashKey::Header)
                 .map_err(|_| {
-                    Error::config(format!("hash key `{text}`: `{name}` is not a header name"))
+                    ConfigError::new(format!("hash key `{text}`: `{name}` is not a header name"))
                 }),
             "header" => Err(need_name("header")),
             "cookie" if !name.is_empty() => Ok(HashKey::Cookie(Arc::from(name))),
             "cookie" => Err(need_name("cookie")),
-            _ => Err(Error::config(format!(
+            _ => Err(ConfigError::new(format!(
                 "hash key `{text}`: expected ip, path, header:NAME or cookie:NAME"
             ))),
         }

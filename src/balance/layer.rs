@@ -21,7 +21,7 @@ use crate::backend::BackendSet;
 /// let app: Router = Router::new()
 ///     .fallback_service(Forward::new())
 ///     .layer(LoadBalanceLayer::new(backends, RoundRobin::new()));
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[must_use]
 pub struct LoadBalanceLayer<St: Strategy> {
@@ -76,7 +76,7 @@ impl<St: Strategy> LoadBalanceLayer<St> {
     /// // 100 in flight to the first backend, 200 to the second.
     /// let layer = LoadBalanceLayer::new(set, LeastConnections::new()).max_in_flight(100);
     /// assert_eq!(layer.balancer().max_in_flight(), 100);
-    /// # Ok::<(), tower_lb::Error>(())
+    /// # Ok::<(), tower_lb::ConfigError>(())
     /// ```
     pub fn max_in_flight(mut self, limit: u32) -> Self
     where

@@ -38,7 +38,7 @@ use crate::backend::{Backend, BackendState, LoadWatch};
 ///
 /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?, "http://127.0.0.1:9002".parse()?]);
 /// let layer = LoadBalanceLayer::new(set, LeastConnections::new());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LeastConnections;

@@ -13,7 +13,7 @@ use super::{
     Strategy, WeightedRoundRobin,
 };
 use crate::backend::Backend;
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// One built-in strategy as operators name it: the name, how to make it,
 /// and how to recognise it.
@@ -93,7 +93,7 @@ const fn names() -> [&'static str; TABLE.len()] {
 /// assert_eq!(strategy.name(), "least-connections");
 /// let sticky = "hash".parse::<AnyStrategy>()?.with_hash_key("cookie:session".parse()?);
 /// assert!("fastest".parse::<AnyStrategy>().is_err());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -133,12 +133,12 @@ impl AnyStrategy {
     /// Bounds consistent hashing's loads
     /// ([`ConsistentHash::with_balance_factor`]); for any other strategy an
     /// error, since only hashing has a preference to bound.
-    pub fn with_hash_balance_factor(self, factor: f64) -> Result<Self, Error> {
+    pub fn with_hash_balance_factor(self, factor: f64) -> Result<Self, ConfigError> {
         match self {
             AnyStrategy::ConsistentHash(hash) => Ok(AnyStrategy::ConsistentHash(
                 hash.with_balance_factor(factor)?,
             )),
-            other => Err(Error::config(format!(
+            other => Err(ConfigError::new(format!(
                 "a hash balance factor needs strategy hash (or ip-hash), not {other}"
             ))),
         }
@@ -200,12 +200,12 @@ impl Strategy for AnyStrategy {
 }
 
 impl FromStr for AnyStrategy {
-    type Err = Error;
+    type Err = ConfigError;
 
-    fn from_str(name: &str) -> Result<Self, Error> {
+    fn from_str(name: &str) -> Result<Self, ConfigError> {
         match TABLE.iter().find(|entry| entry.name == name) {
             Some(entry) => Ok((entry.make)()),
-            None => Err(Error::config(format!(
+            None => Err(ConfigError::new(format!(
                 "unknown strategy `{name}` (known: {})",
                 STRATEGY_NAMES.join(", ")
             ))),

@@ -46,7 +46,7 @@ const PROBE_ODDS: u8 = 16;
 ///
 /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?, "http://127.0.0.1:9002".parse()?]);
 /// let layer = LoadBalanceLayer::new(set, PowerOfTwoChoices::new());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PowerOfTwoChoices;

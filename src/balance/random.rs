@@ -20,7 +20,7 @@ const DRAWS: usize = 8;
 ///
 /// let set = BackendSet::new(["http://127.0.0.1:9001,weight=3".parse()?, "http://127.0.0.1:9002".parse()?]);
 /// let layer = LoadBalanceLayer::new(set, Random::new());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Random;

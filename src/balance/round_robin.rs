@@ -22,7 +22,7 @@ use crate::backend::Backend;
 ///
 /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?, "http://127.0.0.1:9002".parse()?]);
 /// let layer = LoadBalanceLayer::new(set, RoundRobin::new());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RoundRobin {

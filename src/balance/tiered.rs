@@ -47,7 +47,7 @@ const WHOLE: u64 = 10_000;
 ///     "http://127.0.0.1:9003,backup".parse()?,
 /// ]);
 /// let layer = LoadBalanceLayer::new(&set, Tiered::new(RoundRobin::new()));
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Tiered<S> {

@@ -49,7 +49,7 @@ const SKIP_AHEAD: usize = 16;
 ///     "http://127.0.0.1:9003".parse()?,
 /// ]);
 /// let layer = LoadBalanceLayer::new(set, WeightedRoundRobin::new());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WeightedRoundRobin {

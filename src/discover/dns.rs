@@ -22,7 +22,7 @@ use tower::discover::Change;
 
 use self::poller::{Answer, BoxFuture, Poller};
 use crate::backend::{Address, MAX_WEIGHT};
-use crate::{Backend, BoxError, Error};
+use crate::{Backend, BoxError, ConfigError};
 
 /// The default lower bound of the re-resolve interval: an answer with a
 /// TTL of 0 must not become a query loop.
@@ -39,7 +39,7 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 /// use tower_lb::BackendSet;
 /// use tower_lb::discover::Dns;
 ///
-/// # async fn run() -> Result<(), tower_lb::Error> {
+/// # async fn run() -> Result<(), tower_lb::ConfigError> {
 /// let set = BackendSet::default();
 /// // Every A/AAAA record of the name, on port 8000 (a Kubernetes headless service).
 /// let pods = Dns::a("web.default.svc.cluster.local", 8000).discover()?;
@@ -147,9 +147,9 @@ impl Dns {
     ///
     /// A name that is not a DNS name, or (without [`server`](Self::server))
     /// a system resolver configuration that cannot be read.
-    pub fn discover(self) -> Result<DnsDiscover, Error> {
+    pub fn discover(self) -> Result<DnsDiscover, ConfigError> {
         let label = self.label();
-        let bad = |why: String| Error::config(format!("{label}: {why}"));
+        let bad = |why: String| ConfigError::new(format!("{label}: {why}"));
         let target = match &self.query {
             Query::Host { host, .. } => host,
             Query::Srv { name } => name,
@@ -383,7 +383,7 @@ fn min_ttl(ttls: impl Iterator<Item = u32>) -> u32 {
     ttls.min().unwrap_or(0)
 }
 
-fn backend(addr: SocketAddr, weight: u32) -> Result<Backend, Error> {
+fn backend(addr: SocketAddr, weight: u32) -> Result<Backend, ConfigError> {
     Backend::weighted(format!("http://{addr}").parse()?, weight)
 }
 

@@ -16,7 +16,7 @@ use tower::discover::Change;
 
 use super::backoff::Backoff;
 use super::listing::Listing;
-use crate::{Backend, Error};
+use crate::{Backend, ConfigError};
 
 /// An etcd prefix whose keys are backends.
 ///
@@ -28,7 +28,7 @@ use crate::{Backend, Error};
 /// use tower_lb::BackendSet;
 /// use tower_lb::discover::Etcd;
 ///
-/// # async fn run() -> Result<(), tower_lb::Error> {
+/// # async fn run() -> Result<(), tower_lb::ConfigError> {
 /// let set = BackendSet::default();
 /// let web = Etcd::new(["http://127.0.0.1:2379"], "/services/web/").discover()?;
 /// tokio::spawn(async move { set.follow_source("etcd:web", web).await });
@@ -103,13 +103,13 @@ impl Etcd {
     ///
     /// No endpoint, or an empty prefix (which would make every key in
     /// etcd a backend).
-    pub fn discover(self) -> Result<EtcdDiscover, Error> {
+    pub fn discover(self) -> Result<EtcdDiscover, ConfigError> {
         let label = self.label();
         if self.endpoints.is_empty() {
-            return Err(Error::config(format!("{label}: no etcd endpoint")));
+            return Err(ConfigError::new(format!("{label}: no etcd endpoint")));
         }
         if self.prefix.is_empty() {
-            return Err(Error::config(format!(
+            return Err(ConfigError::new(format!(
                 "{label}: an empty prefix would make every key in etcd a backend"
             )));
         }

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 
 use super::policy::Policy;
 use super::{Failover, RetryBudget};
-use crate::Error;
+use crate::ConfigError;
 
 /// Retries a failed request on a *different* backend: wraps
 /// [`LoadBalance`](crate::LoadBalance), which skips the backends a request
@@ -57,7 +57,7 @@ use crate::Error;
 ///     .service(Forward::new());
 /// # fn is_service<S: tower::Service<http::Request<axum::body::Body>>>(_: &S) {}
 /// # is_service(&service);
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 #[must_use]
@@ -159,9 +159,9 @@ impl FailoverLayer {
     /// # Errors
     ///
     /// When `base` is zero or above `max`.
-    pub fn backoff(self, base: Duration, max: Duration) -> Result<Self, Error> {
+    pub fn backoff(self, base: Duration, max: Duration) -> Result<Self, ConfigError> {
         if base.is_zero() || base > max {
-            return Err(Error::config(
+            return Err(ConfigError::new(
                 "failover backoff: base must be above zero and at most max",
             ));
         }

@@ -26,6 +26,8 @@ use tokio::net::TcpStream;
 
 #[cfg(feature = "tls")]
 use super::tls::{Alpn, BackendTls};
+#[cfg(feature = "tls")]
+use crate::ConfigError;
 use crate::{Error, ErrorKind};
 
 /// A connection's byte stream.
@@ -90,7 +92,7 @@ async fn open(
     let backend_tls = match (tls, &settings.tls) {
         (false, _) => None,
         (true, Some(configured)) => Some(configured),
-        (true, None) => Some(BackendTls::shared_default()?),
+        (true, None) => Some(BackendTls::shared_default().map_err(no_default_tls)?),
     };
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let tcp = TcpStream::connect((authority.host().trim_matches(['[', ']']), port))
@@ -104,6 +106,19 @@ async fn open(
         return Ok(Stream::Tls(Box::new(stream)));
     }
     Ok(Stream::Plain(tcp))
+}
+
+/// The one configuration error met at request time: the default TLS
+/// settings load on the first `https://` backend, and a system without
+/// roots refuses them. The backend never saw a connection, so it is a
+/// connect error (502, retried on another backend, counted against this
+/// one, which this proxy cannot reach), with the [`ConfigError`] kept as
+/// its cause; a 500 would blame no one and retry nothing.
+#[cfg(feature = "tls")]
+fn no_default_tls(error: ConfigError) -> Error {
+    Error::new(ErrorKind::Connect)
+        .with_message(format!("no TLS settings for https backends: {error}"))
+        .with_source(error)
 }
 
 impl Stream {
@@ -223,5 +238,22 @@ impl tower_service::Service<Uri> for Connector {
                 .await
                 .map(TokioIo::new)
         })
+    }
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn default_tls_refused_is_a_connect_error_with_its_cause() {
+        let error = no_default_tls(ConfigError::new("TLS: no system root certificate"));
+        assert!(error.is_connect(), "{error:?}");
+        assert_eq!(error.status(), http::StatusCode::BAD_GATEWAY);
+        assert!(error.to_string().contains("no system root"), "{error}");
+        let cause = error.source().and_then(|e| e.downcast_ref::<ConfigError>());
+        assert!(cause.is_some(), "the ConfigError is the cause: {error:?}");
     }
 }

@@ -11,7 +11,7 @@ use super::probe::{Probe, ProbeClient};
 use super::{HealthEventKind, Verdict};
 use crate::backend::{Backend, BackendId, BackendSet};
 use crate::clock;
-use crate::error::Error;
+use crate::error::ConfigError;
 use crate::forward::Connect;
 
 /// Probes every backend of a set in the background and sets its health
@@ -40,7 +40,7 @@ use crate::forward::Connect;
 /// use tower_lb::health::{ActiveHealthCheck, Probe};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), tower_lb::Error> {
+/// # async fn main() -> Result<(), tower_lb::ConfigError> {
 /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?]);
 /// let checks = ActiveHealthCheck::new(Probe::http("/healthz")?)
 ///     .interval(Duration::from_secs(2))
@@ -123,21 +123,21 @@ impl ActiveHealthCheck {
         self
     }
 
-    fn validate(&self) -> Result<(), Error> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.interval.is_zero() {
-            return Err(Error::config("health interval: must be above zero"));
+            return Err(ConfigError::new("health interval: must be above zero"));
         }
         if self.timeout.is_zero() {
-            return Err(Error::config("health timeout: must be above zero"));
+            return Err(ConfigError::new("health timeout: must be above zero"));
         }
         if self.unhealthy_after == 0 {
-            return Err(Error::config("unhealthy-after: must be at least 1"));
+            return Err(ConfigError::new("unhealthy-after: must be at least 1"));
         }
         if self.healthy_after == 0 {
-            return Err(Error::config("healthy-after: must be at least 1"));
+            return Err(ConfigError::new("healthy-after: must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(Error::config("health jitter: must be between 0 and 1"));
+            return Err(ConfigError::new("health jitter: must be between 0 and 1"));
         }
         Ok(())
     }
@@ -148,7 +148,7 @@ impl ActiveHealthCheck {
     /// # Errors
     ///
     /// A zero interval or timeout, a zero threshold, or a jitter outside 0 to 1.
-    pub fn spawn(self, set: impl AsRef<BackendSet>) -> Result<HealthChecks, Error> {
+    pub fn spawn(self, set: impl AsRef<BackendSet>) -> Result<HealthChecks, ConfigError> {
         self.validate()?;
         let task = tokio::spawn(supervise(Arc::new(self), set.as_ref().clone()));
         Ok(HealthChecks { task })

@@ -43,7 +43,7 @@ use crate::warn_once::warn_once;
 ///     .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
 ///     .layer(PassiveHealthLayer::new(set, OutlierDetection::new().consecutive_failures(3)))
 ///     .service(Forward::new());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 #[must_use]

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::backend::Backend;
-use crate::error::Error;
+use crate::error::ConfigError;
 use crate::forward::{Connect, Connector};
 
 /// How much of a probe response body is read to look for the expected text.
@@ -50,9 +50,9 @@ impl Probe {
     /// # Errors
     ///
     /// When `path` is not an absolute path (`/healthz`).
-    pub fn http(path: &str) -> Result<Self, Error> {
+    pub fn http(path: &str) -> Result<Self, ConfigError> {
         if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
-            return Err(Error::config(format!(
+            return Err(ConfigError::new(format!(
                 "health path `{path}`: must be an absolute path such as /healthz"
             )));
         }

@@ -114,7 +114,7 @@ use crate::client_addr::ClientAddr;
 ///     .with_metrics(&metrics)
 ///     .with_tokens(AdminTokens::parse("ops:0f1e2d3c4b5a69788796a5b4")?);
 /// let app: Router = Router::new().nest_service("/admin", admin);
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 ///
 /// [`HealthEvent`]: crate::backend::HealthEvent

@@ -48,7 +48,7 @@ use crate::backend::BackendSet;
 ///     .layer(MetricsLayer::new(&set, &mut registry))
 ///     .layer(LoadBalanceLayer::new(set, RoundRobin::new()))
 ///     .service(Forward::new());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone)]
 #[must_use]

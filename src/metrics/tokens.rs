@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// Shortest token accepted: 16 bytes, so that a token guessed online at a
 /// thousand tries a second stays out of reach (`openssl rand -hex 16`
@@ -34,7 +34,7 @@ const MIN_TOKEN_LEN: usize = 16;
 /// assert_eq!(tokens.check("0123456789abcdef"), Some("token-3"));
 /// assert_eq!(tokens.check("guess"), None);
 /// assert!(!format!("{tokens:?}").contains("0123456789abcdef"));
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct AdminTokens {
@@ -54,12 +54,12 @@ impl AdminTokens {
     /// A configuration error naming the line (never quoting the token): a
     /// token too short or with spaces or control characters, a bad name, a
     /// name or token given twice, or no token at all.
-    pub fn parse(text: &str) -> Result<Self, Error> {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         Self::parse_from(text, "admin tokens")
     }
 
     /// [`parse`](Self::parse), naming `source` in errors.
-    fn parse_from(text: &str, source: &str) -> Result<Self, Error> {
+    fn parse_from(text: &str, source: &str) -> Result<Self, ConfigError> {
         let mut tokens: Vec<Token> = Vec::new();
         for (index, line) in text.lines().enumerate() {
             let number = index + 1;
@@ -67,7 +67,7 @@ impl AdminTokens {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = |why: &str| Error::config(format!("{source}, line {number}: {why}"));
+            let bad = |why: &str| ConfigError::new(format!("{source}, line {number}: {why}"));
             let (name, secret) = match line.split_once(':') {
                 Some((name, secret)) => (name.trim().to_owned(), secret.trim()),
                 None => (format!("token-{number}"), line),
@@ -101,7 +101,7 @@ impl AdminTokens {
             });
         }
         if tokens.is_empty() {
-            return Err(Error::config(format!("{source}: no token in it")));
+            return Err(ConfigError::new(format!("{source}: no token in it")));
         }
         Ok(Self {
             tokens: tokens.into(),
@@ -114,10 +114,10 @@ impl AdminTokens {
     ///
     /// The file cannot be read, or [`parse`](Self::parse) refuses it; the
     /// message names the file.
-    pub fn read(path: impl AsRef<Path>) -> Result<Self, Error> {
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("admin tokens {}: {e}", path.display())).with_source(e)
+            ConfigError::new(format!("admin tokens {}: {e}", path.display())).with_source(e)
         })?;
         Self::parse_from(&text, &format!("admin tokens {}", path.display()))
     }
@@ -236,7 +236,8 @@ mod tests {
     #[test]
     fn a_missing_file_is_named() {
         let error = AdminTokens::read("/nonexistent/tokens").unwrap_err();
-        assert!(error.is_config());
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        assert!(cause.is_some(), "the I/O error is kept: {error:?}");
         assert!(error.to_string().contains("/nonexistent/tokens"), "{error}");
     }
 }

@@ -19,7 +19,7 @@ use super::super::member::check_weight;
 use super::super::{Address, Backend, HealthEvent, HealthEventKind};
 use super::BackendSet;
 use crate::clock;
-use crate::error::Error;
+use crate::error::ConfigError;
 
 impl BackendSet {
     /// Changes the slow-start window of the running set, for backends that
@@ -43,7 +43,7 @@ impl BackendSet {
     /// assert!(set.drain(&address));
     /// assert!(!set.snapshot().get(&address).unwrap().state().is_eligible());
     /// assert!(set.undrain(&address));
-    /// # Ok::<(), tower_lb::Error>(())
+    /// # Ok::<(), tower_lb::ConfigError>(())
     /// ```
     pub fn drain(&self, address: &Address) -> bool {
         self.drain_by(address, None)
@@ -88,7 +88,7 @@ impl BackendSet {
     ///
     /// A weight of 0 or above [`MAX_WEIGHT`](crate::backend::MAX_WEIGHT)
     /// (to take a backend out of rotation, [`drain`](Self::drain) it).
-    pub fn set_weight(&self, address: &Address, weight: u32) -> Result<bool, Error> {
+    pub fn set_weight(&self, address: &Address, weight: u32) -> Result<bool, ConfigError> {
         self.set_weight_by(address, weight, None)
     }
 
@@ -97,7 +97,7 @@ impl BackendSet {
         address: &Address,
         weight: u32,
         actor: Option<&Arc<str>>,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, ConfigError> {
         check_weight(weight, address)?;
         let mut writer = self.lock();
         let Some(&position) = writer.index.get(address) else {
@@ -240,7 +240,11 @@ mod tests {
         assert!(set.set_weight(&address(2), 5).unwrap());
         assert!(!set.set_weight(&address(2), 5).unwrap(), "same weight");
         assert!(!set.set_weight(&address(9), 5).unwrap(), "not a member");
-        assert!(set.set_weight(&address(2), 0).unwrap_err().is_config());
+        let refused = set.set_weight(&address(2), 0).unwrap_err();
+        assert!(
+            refused.message().contains("weight must be 1 to"),
+            "{refused}"
+        );
         let now = set.snapshot().get(&address(2)).unwrap().clone();
         assert_eq!(now.weight(), 5);
         assert!(now.same_state(&member));

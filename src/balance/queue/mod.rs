@@ -43,7 +43,7 @@
 //! let service = ServiceBuilder::new().layer(queue).layer(balance).service(Forward::new());
 //! assert_eq!(stats.stats().pending, 0);
 //! # drop(service);
-//! # Ok::<(), tower_lb::Error>(())
+//! # Ok::<(), tower_lb::ConfigError>(())
 //! ```
 
 mod service;

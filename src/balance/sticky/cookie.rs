@@ -9,7 +9,7 @@ use http::header::COOKIE;
 use sha2::Sha256;
 
 use crate::backend::Address;
-use crate::error::Error;
+use crate::error::ConfigError;
 
 /// A backend's token: the first 128 bits of HMAC-SHA-256 over its address.
 pub(crate) type Token = [u8; 16];
@@ -32,7 +32,7 @@ pub(crate) type Token = [u8; 16];
 /// // A key of its own, random, for a single instance.
 /// let single = StickyCookie::new("srv")?;
 /// assert!(StickyCookie::new("bad name").is_err());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone)]
 pub struct StickyCookie {
@@ -53,27 +53,27 @@ impl StickyCookie {
     /// A cookie called `name` with a random key (a proxy that restarts, or
     /// a second instance, does not accept the cookies of this one; see
     /// [`with_key`](Self::with_key)).
-    pub fn new(name: &str) -> Result<Self, Error> {
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
         let valid = !name.is_empty()
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !valid {
-            return Err(Error::config(format!(
+            return Err(ConfigError::new(format!(
                 "sticky cookie name `{name}` is not a cookie name (letters, digits, !#$%&'*+-.^_`|~)"
             )));
         }
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key)
-            .map_err(|e| Error::config(format!("no random key for the sticky cookie: {e}")))?;
+            .map_err(|e| ConfigError::new(format!("no random key for the sticky cookie: {e}")))?;
         Self::build(name.to_owned(), &key, false)
     }
 
     /// The same cookie authenticated with `key` (at least 16 bytes): give
     /// every instance the same key and they accept each other's cookies.
-    pub fn with_key(self, key: &[u8]) -> Result<Self, Error> {
+    pub fn with_key(self, key: &[u8]) -> Result<Self, ConfigError> {
         if key.len() < MIN_KEY {
-            return Err(Error::config(format!(
+            return Err(ConfigError::new(format!(
                 "the sticky cookie's key has {} bytes, fewer than {MIN_KEY}",
                 key.len()
             )));
@@ -93,9 +93,9 @@ impl StickyCookie {
         }
     }
 
-    fn build(name: String, key: &[u8], secure: bool) -> Result<Self, Error> {
+    fn build(name: String, key: &[u8], secure: bool) -> Result<Self, ConfigError> {
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-            .map_err(|e| Error::config(format!("sticky cookie key: {e}")))?;
+            .map_err(|e| ConfigError::new(format!("sticky cookie key: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner { name, mac, secure }),
         })

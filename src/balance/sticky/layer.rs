@@ -39,7 +39,7 @@ use crate::extensions::Target;
 ///     .layer(StickyCookieLayer::new(&set, cookie.clone()))
 ///     .layer(LoadBalanceLayer::new(&set, Sticky::new(cookie, RoundRobin::new())))
 ///     .service(Forward::new());
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone)]
 #[must_use]

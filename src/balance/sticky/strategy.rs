@@ -23,7 +23,7 @@ use crate::balance::{Candidates, Strategy};
 /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?, "http://127.0.0.1:9002".parse()?]);
 /// let cookie = StickyCookie::new("srv")?;
 /// let layer = LoadBalanceLayer::new(&set, Sticky::new(cookie, LeastConnections::new()));
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Sticky<S> {

@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 use super::BackendTls;
-use crate::Error;
+use crate::ConfigError;
 
 /// Sessions kept for resumption: rustls' own default size, shared by all
 /// the connections of one [`BackendTls`] (one entry per backend name is
@@ -27,7 +27,7 @@ pub struct BackendTlsBuilder {
     roots: Option<Vec<CertificateDer<'static>>>,
     server_name: Option<String>,
     client_auth: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-    error: Option<Error>,
+    error: Option<ConfigError>,
 }
 
 impl BackendTlsBuilder {
@@ -63,7 +63,7 @@ impl BackendTlsBuilder {
     pub fn client_cert_pem(mut self, chain: impl AsRef<[u8]>, key: impl AsRef<[u8]>) -> Self {
         let chain = certificates(chain.as_ref(), "client certificate");
         let key = PrivateKeyDer::from_pem_slice(key.as_ref())
-            .map_err(|e| Error::config(format!("client key: no usable private key ({e})")));
+            .map_err(|e| ConfigError::new(format!("client key: no usable private key ({e})")));
         match (chain, key) {
             (Ok(chain), Ok(key)) => self.client_auth = Some((chain, key)),
             (Err(error), _) | (_, Err(error)) => self.fail(error),
@@ -81,11 +81,11 @@ impl BackendTlsBuilder {
         }
     }
 
-    fn fail(&mut self, error: Error) {
+    fn fail(&mut self, error: ConfigError) {
         self.error.get_or_insert(error);
     }
 
-    fn failed(mut self, error: Error) -> Self {
+    fn failed(mut self, error: ConfigError) -> Self {
         self.fail(error);
         self
     }
@@ -99,7 +99,7 @@ impl BackendTlsBuilder {
     /// that does not match its certificate, a server name that is not a
     /// DNS name or an IP address, or (with no CA bundle) a system with no
     /// root certificate.
-    pub fn build(self) -> Result<BackendTls, Error> {
+    pub fn build(self) -> Result<BackendTls, ConfigError> {
         if let Some(error) = self.error {
             return Err(error);
         }
@@ -108,7 +108,7 @@ impl BackendTlsBuilder {
                 let mut roots = RootCertStore::empty();
                 let (added, _) = roots.add_parsable_certificates(certs);
                 if added == 0 {
-                    return Err(Error::config("CA bundle: no usable CA certificate"));
+                    return Err(ConfigError::new("CA bundle: no usable CA certificate"));
                 }
                 (roots, format!("CA bundle ({added} certificates)"))
             }
@@ -120,7 +120,7 @@ impl BackendTlsBuilder {
         };
         let server_name = match self.server_name {
             Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
-                Error::config(format!(
+                ConfigError::new(format!(
                     "TLS server name `{name}`: not a DNS name or an IP address"
                 ))
             })?),
@@ -128,14 +128,14 @@ impl BackendTlsBuilder {
         };
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| Error::config(format!("TLS: {e}")))?
+            .map_err(|e| ConfigError::new(format!("TLS: {e}")))?
             .with_root_certificates(roots);
         let config = match self.client_auth {
             Some((chain, key)) => {
                 summary.push_str(", client certificate");
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| Error::config(format!("client certificate and key: {e}")))?
+                    .map_err(|e| ConfigError::new(format!("client certificate and key: {e}")))?
             }
             None => builder.with_no_client_auth(),
         };
@@ -156,7 +156,7 @@ fn provider() -> Arc<CryptoProvider> {
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
-fn system_roots() -> Result<RootCertStore, Error> {
+fn system_roots() -> Result<RootCertStore, ConfigError> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(found.certs);
@@ -165,7 +165,7 @@ fn system_roots() -> Result<RootCertStore, Error> {
             .errors
             .first()
             .map_or_else(|| "none found".to_owned(), ToString::to_string);
-        return Err(Error::config(format!(
+        return Err(ConfigError::new(format!(
             "TLS to backends: no system root certificate ({why}); install the system's CA \
              certificates or give a CA bundle"
         )));
@@ -173,17 +173,19 @@ fn system_roots() -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, Error> {
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path)
-        .map_err(|e| Error::config(format!("{what} {}: cannot read it: {e}", path.display())))
+        .map_err(|e| ConfigError::new(format!("{what} {}: cannot read it: {e}", path.display())))
 }
 
-fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::config(format!("{what}: bad PEM ({e})")))?;
+        .map_err(|e| ConfigError::new(format!("{what}: bad PEM ({e})")))?;
     if certs.is_empty() {
-        return Err(Error::config(format!("{what}: no certificate in the PEM")));
+        return Err(ConfigError::new(format!(
+            "{what}: no certificate in the PEM"
+        )));
     }
     Ok(certs)
 }

@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::{Error, ErrorKind};
+use crate::{ConfigError, Error, ErrorKind};
 
 mod builder;
 
@@ -62,7 +62,7 @@ pub(crate) enum Alpn {
 /// use tower_lb::Forward;
 /// use tower_lb::forward::BackendTls;
 ///
-/// # fn main() -> Result<(), tower_lb::Error> {
+/// # fn main() -> Result<(), tower_lb::ConfigError> {
 /// let tls = BackendTls::builder()
 ///     .ca_file("/etc/tower-lb/backends-ca.pem") // instead of the system roots
 ///     .server_name("api.internal")              // backends listed by IP
@@ -106,7 +106,7 @@ impl BackendTls {
     /// # Errors
     ///
     /// When the system has no root certificate to load.
-    pub fn system() -> Result<Self, Error> {
+    pub fn system() -> Result<Self, ConfigError> {
         Self::builder().build()
     }
 
@@ -142,8 +142,8 @@ impl BackendTls {
     /// The process-wide default ([`BackendTls::system`]), loaded on first
     /// use: the system's roots are read once, however many forwarders and
     /// health checks there are, and they share one session cache.
-    pub(crate) fn shared_default() -> Result<&'static BackendTls, Error> {
-        static DEFAULT: OnceLock<Result<BackendTls, Error>> = OnceLock::new();
+    pub(crate) fn shared_default() -> Result<&'static BackendTls, ConfigError> {
+        static DEFAULT: OnceLock<Result<BackendTls, ConfigError>> = OnceLock::new();
         DEFAULT
             .get_or_init(BackendTls::system)
             .as_ref()
