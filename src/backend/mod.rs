@@ -19,6 +19,7 @@
 
 mod address;
 mod claims;
+pub(crate) mod departures;
 mod discover;
 mod eligibility;
 mod event;

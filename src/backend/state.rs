@@ -279,6 +279,7 @@ impl BackendState {
     /// membership (relisted before it finished draining, it is not drained).
     pub(crate) fn mark_removed(&self) {
         self.set_flags(REMOVED, DRAINING);
+        super::departures::note();
     }
 
     pub(crate) fn mark_restored(&self) {

@@ -91,15 +91,18 @@ async fn ten_thousand_backends_in_and_out_leave_the_pool_as_it_was() {
         task.abort();
         most = most.max(pool.hosts());
     }
-    // At any moment: the steady member, the one passing through, and the
-    // one removed just before it (forgotten when the next host joins).
-    assert!(most <= start + 2, "the pool grew to {most} hosts");
-    // The address of a removed backend is forgotten once another joins.
+    // At any moment: the steady member and the one passing through; the
+    // one removed before it was forgotten by the next request.
+    assert!(most <= start + 1, "the pool grew to {most} hosts");
+    // A removed backend is forgotten by the next request after it left,
+    // whatever backend that request goes to.
     let (last, _task) = backend().await;
     set.insert(last.clone());
     exchange(&pool, &set.snapshot().get(last.address()).unwrap().clone()).await;
+    assert_eq!(pool.hosts(), start + 1);
     set.remove(last.address());
-    assert!(pool.hosts() <= start + 1, "{} hosts", pool.hosts());
+    exchange(&pool, &steady).await;
+    assert_eq!(pool.hosts(), start, "the pool is as it was");
 }
 
 #[tokio::test]
@@ -124,4 +127,43 @@ async fn a_connection_to_a_removed_backend_is_not_kept_and_a_returning_address_i
         format!("{pool:?}"),
         format!("{{http://{}: 1}}", first.address().authority())
     );
+}
+
+#[tokio::test]
+async fn a_backend_removed_mid_exchange_is_forgotten_once_that_exchange_ends() {
+    let pool = pool();
+    let set = BackendSet::default();
+    let (steady, _steady_task) = backend().await;
+    let (leaving, _task) = backend().await;
+    set.insert(steady.clone());
+    set.insert(leaving.clone());
+    exchange(&pool, &steady).await;
+    let member = set.snapshot().get(leaving.address()).unwrap().clone();
+    // An exchange whose response body is still unread holds its lease.
+    let request = Request::get(format!("{}/", member.address()))
+        .extension(Target::new(member.clone()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (mut parts, mut body) = request.into_parts();
+    let proto = HeaderValue::from_static("http");
+    let (answer, lease) = pool
+        .send(
+            &mut parts,
+            &proto,
+            None,
+            None,
+            std::pin::Pin::new(&mut body),
+        )
+        .await
+        .unwrap();
+    let Answer::Response(response) = answer else {
+        panic!("not a response");
+    };
+    let unread = ResponseBody::http1(response.into_body(), lease);
+    set.remove(leaving.address());
+    exchange(&pool, &steady).await;
+    assert_eq!(pool.hosts(), 2, "still in use: kept");
+    assert_eq!(&unread.collect().await.unwrap().to_bytes()[..], b"ok");
+    exchange(&pool, &steady).await;
+    assert_eq!(pool.hosts(), 1, "its last exchange ended: forgotten");
 }

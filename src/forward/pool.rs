@@ -28,11 +28,12 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
 use super::stream::{self, Connect, Stream};
+use crate::backend::departures;
 use crate::clock::{self, Nanos};
 use crate::extensions::ReturnHead;
 use crate::{Backend, BoxError, ClientAddr, Error, ErrorKind, Target};
@@ -54,6 +55,9 @@ pub(crate) struct Pool {
     idle_timeout: Nanos,
     max_idle: usize,
     max_head: usize,
+    /// The departures count (see `backend::departures`) when the maps were
+    /// last swept of departed backends' hosts.
+    swept: AtomicU64,
 }
 
 /// One backend's idle connections.
@@ -94,6 +98,17 @@ pub(crate) struct Lease {
     since: Nanos,
 }
 
+impl Drop for Lease {
+    /// The end of an exchange with a backend that has left its set may be
+    /// the last thing its host waited for: counted as a departure, so the
+    /// next request sweeps the host out of the pool.
+    fn drop(&mut self) {
+        if self.host.is_removed() {
+            departures::note();
+        }
+    }
+}
+
 impl Lease {
     /// Returns `conn` to the pool (or closes it when the pool is full).
     pub(crate) fn release(self, conn: Conn<Stream>) {
@@ -129,6 +144,24 @@ impl Pool {
             idle_timeout: clock::nanos(idle_timeout),
             max_idle: max_idle.max(1),
             max_head,
+            swept: AtomicU64::new(departures::count()),
+        }
+    }
+
+    /// Forgets the hosts of backends that left their set and drained, once
+    /// per departure seen (one relaxed load a request otherwise): a
+    /// removed backend's entry and idle connections go with the next
+    /// request after its last exchange, not with the next new backend.
+    fn sweep(&self) {
+        let departures = departures::count();
+        if self.swept.load(Relaxed) == departures {
+            return;
+        }
+        self.swept.store(departures, Relaxed);
+        for hosts in [&self.hosts, &self.tls_hosts] {
+            if hosts.load().values().any(forgettable) {
+                hosts.rcu(kept);
+            }
         }
     }
 
@@ -137,6 +170,7 @@ impl Pool {
     /// backend that has since left the set is replaced when the address is
     /// back as a new member, so the new member's connections are pooled.
     fn host(&self, authority: &Authority, tls: bool, backend: Option<&Backend>) -> Arc<Host> {
+        self.sweep();
         let hosts = if tls { &self.tls_hosts } else { &self.hosts };
         let stale =
             |host: &Host| host.is_removed() && backend.is_some_and(|b| !b.state().is_removed());
@@ -242,15 +276,21 @@ impl Pool {
 /// A copy of the map without the hosts whose backends have left the set
 /// and drained (no exchange holds a lease: the map's is the only
 /// reference): their idle connections close, and nothing of a removed
-/// backend stays in the pool. It runs when a new host joins the map, so
-/// churn never grows the pool past the current members plus the removed
-/// backends of the last change.
-fn kept(hosts: &FxHashMap<Authority, Arc<Host>>) -> FxHashMap<Authority, Arc<Host>> {
+/// backend stays in the pool. It runs when a new host joins the map and
+/// on the first request after a departure (see [`Pool::sweep`]), so the
+/// pool holds the current members and the departed ones still in use.
+fn kept(hosts: &Arc<FxHashMap<Authority, Arc<Host>>>) -> FxHashMap<Authority, Arc<Host>> {
     hosts
         .iter()
-        .filter(|(_, host)| !(host.is_removed() && Arc::strong_count(host) == 1))
+        .filter(|(_, host)| !forgettable(host))
         .map(|(authority, host)| (authority.clone(), Arc::clone(host)))
         .collect()
+}
+
+/// A host whose backend left the set and that no exchange holds a lease
+/// on (the map's is the only reference).
+fn forgettable(host: &Arc<Host>) -> bool {
+    host.is_removed() && Arc::strong_count(host) == 1
 }
 
 /// Whether a request that failed on a reused connection may go out again
