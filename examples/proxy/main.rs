@@ -243,6 +243,9 @@ async fn run(
         if let Some(tokens) = settings.admin_tokens.clone() {
             admin = admin.with_tokens(tokens);
         }
+        if let Some(queue) = &queue {
+            admin = admin.with_queue(queue);
+        }
         tokio::spawn(server::serve(
             admin_listener,
             admin,

@@ -72,9 +72,11 @@ impl OutlierDetection {
                 return None;
             }
             let until = now.saturating_add(clock::nanos(pause));
-            state
-                .eject(now, until, set.slow_start_nanos())
-                .then_some(())
+            let ejected = state.eject(now, until, set.slow_start_nanos());
+            if ejected {
+                state.mark_overloaded(until);
+            }
+            ejected.then_some(())
         });
         if paused.is_some() {
             set.emit(backend, HealthEventKind::Overloaded { duration: pause });
@@ -131,9 +133,16 @@ mod tests {
             &HealthEventKind::Overloaded { duration: pause }
         );
         assert!(!backends[0].state().is_eligible());
+        assert_eq!(backends[0].state().overload_remaining(), Some(pause));
+        assert_eq!(backends[2].state().overload_remaining(), None);
         tokio::time::advance(Duration::from_millis(1900)).await;
         assert!(!backends[0].state().is_eligible());
+        assert_eq!(
+            backends[0].state().overload_remaining(),
+            Some(Duration::from_millis(100))
+        );
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(backends[0].state().is_eligible(), "back after 2 s");
+        assert_eq!(backends[0].state().overload_remaining(), None);
     }
 }
