@@ -2,7 +2,9 @@
 //! service: what tower-lb adds per request on top of the forwarding itself.
 //! Each step adds one layer, outer last: load balancing, passive health,
 //! failover, metrics (the whole stack); and the traffic controls: the queue
-//! over a limited balancer, sticky cookies over tiers.
+//! over a limited balancer, sticky cookies over tiers, hedging between
+//! failover and the balancer (answered at once: what a hedgeable request
+//! pays when no hedge is sent).
 //!
 //! Run: `cargo bench --bench stack`
 
@@ -23,6 +25,7 @@ use tower_lb::balance::{QueueLayer, RoundRobin, Sticky, StickyCookie, StickyCook
 use tower_lb::extensions::ReturnHead;
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
+use tower_lb::hedge::HedgeLayer;
 use tower_lb::metrics::MetricsLayer;
 use tower_lb::{BackendSet, ClientAddr, LoadBalanceLayer};
 
@@ -137,6 +140,26 @@ fn stack(c: &mut Criterion) {
         ServiceBuilder::new()
             .layer(FailoverLayer::new())
             .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+            .layer(PassiveHealthLayer::new(
+                set.clone(),
+                OutlierDetection::new(),
+            ))
+            .service(NoOp),
+    );
+    // Hedging on a GET that answers at once: the head's copy, the slot for
+    // the first backend, the timer; no hedge is sent.
+    let failover = FailoverLayer::new();
+    let hedge = HedgeLayer::new(Duration::from_millis(50))
+        .unwrap()
+        .with_failover(&failover);
+    bench(
+        &mut group,
+        "failover+hedge+load_balance+passive_health",
+        ServiceBuilder::new()
+            .layer(failover)
+            .layer(hedge.clone())
+            .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+            .layer(hedge.recorder())
             .layer(PassiveHealthLayer::new(
                 set.clone(),
                 OutlierDetection::new(),

@@ -8,6 +8,7 @@
 //!        -> Metrics         counts, latency histograms, per-backend labels   metrics::MetricsLayer
 //!        -> Failover        retries on another backend: idempotent,          failover::FailoverLayer
 //!                           budgeted, request bodies replayed up to a bound
+//!        -> Hedge           a second try elsewhere for a slow bodiless read  hedge::HedgeLayer
 //!        -> LoadBalance     a snapshot of the set, the strategy's pick, the  LoadBalanceLayer
 //!                           request pointed at it (URI + a `Target`),
 //!                           in flight until the response body ends
@@ -93,6 +94,7 @@
 //! - [`failover`]: retries on another backend, budgeted, with bounded body replay.
 //! - [`forward`]: the [`Forward`] service.
 //! - [`health`]: active probes, passive outlier detection, health events.
+//! - [`hedge`]: a second attempt on another backend for a slow request.
 //! - [`metrics`]: Prometheus metrics and the admin surface (feature `metrics`).
 
 #![forbid(unsafe_code)]
@@ -110,6 +112,7 @@ pub mod extensions;
 pub mod failover;
 pub mod forward;
 pub mod health;
+pub mod hedge;
 mod local_body;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

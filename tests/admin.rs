@@ -383,3 +383,158 @@ async fn status_and_page_show_a_backups_tier() {
     let page = get(&client, &admin.url("/")).await.body;
     assert_eq!(page.matches(">tier 1</span>").count(), 1, "{page}");
 }
+
+async fn status_of(client: &TestClient, admin: &TestProxy) -> Value {
+    serde_json::from_str(&get(client, &admin.url("/status")).await.body).unwrap()
+}
+
+/// The queue's length now, its limit and its waits, in `/status` and on the
+/// page; `null` without a queue.
+#[tokio::test]
+async fn status_and_page_show_the_queue() {
+    use tower_lb::balance::QueueLayer;
+    let backend = TestBackend::start("a").await;
+    let set = BackendSet::new([backend.backend()]);
+    let balance = LoadBalanceLayer::new(set.clone(), RoundRobin::new()).max_in_flight(1);
+    let queue = QueueLayer::new(&balance, 3, Duration::from_secs(5));
+    let service = ServiceBuilder::new()
+        .layer(queue.clone())
+        .layer(balance)
+        .service(Forward::new());
+    let proxy = TestProxy::serve(set.clone(), service).await;
+    let admin = AdminService::new(set.clone(), Registry::default()).with_queue(&queue);
+    let admin = TestProxy::serve(set.clone(), admin).await;
+    let client = client();
+
+    let status = status_of(&client, &admin).await;
+    assert_eq!(status["queue"]["pending"], 0, "{status}");
+    assert_eq!(status["queue"]["max_pending"], 3);
+    // The one slot held, a second request waits.
+    let spawn = |path: &str| {
+        let (client, url) = (client.clone(), proxy.url(path));
+        tokio::spawn(async move { get(&client, &url).await })
+    };
+    let held = spawn("/hold");
+    while backend.hits() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let waiting = spawn("/");
+    while queue.stats().pending == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = status_of(&client, &admin).await;
+    assert_eq!(status["queue"]["pending"], 1, "{status}");
+    assert_eq!(status["queue"]["waited_total"], 1);
+    assert_eq!(status["queue"]["timeouts_total"], 0);
+    let page = get(&client, &admin.url("/")).await.body;
+    assert!(page.contains("queue: 1 of 3 waiting"), "{page}");
+    backend.release.notify_one();
+    assert_eq!(held.await.unwrap().status, 200);
+    assert_eq!(waiting.await.unwrap().status, 200);
+    let status = status_of(&client, &admin).await;
+    assert_eq!(status["queue"]["pending"], 0, "{status}");
+    assert!(status["queue"]["longest_wait_ms"].as_f64().unwrap() > 0.0);
+
+    // Without a queue given: null.
+    let (_proxy, plain) = served(&set, None).await;
+    assert!(status_of(&client, &plain).await["queue"].is_null());
+}
+
+/// A backend that answered 429 shows its pause's time left, and the page
+/// says it is overloaded (not failing).
+#[tokio::test]
+async fn status_and_page_show_an_overload_penalty() {
+    use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
+    let backends = [TestBackend::start("a").await, TestBackend::start("b").await];
+    let set = BackendSet::new(backends.iter().map(TestBackend::backend));
+    let service = ServiceBuilder::new()
+        .layer(LoadBalanceLayer::new(set.clone(), RoundRobin::new()))
+        .layer(PassiveHealthLayer::new(
+            set.clone(),
+            OutlierDetection::new(),
+        ))
+        .service(Forward::new());
+    let proxy = TestProxy::serve(set.clone(), service).await;
+    let admin = AdminService::new(set.clone(), Registry::default());
+    let admin = TestProxy::serve(set.clone(), admin).await;
+    let client = client();
+    // Round-robin: the first request reaches a, which answers 429 (no
+    // Retry-After: a pause of one second).
+    assert_eq!(get(&client, &proxy.url("/status/429")).await.status, 429);
+    let status = status_of(&client, &admin).await;
+    let penalty = |i: usize| status["backends"][i]["overload_remaining_ms"].clone();
+    let left = penalty(0).as_u64().unwrap_or_else(|| panic!("{status}"));
+    assert!(left > 0 && left <= 1000, "{status}");
+    assert!(penalty(1).is_null(), "{status}");
+    assert_eq!(status["backends"][0]["state"], "ejected");
+    let page = get(&client, &admin.url("/")).await.body;
+    assert!(page.contains("overloaded, 1 s left"), "{page}");
+    assert_eq!(page.matches("overload penalty").count(), 1, "{page}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let status = status_of(&client, &admin).await;
+    assert!(
+        status["backends"][0]["overload_remaining_ms"].is_null(),
+        "{status}"
+    );
+}
+
+/// Per backend: cookies issued on a first visit, requests kept by a valid
+/// cookie, cookies re-issued to a client that moved.
+#[tokio::test]
+async fn status_counts_sticky_cookies_per_backend() {
+    use tower_lb::balance::{Sticky, StickyCookie, StickyCookieLayer};
+    let backends = [TestBackend::start("a").await, TestBackend::start("b").await];
+    let set = BackendSet::new(backends.iter().map(TestBackend::backend));
+    let cookie = StickyCookie::new("srv").unwrap();
+    let service = ServiceBuilder::new()
+        .layer(StickyCookieLayer::new(&set, cookie.clone()))
+        .layer(LoadBalanceLayer::new(
+            &set,
+            Sticky::new(cookie, RoundRobin::new()),
+        ))
+        .service(Forward::new());
+    let proxy = TestProxy::serve(set.clone(), service).await;
+    let admin = TestProxy::serve(
+        set.clone(),
+        AdminService::new(set.clone(), Registry::default()),
+    )
+    .await;
+    let client = client();
+    let first = get(&client, &proxy.url("/")).await;
+    let set_cookie = first.headers["set-cookie"].to_str().unwrap();
+    let pair = set_cookie.split(';').next().unwrap().to_owned();
+    let with_cookie = |value: &str| {
+        http::Request::get(proxy.url("/"))
+            .header("cookie", value)
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(send(&client, with_cookie(&pair)).await.body, first.body);
+    }
+    // A forged value: balanced anew (round-robin's next is b) and re-issued.
+    let forged = send(&client, with_cookie("srv=00000000000000000000000000000000")).await;
+    assert_ne!(forged.body, first.body);
+    let status = status_of(&client, &admin).await;
+    let counts = |backend: &TestBackend| -> Vec<(u64, u64, u64)> {
+        status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["url"] == backend.url())
+            .map(|b| {
+                let n = |key: &str| b[key].as_u64().unwrap();
+                (n("sticky_kept"), n("sticky_issued"), n("sticky_reissued"))
+            })
+            .collect()
+    };
+    let (pinned, other) = if first.body == "a" { (0, 1) } else { (1, 0) };
+    let (a, b) = (counts(&backends[pinned]), counts(&backends[other]));
+    assert_eq!(a, [(3, 1, 0)], "{status}");
+    assert_eq!(b, [(0, 0, 1)], "{status}");
+    let page = get(&client, &admin.url("/")).await.body;
+    assert!(
+        page.contains("3 kept \u{b7} 1 new \u{b7} 0 moved here"),
+        "{page}"
+    );
+}

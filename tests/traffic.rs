@@ -199,6 +199,14 @@ async fn the_example_proxy_limits_queues_and_bounds_from_its_flags() {
     };
     assert_eq!(value("lb_queue_pending "), 0.0);
     assert!(value("lb_queue_timeouts_total ") >= 1.0);
+    // The example gives its queue to the admin service: /status shows it.
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&client, &format!("http://{admin}/status")).await.body).unwrap();
+    assert_eq!(status["queue"]["max_pending"], 4, "{status}");
+    assert!(
+        status["queue"]["timeouts_total"].as_u64() >= Some(1),
+        "{status}"
+    );
     a.release.notify_one();
     assert_eq!(held.await.unwrap().status, 200);
     assert_eq!(get(&client, &proxy.url("/")).await.status, 200);

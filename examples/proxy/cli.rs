@@ -108,6 +108,13 @@ pub struct Cli {
     #[arg(long, value_name = "STATUSES", value_delimiter = ',')]
     pub retry_on: Vec<u16>,
 
+    /// Hedging: a GET, HEAD, OPTIONS or TRACE without a body that has no
+    /// response headers this long after it was sent is sent again to
+    /// another backend, the first good answer wins; hedges spend from the
+    /// retry budget [default: off].
+    #[arg(long, value_name = "DUR", value_parser = duration)]
+    pub hedge_after: Option<Duration>,
+
     /// Ramp a new or recovered backend's traffic up over this long [default: 0s, off].
     #[arg(long, value_name = "DUR", value_parser = duration)]
     pub slow_start: Option<Duration>,

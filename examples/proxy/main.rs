@@ -14,7 +14,7 @@
 //! Built only from the library's public API:
 //!
 //! ```text
-//! Trace -> Metrics -> Failover -> LoadBalance -> PassiveHealth -> Forward
+//! Trace -> Metrics -> Failover -> Hedge -> LoadBalance -> PassiveHealth -> Forward
 //!          (+ ActiveHealthCheck, the admin service, config reloads beside)
 //! ```
 //!
@@ -44,6 +44,7 @@ use tower_http::trace::TraceLayer;
 use tower_lb::balance::{QueueLayer, Sticky, StickyCookieLayer, Tiered};
 use tower_lb::failover::FailoverLayer;
 use tower_lb::health::{ActiveHealthCheck, OutlierDetection, PassiveHealthLayer, Probe};
+use tower_lb::hedge::HedgeLayer;
 use tower_lb::metrics::{AdminService, MetricsLayer};
 use tower_lb::{BackendSet, Forward, LoadBalanceLayer};
 use tracing_subscriber::EnvFilter;
@@ -146,6 +147,9 @@ async fn run(
     if let Some(resolver) = settings.resolver {
         println!("  DNS server {resolver}");
     }
+    if let Some(after) = settings.hedge_after {
+        println!("  hedging requests without headers after {after:?}");
+    }
     if workers == 1 {
         println!("  1 worker thread");
     } else {
@@ -208,6 +212,26 @@ async fn run(
     if let Some(sticky) = &sticky {
         sticky.register_metrics(&mut registry);
     }
+    let failover = (settings.retries > 0).then(|| {
+        FailoverLayer::new()
+            .max_retries(settings.retries)
+            .retry_statuses(settings.retry_on.iter().copied())
+    });
+    // Hedging below failover, spending from its retry budget when there is
+    // one; the recorder below the balancer tells it where first tries went.
+    let hedge = match settings.hedge_after {
+        Some(after) => {
+            let hedge = HedgeLayer::new(after)?;
+            let hedge = match &failover {
+                Some(failover) => hedge.with_failover(failover),
+                None => hedge,
+            };
+            hedge.register_metrics(&mut registry);
+            Some(hedge)
+        }
+        None => None,
+    };
+    let record = hedge.as_ref().map(HedgeLayer::recorder);
     let limits = Limits {
         header_timeout: settings.header_timeout,
         max_header_size: settings.max_header_size,
@@ -218,6 +242,9 @@ async fn run(
         let mut admin = AdminService::new(set.clone(), registry).with_metrics(&metrics);
         if let Some(tokens) = settings.admin_tokens.clone() {
             admin = admin.with_tokens(tokens);
+        }
+        if let Some(queue) = &queue {
+            admin = admin.with_queue(queue);
         }
         tokio::spawn(server::serve(
             admin_listener,
@@ -251,11 +278,6 @@ async fn run(
         grace,
         tls: terminator,
     };
-    let failover = (settings.retries > 0).then(|| {
-        FailoverLayer::new()
-            .max_retries(settings.retries)
-            .retry_statuses(settings.retry_on.iter().copied())
-    });
     // One stack for every case: a layer that is off is left out
     // (`option_layer`), not configured to do nothing.
     let workers = Workers::start(
@@ -266,8 +288,10 @@ async fn run(
                 .layer(metrics.clone())
                 .option_layer(sticky.clone())
                 .option_layer(failover.clone())
+                .option_layer(hedge.clone())
                 .option_layer(queue.clone())
                 .layer(balance.clone())
+                .option_layer(record.clone())
                 .layer(passive.clone())
                 .service(forward.clone().build())
         },

@@ -108,6 +108,8 @@ struct FileFailover {
     retry_on: Option<Vec<u16>>,
     #[serde(default, deserialize_with = "duration")]
     timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    hedge_after: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +241,8 @@ pub struct Settings {
     pub retries: u32,
     /// Statuses retried on another backend.
     pub retry_on: Vec<u16>,
+    /// When a slow request is hedged on another backend; `None`: never.
+    pub hedge_after: Option<Duration>,
     pub timeout: Duration,
     pub header_timeout: Duration,
     pub max_header_size: usize,
@@ -458,6 +462,7 @@ impl Settings {
                 (_, Some(list)) => list,
                 _ => vec![502, 503, 504],
             },
+            hedge_after: cli.hedge_after.or(file.failover.hedge_after),
             timeout: cli
                 .timeout
                 .or(file.failover.timeout)
@@ -495,6 +500,10 @@ impl Settings {
             ("health.interval", self.health_interval),
             ("health.timeout", self.health_timeout),
             ("failover.timeout", self.timeout),
+            (
+                "failover.hedge-after",
+                self.hedge_after.unwrap_or(Duration::from_secs(1)),
+            ),
             ("server.header-timeout", self.header_timeout),
             ("server.idle-timeout", self.idle_timeout),
             (

@@ -48,6 +48,7 @@ pub(crate) use ramp::FULL_SHARE;
 pub(crate) use set::SnapshotListener;
 pub use set::{BackendSet, Update};
 pub use snapshot::Snapshot;
-pub use state::BackendState;
+pub(crate) use state::StickyOutcome;
+pub use state::{BackendState, StickyCounts};
 pub use verdict::Verdict;
 pub(crate) use watch::{LoadWatch, Watching};

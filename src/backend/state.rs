@@ -19,6 +19,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 mod ejection;
+mod sticky;
+
+use sticky::StickyCounters;
+pub use sticky::StickyCounts;
+pub(crate) use sticky::StickyOutcome;
 
 use super::eligibility::{Eligibility, Mirrors};
 use super::ewma::PeakEwma;
@@ -55,6 +60,9 @@ pub struct BackendState {
     /// End of the current ejection (clock nanos), meaningful while the
     /// `EJECTED` flag is set.
     ejected_until: AtomicU64,
+    /// End of an overload pause (a 429 or a 503 with `Retry-After`),
+    /// meaningful while the ejection it started is in force.
+    overloaded_until: AtomicU64,
     ramp: Ramp,
     outcomes: Outcomes,
     /// The snapshots' eligibility bits that mirror the flags.
@@ -64,6 +72,8 @@ pub struct BackendState {
     /// Written by the prober only; read by status views. Never on the
     /// request path, so a mutex is fine.
     last_probe_error: Mutex<Option<Arc<str>>>,
+    /// What sticky cookies did for this backend, for status views.
+    sticky: StickyCounters,
 }
 
 impl BackendState {
@@ -77,11 +87,13 @@ impl BackendState {
             ewma: PeakEwma::default(),
             failures: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
+            overloaded_until: AtomicU64::new(0),
             ramp: Ramp::default(),
             outcomes: Outcomes::default(),
             mirrors: Mirrors::default(),
             homes: Homes::default(),
             last_probe_error: Mutex::new(None),
+            sticky: StickyCounters::default(),
         }
     }
 

@@ -26,3 +26,7 @@ pub use future::ResponseFuture;
 pub use layer::FailoverLayer;
 pub use replay::ReplayBody;
 pub use service::Failover;
+// For hedging (crate::hedge), which spends from the same budget and judges
+// answers by the same rules.
+pub(crate) use layer::SharedBudget;
+pub(crate) use policy::{Policy, Verdict};

@@ -127,9 +127,10 @@ impl OutlierDetection {
     /// The longest pause a backend's overload signal (`429`, or `503` with
     /// `Retry-After`) gets: it takes no new requests for as long as it
     /// asks, up to this (default 60 s), within the ejection cap. Zero
-    /// ignores the signals. A 429 without a number of seconds pauses for
-    /// 1 s; a 503 without one is an ordinary failure; an HTTP-date is not
-    /// read.
+    /// ignores the signals. `Retry-After` is seconds or an HTTP date (read
+    /// against the wall clock). A 429 without a usable value, or with a
+    /// date already past, pauses for 1 s; a 503 without one is an ordinary
+    /// failure.
     pub fn max_retry_after(mut self, cap: Duration) -> Self {
         self.max_retry_after = cap;
         self

@@ -9,16 +9,21 @@
 //! misconfigured than right), and it shares the ejection cap, so at most
 //! half the set (by default) is out at once, whatever its backends say. A
 //! 429 without a usable `Retry-After` pauses the backend for one second; a
-//! 503 without one is an ordinary failure. `Retry-After` as an HTTP date
-//! is not read (backends behind a proxy send seconds; a date depends on
-//! clocks agreeing).
+//! 503 without one is an ordinary failure.
+//!
+//! `Retry-After` is either seconds or an HTTP date (RFC 9110 §10.2.3; the
+//! IMF-fixdate `Wed, 21 Oct 2015 07:28:00 GMT`, and the obsolete forms
+//! recipients must accept). A date is read against this machine's wall
+//! clock, so it is only as good as the two clocks agree: a date already
+//! past on a 429 is taken for clock skew and pauses for the default second
+//! (the 429 still says "too many"), where `Retry-After: 0` asks for none.
 //!
 //! Whether the client sees the answer is failover's choice: with
 //! [`retry_statuses`](crate::failover::FailoverLayer::retry_statuses)
 //! listing the status, an idempotent request goes to another backend; else
 //! the backend's answer, `Retry-After` included, goes to the client.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{Response, StatusCode, header::RETRY_AFTER};
 
@@ -28,6 +33,26 @@ use crate::clock::{self, Nanos};
 
 /// The pause of a 429 that does not say how long.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// What a `Retry-After` value asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Asked {
+    /// `delay-seconds`.
+    Seconds(Duration),
+    /// An `HTTP-date`: the time from `now` until it, zero if it is past.
+    Date(Duration),
+}
+
+/// Reads a `Retry-After` value (RFC 9110 §10.2.3) at wall-clock `now`.
+fn retry_after(text: &str, now: SystemTime) -> Option<Asked> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Asked::Seconds(Duration::from_secs(seconds)));
+    }
+    let date = httpdate::parse_http_date(text).ok()?;
+    Some(Asked::Date(
+        date.duration_since(now).unwrap_or(Duration::ZERO),
+    ))
+}
 
 impl OutlierDetection {
     /// How long `response` asks its backend to be left alone, if it does.
@@ -43,10 +68,12 @@ impl OutlierDetection {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|text| retry_after(text.trim(), SystemTime::now()));
         let pause = match (status, asked) {
-            (_, Some(asked)) => asked,
+            (StatusCode::TOO_MANY_REQUESTS, Some(Asked::Date(pause))) if pause.is_zero() => {
+                DEFAULT_PAUSE
+            }
+            (_, Some(Asked::Seconds(pause) | Asked::Date(pause))) => pause,
             (StatusCode::TOO_MANY_REQUESTS, None) => DEFAULT_PAUSE,
             _ => return None,
         };
@@ -72,9 +99,11 @@ impl OutlierDetection {
                 return None;
             }
             let until = now.saturating_add(clock::nanos(pause));
-            state
-                .eject(now, until, set.slow_start_nanos())
-                .then_some(())
+            let ejected = state.eject(now, until, set.slow_start_nanos());
+            if ejected {
+                state.mark_overloaded(until);
+            }
+            ejected.then_some(())
         });
         if paused.is_some() {
             set.emit(backend, HealthEventKind::Overloaded { duration: pause });
@@ -104,7 +133,14 @@ mod tests {
         assert_eq!(secs(&answer(429, None)), Some(1));
         assert_eq!(
             secs(&answer(429, Some("Wed, 21 Oct 2015 07:28:00 GMT"))),
-            Some(1)
+            Some(1),
+            "a date past: clock skew, the default pause"
+        );
+        assert_eq!(secs(&answer(429, Some("soon"))), Some(1), "unusable");
+        assert_eq!(
+            secs(&answer(503, Some("Wed, 21 Oct 2015 07:28:00 GMT"))),
+            None,
+            "a 503 asked for no wait"
         );
         assert_eq!(secs(&answer(503, Some("5"))), Some(5));
         assert_eq!(secs(&answer(503, None)), None, "an ordinary failure");
@@ -113,6 +149,42 @@ mod tests {
         assert_eq!(secs(&answer(502, Some("5"))), None);
         let off = OutlierDetection::new().max_retry_after(Duration::ZERO);
         assert_eq!(off.overload(&answer(429, Some("2"))), None);
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_470);
+        let read = |text| retry_after(text, now);
+        assert_eq!(read("120"), Some(Asked::Seconds(Duration::from_secs(120))));
+        // 1445412480 is Wed, 21 Oct 2015 07:28:00 GMT: 10 s after `now`,
+        // in the IMF-fixdate and the two obsolete forms.
+        let ten = Some(Asked::Date(Duration::from_secs(10)));
+        assert_eq!(read("Wed, 21 Oct 2015 07:28:00 GMT"), ten);
+        assert_eq!(read("Wednesday, 21-Oct-15 07:28:00 GMT"), ten);
+        assert_eq!(read("Wed Oct 21 07:28:00 2015"), ten);
+        let past = now + Duration::from_secs(3600);
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:00 GMT", past),
+            Some(Asked::Date(Duration::ZERO))
+        );
+        assert_eq!(read("Wed, 32 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(read("-5"), None);
+        assert_eq!(read(""), None);
+    }
+
+    #[test]
+    fn a_date_in_the_future_pauses_until_then() {
+        let detection = OutlierDetection::new();
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(5));
+        let pause = detection.overload(&answer(503, Some(&date))).unwrap();
+        // Dates have whole seconds: 4 to 5 s from now.
+        assert!(
+            pause > Duration::from_secs(3) && pause <= Duration::from_secs(5),
+            "{pause:?}"
+        );
+        let far = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(7200));
+        let capped = detection.overload(&answer(429, Some(&far)));
+        assert_eq!(capped, Some(Duration::from_secs(60)));
     }
 
     #[tokio::test(start_paused = true)]
@@ -131,9 +203,16 @@ mod tests {
             &HealthEventKind::Overloaded { duration: pause }
         );
         assert!(!backends[0].state().is_eligible());
+        assert_eq!(backends[0].state().overload_remaining(), Some(pause));
+        assert_eq!(backends[2].state().overload_remaining(), None);
         tokio::time::advance(Duration::from_millis(1900)).await;
         assert!(!backends[0].state().is_eligible());
+        assert_eq!(
+            backends[0].state().overload_remaining(),
+            Some(Duration::from_millis(100))
+        );
         tokio::time::advance(Duration::from_millis(100)).await;
         assert!(backends[0].state().is_eligible(), "back after 2 s");
+        assert_eq!(backends[0].state().overload_remaining(), None);
     }
 }

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{Ready, ready};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use super::monitor::Monitor;
 use super::status::{BackendStatus, SCHEMA, Status};
 use super::{AdminTokens, MetricsLayer, page};
 use crate::backend::BackendSet;
+use crate::balance::{QueueLayer, QueueStats, Strategy};
 use crate::client_addr::ClientAddr;
 
 /// A tower service answering the operator's questions, and with tokens
@@ -72,6 +73,7 @@ use crate::client_addr::ClientAddr;
 /// | `slot_ms` | width of a history slot (2000) |
 /// | `write_routes` | whether the write routes are on |
 /// | `total` | `requests_per_s`, `error_rate`, `p50_ms`, `p99_ms` over all backends |
+/// | `queue` | with [`with_queue`](Self::with_queue): `pending`, `max_pending` (now, at most), `waited_total`, `rejected_total` (queue full), `timeouts_total`, `wait_ms_total`, `longest_wait_ms`; else `null` |
 /// | `backends[]` | each member, then each removed backend still finishing requests |
 /// | `backends[].url`, `.weight`, `.share`, `.effective_weight` | address; weight; share of it given now (slow start, ramp-down); their product |
 /// | `backends[].tls`, `.sources` | spoken to over TLS; the discovery sources listing it (`static`, `dns:..`, `etcd:..`), empty when written to the set directly |
@@ -79,6 +81,8 @@ use crate::client_addr::ClientAddr;
 /// | `backends[].state` | `healthy`, `ramping`, `unhealthy`, `ejected`, `draining` (drained by an operator) or `removed` |
 /// | `backends[].healthy`, `.verdict` | eligible for new requests; the active checks' `healthy` / `unhealthy` / `unknown` |
 /// | `backends[].ejected`, `.ejection_remaining_ms`, `.ejections`, `.consecutive_failures` | passive health |
+/// | `backends[].overload_remaining_ms` | while the ejection is an overload pause (a 429, or a 503 with `Retry-After`), the time left; else `null` |
+/// | `backends[].sticky_kept`, `.sticky_issued`, `.sticky_reissued` | counted by [`StickyCookieLayer`](crate::balance::StickyCookieLayer): responses to clients whose cookie named it; cookies naming it set on a first visit; set for clients that moved to it; 0 without sticky sessions |
 /// | `backends[].draining`, `.removed` | drained or removed; removed |
 /// | `backends[].in_flight`, `.requests`, `.failures` | now; since it joined |
 /// | `backends[].requests_per_s` | over the last 10 s |
@@ -128,7 +132,11 @@ struct Shared {
     set: BackendSet,
     registry: Registry,
     monitor: Arc<Monitor>,
+    /// The queue's counters, read per view (never on the request path).
+    queue: Mutex<Option<QueueReader>>,
 }
+
+type QueueReader = Box<dyn Fn() -> QueueStats + Send + Sync>;
 
 impl AdminService {
     /// Serves `set`'s status and `registry`'s metrics; the write routes
@@ -140,6 +148,7 @@ impl AdminService {
                 set,
                 registry,
                 monitor,
+                queue: Mutex::new(None),
             }),
             tokens: None,
         }
@@ -152,6 +161,20 @@ impl AdminService {
     #[must_use]
     pub fn with_metrics(self, metrics: &MetricsLayer) -> Self {
         self.shared.monitor.attach(metrics.recorder());
+        self
+    }
+
+    /// Shows `queue`'s length, limit, waits and timeouts in `/status`
+    /// (`queue`) and on the page.
+    #[must_use]
+    pub fn with_queue<St: Strategy>(self, queue: &QueueLayer<St>) -> Self {
+        let queue = queue.clone();
+        let reader: QueueReader = Box::new(move || queue.stats());
+        *self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reader);
         self
     }
 
@@ -207,12 +230,16 @@ impl AdminService {
         let shared = &self.shared;
         let backends = shared.monitor.backends();
         let inner = shared.monitor.read();
+        let queue = (shared.queue.lock().unwrap_or_else(PoisonError::into_inner))
+            .as_ref()
+            .map(|read| read());
         let status = Status::of(
             &shared.set,
             &backends,
             &inner.history,
             &inner.timeline,
             self.tokens.is_some(),
+            queue,
         );
         f(&status, &inner.history)
     }

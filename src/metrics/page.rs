@@ -70,6 +70,19 @@ pub(crate) fn render_main(status: &Status<'_>, history: &History) -> String {
         ms_text(status.total.p99_ms),
         status.version,
     );
+    if let Some(queue) = &status.queue {
+        let _ = write!(
+            html,
+            "<p class=\"queue\" data-pending=\"{}\">queue: {} of {} waiting \u{b7} {} waited \
+             \u{b7} {} timed out \u{b7} {} refused full</p>",
+            queue.pending,
+            queue.pending,
+            queue.max_pending,
+            queue.waited_total,
+            queue.timeouts_total,
+            queue.rejected_total,
+        );
+    }
     html.push_str("<div class=\"charts total\">");
     charts(&mut html, history.total(), &status.total, &[]);
     html.push_str("</div></header>\n<section class=\"backends\">\n");
@@ -132,8 +145,20 @@ fn card(html: &mut String, b: &BackendStatus, status: &Status<'_>, history: &His
         ("failures", b.failures.to_string()),
         ("source", source),
     ];
+    let penalty = b
+        .overload_remaining_ms
+        .map(|ms| ("overload penalty", format!("{} s left", ms.div_ceil(1000))));
+    let sticky = (b.sticky_kept + b.sticky_issued + b.sticky_reissued > 0).then(|| {
+        (
+            "sticky",
+            format!(
+                "{} kept \u{b7} {} new \u{b7} {} moved here",
+                b.sticky_kept, b.sticky_issued, b.sticky_reissued
+            ),
+        )
+    });
     html.push_str("<dl class=\"facts\">");
-    for (name, value) in facts {
+    for (name, value) in facts.into_iter().chain(penalty).chain(sticky) {
         let _ = write!(
             html,
             "<div><dt>{name}</dt><dd>{}</dd></div>",
@@ -296,10 +321,14 @@ fn state_text(b: &BackendStatus) -> (&'static str, String) {
     match b.state {
         "removed" => ("warn", format!("removed, {} in flight", b.in_flight)),
         "draining" => ("warn", format!("draining, {} in flight", b.in_flight)),
-        "ejected" => {
-            let seconds = b.ejection_remaining_ms.unwrap_or(0).div_ceil(1000);
-            ("down", format!("ejected, {seconds} s left"))
-        }
+        "ejected" => match b.overload_remaining_ms {
+            // Paused as the backend asked: deliberate, not a failure.
+            Some(ms) => ("warn", format!("overloaded, {} s left", ms.div_ceil(1000))),
+            None => {
+                let seconds = b.ejection_remaining_ms.unwrap_or(0).div_ceil(1000);
+                ("down", format!("ejected, {seconds} s left"))
+            }
+        },
         "unhealthy" => ("down", "unhealthy".to_owned()),
         "ramping" => ("warn", format!("ramping, {:.0} %", b.share * 100.0)),
         _ => (Tone::Good.class(), "healthy".to_owned()),

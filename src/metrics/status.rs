@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::history::{History, SLOT, Series};
 use super::timeline::{Entry, Timeline};
 use crate::backend::{Backend, BackendId, BackendSet, Verdict};
+use crate::balance::QueueStats;
 
 /// The version of the `/status` shape.
 pub(crate) const SCHEMA: u32 = 1;
@@ -74,6 +75,9 @@ pub(crate) struct BackendStatus {
     pub(crate) verdict: &'static str,
     pub(crate) ejected: bool,
     pub(crate) ejection_remaining_ms: Option<u128>,
+    /// While the ejection is an overload pause (the backend answered 429,
+    /// or 503 with `Retry-After`): how long it still lasts.
+    pub(crate) overload_remaining_ms: Option<u128>,
     pub(crate) consecutive_failures: u32,
     pub(crate) ejections: u64,
     /// Drained by an operator, or removed and finishing its requests.
@@ -86,6 +90,12 @@ pub(crate) struct BackendStatus {
     pub(crate) in_flight: u32,
     pub(crate) requests: u64,
     pub(crate) failures: u64,
+    /// Sticky cookies: responses to clients whose cookie named this
+    /// backend; cookies naming it set on a first visit; set for clients
+    /// that moved here.
+    pub(crate) sticky_kept: u64,
+    pub(crate) sticky_issued: u64,
+    pub(crate) sticky_reissued: u64,
     /// This backend's part of the last minute's requests, `0.0..=1.0`.
     pub(crate) recent_traffic: f64,
     #[serde(flatten)]
@@ -108,9 +118,41 @@ pub(crate) struct Status<'a> {
     /// Whether the write routes are on (a token file was given).
     pub(crate) write_routes: bool,
     pub(crate) total: Figures,
+    /// The request queue, when the service was given one.
+    pub(crate) queue: Option<QueueStatus>,
     pub(crate) backends: Vec<BackendStatus>,
     /// The newest health events, newest first.
     pub(crate) events: Vec<&'a Entry>,
+}
+
+/// The request queue (set-wide: requests wait for any backend).
+#[derive(Debug, Serialize)]
+pub(crate) struct QueueStatus {
+    /// Requests waiting now, and the most that may.
+    pub(crate) pending: usize,
+    pub(crate) max_pending: usize,
+    /// Requests that waited; refused for a full queue; refused when their
+    /// wait ran out: since the queue was made.
+    pub(crate) waited_total: u64,
+    pub(crate) rejected_total: u64,
+    pub(crate) timeouts_total: u64,
+    /// Time served requests waited, in all and at the longest, ms.
+    pub(crate) wait_ms_total: f64,
+    pub(crate) longest_wait_ms: f64,
+}
+
+impl From<QueueStats> for QueueStatus {
+    fn from(stats: QueueStats) -> Self {
+        Self {
+            pending: stats.pending,
+            max_pending: stats.max_pending,
+            waited_total: stats.queued_total,
+            rejected_total: stats.rejected_total,
+            timeouts_total: stats.timed_out_total,
+            wait_ms_total: stats.wait_seconds_total * 1e3,
+            longest_wait_ms: stats.longest_wait_seconds * 1e3,
+        }
+    }
 }
 
 impl<'a> Status<'a> {
@@ -122,6 +164,7 @@ impl<'a> Status<'a> {
         history: &History,
         timeline: &'a Timeline,
         write_routes: bool,
+        queue: Option<QueueStats>,
     ) -> Self {
         let recent = |b: &Backend| history.of(b.id()).map_or(0.0, |s| s.requests(RECENT));
         let total: f64 = backends.iter().map(recent).sum();
@@ -135,6 +178,7 @@ impl<'a> Status<'a> {
             slot_ms: SLOT.as_millis() as u64,
             write_routes,
             total: Figures::of(Some(history.total())),
+            queue: queue.map(QueueStatus::from),
             backends: backends
                 .iter()
                 .zip(sources)
@@ -155,6 +199,7 @@ impl BackendStatus {
         let state = backend.state();
         let share = state.share();
         let remaining = state.ejection_remaining();
+        let sticky = state.sticky();
         let healthy = state.is_eligible();
         let verdict = match state.verdict() {
             Verdict::Healthy => "healthy",
@@ -185,6 +230,7 @@ impl BackendStatus {
             verdict,
             ejected: remaining.is_some(),
             ejection_remaining_ms: remaining.map(|d| d.as_millis()),
+            overload_remaining_ms: state.overload_remaining().map(|d| d.as_millis()),
             consecutive_failures: state.consecutive_failures(),
             ejections: state.ejections_total(),
             draining: state.is_removed() || state.is_draining(),
@@ -195,6 +241,9 @@ impl BackendStatus {
             in_flight: state.in_flight(),
             requests: state.requests(),
             failures: state.failures(),
+            sticky_kept: sticky.kept,
+            sticky_issued: sticky.issued,
+            sticky_reissued: sticky.reissued,
             recent_traffic,
             figures: Figures::of(history.of(backend.id())),
             latency_ms: state.latency().map(|d| d.as_secs_f64() * 1e3),

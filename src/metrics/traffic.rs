@@ -1,5 +1,5 @@
 //! The traffic controls' gauges and counters (the request queue, sticky
-//! cookies), read from their counters when Prometheus scrapes.
+//! cookies, hedging), read from their counters when Prometheus scrapes.
 
 use std::fmt;
 
@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::balance::{QueueLayer, QueueStats, StickyCookieLayer, StickyStats, Strategy};
+use crate::hedge::{HedgeLayer, HedgeStats};
 
 impl<St: Strategy> QueueLayer<St> {
     /// Registers the queue's series in `registry`, read from its counters
@@ -40,10 +41,7 @@ impl<St: Strategy> QueueLayer<St> {
     /// ```
     pub fn register_metrics(&self, registry: &mut Registry) {
         let layer = self.clone();
-        registry.register_collector(Box::new(StatsCollector {
-            stats: Box::new(move || layer.stats()),
-            series: &QUEUE_SERIES,
-        }));
+        register(registry, move || layer.stats(), &QUEUE_SERIES);
     }
 }
 
@@ -69,11 +67,67 @@ impl StickyCookieLayer {
     /// ```
     pub fn register_metrics(&self, registry: &mut Registry) {
         let layer = self.clone();
-        registry.register_collector(Box::new(StatsCollector {
-            stats: Box::new(move || layer.stats()),
-            series: &STICKY_SERIES,
-        }));
+        register(registry, move || layer.stats(), &STICKY_SERIES);
     }
+}
+
+impl HedgeLayer {
+    /// Registers the hedging counters in `registry`: `lb_hedges_total`
+    /// (hedges sent), `lb_hedges_won_total` (hedges whose answer the client
+    /// got) and `lb_hedge_budget_exhausted_total` (hedges due but not sent
+    /// for want of budget).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use prometheus_client::registry::Registry;
+    /// use tower_lb::hedge::HedgeLayer;
+    ///
+    /// let hedge = HedgeLayer::new(Duration::from_millis(50))?;
+    /// let mut registry = Registry::default();
+    /// hedge.register_metrics(&mut registry);
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    /// assert!(text.contains("lb_hedges_total 0"));
+    /// assert!(text.contains("lb_hedges_won_total 0"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let layer = self.clone();
+        register(registry, move || layer.stats(), &HEDGE_SERIES);
+    }
+}
+
+const HEDGE_SERIES: [Series<HedgeStats>; 3] = [
+    (
+        "lb_hedges",
+        "Hedges sent: second attempts on another backend for slow requests",
+        MetricType::Counter,
+        |s| Value::Counter(s.sent_total),
+    ),
+    (
+        "lb_hedges_won",
+        "Hedges whose answer was the one the client got",
+        MetricType::Counter,
+        |s| Value::Counter(s.won_total),
+    ),
+    (
+        "lb_hedge_budget_exhausted",
+        "Hedges due but not sent because the retry budget was spent",
+        MetricType::Counter,
+        |s| Value::Counter(s.budget_exhausted_total),
+    ),
+];
+
+/// Registers `series`, read from one `stats()` value per scrape.
+fn register<T: 'static>(
+    registry: &mut Registry,
+    stats: impl Fn() -> T + Send + Sync + 'static,
+    series: &'static [Series<T>],
+) {
+    registry.register_collector(Box::new(StatsCollector {
+        stats: Box::new(stats),
+        series,
+    }));
 }
 
 /// Series read from one stats value per scrape.

@@ -23,6 +23,25 @@ impl BackendState {
             .then(|| Duration::from_nanos(self.ejected_until.load(Relaxed).saturating_sub(now)))
     }
 
+    /// How long the overload pause in force still lasts: the backend
+    /// answered 429, or 503 with `Retry-After`, and passive health paused
+    /// it for that long. `None` when it is not paused (or an operator's
+    /// ejection replaced the pause, or it was readmitted).
+    pub fn overload_remaining(&self) -> Option<Duration> {
+        let now = clock::now();
+        let until = self
+            .overloaded_until
+            .load(Relaxed)
+            .min(self.ejected_until.load(Relaxed));
+        (self.is_ejected_at(now) && now < until).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// Marks the ejection just begun (by [`eject`](Self::eject)) as an
+    /// overload pause until `until`.
+    pub(crate) fn mark_overloaded(&self, until: Nanos) {
+        self.overloaded_until.store(until, Relaxed);
+    }
+
     /// Whether an ejection is in force at `now`. Only reads: what the
     /// ejection cap counts.
     pub(crate) fn is_ejected_at(&self, now: Nanos) -> bool {
@@ -41,6 +60,8 @@ impl BackendState {
             return false;
         }
         self.ejected_until.store(until, Relaxed);
+        // An ejection is not a pause unless the pause says so.
+        self.overloaded_until.store(0, Relaxed);
         self.outcomes.returned(until);
         self.ramp.set_down(FULL_SHARE);
         let mut set = EJECTED;
@@ -57,6 +78,7 @@ impl BackendState {
     /// start moves with it.
     pub(crate) fn reschedule_ejection(&self, until: Nanos, window: Nanos) {
         self.ejected_until.store(until, Relaxed);
+        self.overloaded_until.store(0, Relaxed);
         self.outcomes.returned(until);
         if window > 0 {
             self.ramp.plan_slow_start(until, window);

@@ -16,7 +16,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::cookie::{StickyCookie, Token};
-use crate::backend::{BackendId, BackendSet, Snapshot, SnapshotListener};
+use crate::backend::{BackendId, BackendSet, Snapshot, SnapshotListener, StickyOutcome};
 use crate::extensions::Target;
 
 /// Sets the sticky cookie on a response whose request did not carry the
@@ -188,14 +188,19 @@ where
         };
         let id = target.backend().id();
         let token = this.shared.tokens.load().get(&id).copied();
+        let state = target.backend().state();
+        if token.is_some() && *this.sent == token {
+            state.count_sticky(StickyOutcome::Kept);
+        }
         if let Some(token) = token
             && *this.sent != Some(token)
         {
-            let counter = match this.sent {
-                None => &this.shared.issued,
-                Some(_) => &this.shared.reissued,
+            let (counter, outcome) = match this.sent {
+                None => (&this.shared.issued, StickyOutcome::Issued),
+                Some(_) => (&this.shared.reissued, StickyOutcome::Reissued),
             };
             counter.fetch_add(1, Relaxed);
+            state.count_sticky(outcome);
             let value = this.shared.cookie.set_cookie(&token);
             if let Ok(value) = HeaderValue::try_from(value) {
                 response.headers_mut().append(SET_COOKIE, value);
