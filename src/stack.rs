@@ -43,7 +43,7 @@ use crate::hedge::{HedgeLayer, RecordTargetLayer};
 ///     )
 ///     .service(Forward::new());
 /// # drop(service);
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 #[must_use]

@@ -9,7 +9,7 @@ use tower::retry::budget::Budget;
 use tower_layer::Layer;
 
 use super::{Hedge, RecordTargetLayer};
-use crate::Error;
+use crate::ConfigError;
 use crate::failover::{FailoverLayer, Policy, RetryBudget, SharedBudget};
 
 /// Sends a second attempt of a slow request to another backend; see the
@@ -38,7 +38,7 @@ use crate::failover::{FailoverLayer, Policy, RetryBudget, SharedBudget};
 /// # fn is_service<S: tower::Service<http::Request<axum::body::Body>>>(_: &S) {}
 /// # is_service(&service);
 /// assert_eq!(hedge.stats().sent_total, 0);
-/// # Ok::<(), tower_lb::Error>(())
+/// # Ok::<(), tower_lb::ConfigError>(())
 /// ```
 #[derive(Clone)]
 #[must_use]
@@ -97,9 +97,9 @@ impl HedgeLayer {
     /// # Errors
     ///
     /// When `after` is zero (every request would be sent twice at once).
-    pub fn new(after: Duration) -> Result<Self, Error> {
+    pub fn new(after: Duration) -> Result<Self, ConfigError> {
         if after.is_zero() {
-            return Err(Error::config("hedge after: must be above zero"));
+            return Err(ConfigError::new("hedge after: must be above zero"));
         }
         Ok(Self {
             settings: Arc::new(Settings {

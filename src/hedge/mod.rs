@@ -73,7 +73,7 @@
 //!     .service(Forward::new());
 //! # fn is_service<S: tower::Service<http::Request<axum::body::Body>>>(_: &S) {}
 //! # is_service(&service);
-//! # Ok::<(), tower_lb::Error>(())
+//! # Ok::<(), tower_lb::ConfigError>(())
 //! ```
 
 mod body;
