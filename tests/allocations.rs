@@ -29,10 +29,12 @@ use tower_lb::metrics::MetricsLayer;
 use tower_lb::{Backend, BackendSet, Forward, LoadBalanceLayer};
 
 /// Allocations (alloc, alloc_zeroed and realloc) per proxied keep-alive GET
-/// that the request path may make. Issue 10's target is 8; this is the
-/// figure the code meets today, lowered as the path gets leaner, so that
-/// no change can add allocations unnoticed.
-const BUDGET: f64 = 8.5;
+/// that the request path may make: issue 10's target, 8, with room for
+/// the rare periodic allocation that is not a request's (measured 8.000 to
+/// 8.001 over 2,000 requests: a timer or history tick now and then). Any
+/// allocation a change adds to every request, or to one request in twenty,
+/// goes over it.
+const BUDGET: f64 = 8.05;
 
 struct Counting;
 
@@ -168,7 +170,7 @@ async fn a_proxied_keep_alive_get_stays_within_its_allocation_budget() {
     gets(&mut stream, N as usize).await;
     let per_request = (ALLOCATIONS.load(Relaxed) - allocations) as f64 / N as f64;
     let bytes_per_request = (BYTES.load(Relaxed) - bytes) as f64 / N as f64;
-    println!("{per_request:.2} allocations, {bytes_per_request:.0} bytes per proxied GET");
+    println!("{per_request:.3} allocations, {bytes_per_request:.0} bytes per proxied GET");
     assert!(
         per_request <= BUDGET,
         "{per_request:.2} allocations per request, over the budget of {BUDGET}"

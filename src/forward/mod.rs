@@ -17,6 +17,7 @@ mod churn_tests;
 mod future;
 mod h1;
 mod headers;
+mod idle;
 mod pool;
 mod service;
 mod stream;

@@ -12,9 +12,10 @@
 //! and are pooled the same way, apart from the cleartext ones of the same
 //! authority: a checkout never hands a TLS backend a cleartext connection.
 //!
-//! Per backend the idle connections sit in a lock-free queue (crossbeam's
-//! `SegQueue`, which grows in blocks as needed, so a thousand backends
-//! cost nothing until they are used), found through a map that is read
+//! Per backend the idle connections sit in a lock-free queue (`idle.rs`:
+//! a small ring allocated with the host, then crossbeam's `SegQueue`, which
+//! grows in blocks as needed, so a thousand backends cost little until
+//! they are used), found through a map that is read
 //! without a lock and copied on the rare insert of a new backend. A
 //! forwarder's pool serves whichever threads use the forwarder; the
 //! example proxy builds one forwarder per worker thread, so there a
@@ -32,13 +33,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
+use super::idle::IdleQueue;
 use super::stream::{self, Connect, Stream};
 use crate::backend::departures;
 use crate::clock::{self, Nanos};
 use crate::extensions::ReturnHead;
 use crate::{Backend, BoxError, ClientAddr, Error, ErrorKind, Target};
 use arc_swap::ArcSwap;
-use crossbeam_queue::SegQueue;
 use http::request::Parts;
 use http::uri::Authority;
 use http::{HeaderValue, Method};
@@ -64,7 +65,7 @@ pub(crate) struct Pool {
 pub(crate) struct Host {
     authority: Authority,
     tls: bool,
-    idle: SegQueue<Idle>,
+    idle: IdleQueue<Idle>,
     /// Idle connections queued (the queue itself keeps no exact count).
     idle_count: AtomicUsize,
     max_idle: usize,
@@ -182,7 +183,7 @@ impl Pool {
         let made = Arc::new(Host {
             authority: authority.clone(),
             tls,
-            idle: SegQueue::new(),
+            idle: IdleQueue::new(),
             idle_count: AtomicUsize::new(0),
             max_idle: self.max_idle,
             idle_timeout: self.idle_timeout,
