@@ -10,6 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::{Buf, Bytes};
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Version};
 use http_body_util::BodyExt;
@@ -293,61 +295,69 @@ impl Shared {
     /// the response costs no new map); the tunnel's `OnUpgrade` was taken
     /// out before. A request marked [`ReturnHead`] gets its head back in the
     /// response as a [`RequestHead`].
-    async fn send_http1<B>(
+    ///
+    /// A plain function returning an `async` block, not an `async fn`: an
+    /// `async fn` keeps each argument twice in its future (as argument and
+    /// as local, 336 bytes here), and this future is boxed and moved once a
+    /// request.
+    #[allow(clippy::manual_async_fn)] // on purpose: the size, above
+    fn send_http1<B>(
         self: Arc<Self>,
         mut parts: Parts,
         mut body: B,
         tunnel: Option<Tunnel>,
-    ) -> Response<ResponseBody>
+    ) -> impl Future<Output = Response<ResponseBody>>
     where
         B: http_body::Body + Unpin,
         B::Error: Into<BoxError>,
     {
-        let upgrade = tunnel.as_ref().map(Tunnel::protocol);
-        let return_head = match tunnel {
-            None => parts.extensions.remove::<ReturnHead>(),
-            Some(_) => None,
-        };
-        let exchange = self.http1.send(
-            &mut parts,
-            &self.proto,
-            upgrade,
-            return_head.as_ref(),
-            Pin::new(&mut body),
-        );
-        let answer = within(self.timeout, exchange).await;
-        parts.extensions.remove::<OnUpgrade>();
-        let mut response = match answer {
-            Ok((Answer::Response(response), lease)) => {
-                let mut response = response.map(|body| ResponseBody::http1(body, lease));
-                *response.extensions_mut() = std::mem::take(&mut parts.extensions);
-                response
-            }
-            Ok((
-                Answer::Upgrade {
-                    response,
-                    protocol,
-                    upgraded,
-                },
-                _,
-            )) => return switch(response, protocol, upgraded, tunnel),
-            Err(error) => {
-                let mut response = failure(&error, std::mem::take(&mut parts.extensions));
-                if return_head.is_some() {
+        async move {
+            let upgrade = tunnel.as_ref().map(Tunnel::protocol);
+            let return_head = match tunnel {
+                None => parts.extensions.remove::<ReturnHead>(),
+                Some(_) => None,
+            };
+            let exchange = self.http1.send(
+                &mut parts,
+                &self.proto,
+                upgrade,
+                return_head.as_ref(),
+                Pin::new(&mut body),
+            );
+            let answer = within(self.timeout, exchange).await;
+            parts.extensions.remove::<OnUpgrade>();
+            let mut response = match answer {
+                Ok((Answer::Response(response), lease)) => {
+                    let mut response = response.map(|body| ResponseBody::http1(body, lease));
+                    *response.extensions_mut() = std::mem::take(&mut parts.extensions);
                     response
-                        .extensions_mut()
-                        .insert(RequestHead::take(&mut parts));
                 }
-                return response;
+                Ok((
+                    Answer::Upgrade {
+                        response,
+                        protocol,
+                        upgraded,
+                    },
+                    _,
+                )) => return switch(response, protocol, upgraded, tunnel),
+                Err(error) => {
+                    let mut response = failure(&error, std::mem::take(&mut parts.extensions));
+                    if return_head.is_some() {
+                        response
+                            .extensions_mut()
+                            .insert(RequestHead::take(&mut parts));
+                    }
+                    return response;
+                }
+            };
+            // The head goes back untouched (the rules were applied as it was
+            // written, not to the map) when the response may be retried; any
+            // other response's headers are in the request's map, and say so.
+            if let Some(marker) = return_head {
+                marker.answer(&mut parts, &mut response);
             }
-        };
-        // The head goes back untouched (the rules were applied as it was
-        // written, not to the map) when the response may be retried; any
-        // other response's headers are in the request's map, and say so.
-        if let Some(marker) = return_head {
-            marker.answer(&mut parts, &mut response);
+            response
         }
-        response
     }
 
     /// HTTP/2 with prior knowledge on hyper-util's client, which
@@ -409,15 +419,21 @@ fn failure(error: &Error, extensions: http::Extensions) -> Response<ResponseBody
 }
 
 /// `exchange`, or a timeout error once `limit` has passed.
-async fn within<T>(
-    limit: Option<Duration>,
-    exchange: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
+///
+/// A plain function of combinators, not an `async fn`: an `async fn` keeps
+/// its argument (the whole exchange, about 1 KB) beside the timeout that
+/// took it over, which doubled the forwarding future every request boxes
+/// and moves.
+fn within<T, F>(limit: Option<Duration>, exchange: F) -> impl Future<Output = Result<T, Error>>
+where
+    F: Future<Output = Result<T, Error>>,
+{
     match limit {
-        Some(limit) => tokio::time::timeout(limit, exchange)
-            .await
-            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout))),
-        None => exchange.await,
+        Some(limit) => Either::Left(
+            tokio::time::timeout(limit, exchange)
+                .map(|answer| answer.unwrap_or_else(|_| Err(Error::new(ErrorKind::Timeout)))),
+        ),
+        None => Either::Right(exchange),
     }
 }
 

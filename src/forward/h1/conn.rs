@@ -13,12 +13,13 @@
 //! one that streams its answer while still reading (an echo) can fill both
 //! directions' buffers: such full-duplex exchanges are not supported here.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
+use futures_util::TryFutureExt;
 use http::HeaderValue;
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -204,16 +205,18 @@ where
     /// The connection is consumed: the response body gives it back when
     /// it ends cleanly on a connection that may be reused. On an error it
     /// is closed.
-    pub(crate) async fn read(
+    ///
+    /// A plain function around `read_head`'s future (an `async fn` would
+    /// keep the connection twice in the future every request moves).
+    pub(crate) fn read(
         self,
         head_request: bool,
         spare: &mut http::HeaderMap,
         keep: Option<&ReturnHead>,
-    ) -> Result<Answer<S>, Error> {
+    ) -> impl Future<Output = Result<Answer<S>, Error>> {
         let (written, body_started) = (self.written, self.body_started);
         self.read_head(head_request, spare, keep)
-            .await
-            .map_err(|error| error.at(written, body_started))
+            .map_err(move |error| error.at(written, body_started))
     }
 
     async fn send_body<B>(
