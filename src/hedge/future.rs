@@ -36,20 +36,36 @@ pin_project! {
     /// Resolves to the first good answer of the first attempt or its hedge
     /// (the other attempt is dropped at once, which ends its exchange and
     /// its in-flight count), or to the later failure when both failed.
+    ///
+    /// Everything a hedge needs is boxed (`Race`), made only for a request
+    /// that may be hedged: a request that is not (and every request through
+    /// a stack whose hedging is off, where this future is one side of an
+    /// `Either`) carries the inner future and a pointer, not the room of a
+    /// second attempt, a timer, a copied head and a held answer, which
+    /// every layer above would otherwise move.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<RequestBody<B>>>,
     {
         #[pin]
         first: Option<S::Future>,
+        race: Option<Pin<Box<Race<S, B>>>>,
+    }
+}
+
+pin_project! {
+    /// A hedged request's second attempt and what it takes.
+    struct Race<S, B>
+    where
+        S: Service<Request<RequestBody<B>>>,
+    {
         #[pin]
         second: Option<S::Future>,
         // Until the hedge is due.
         #[pin]
         timer: Option<Sleep>,
         plan: Option<Plan<S>>,
-        // Hedged requests only.
-        layer: Option<HedgeLayer>,
+        layer: HedgeLayer,
         // An attempt's failure, kept while the other one runs.
         held: Option<Result<S::Response, S::Error>>,
         _body: PhantomData<fn(B)>,
@@ -64,12 +80,7 @@ where
     pub(super) fn single(call: S::Future) -> Self {
         Self {
             first: Some(call),
-            second: None,
-            timer: None,
-            plan: None,
-            layer: None,
-            held: None,
-            _body: PhantomData,
+            race: None,
         }
     }
 
@@ -82,17 +93,19 @@ where
     ) -> Self {
         Self {
             first: Some(call),
-            second: None,
-            timer: Some(tokio::time::sleep(layer.settings.after)),
-            plan: Some(Plan {
-                service,
-                parts,
-                first,
-                due: false,
-            }),
-            layer: Some(layer),
-            held: None,
-            _body: PhantomData,
+            race: Some(Box::pin(Race {
+                second: None,
+                timer: Some(tokio::time::sleep(layer.settings.after)),
+                plan: Some(Plan {
+                    service,
+                    parts,
+                    first,
+                    due: false,
+                }),
+                layer,
+                held: None,
+                _body: PhantomData,
+            })),
         }
     }
 }
@@ -180,61 +193,64 @@ where
                 && let Poll::Ready(outcome) = call.poll(cx)
             {
                 this.first.set(None);
-                // The first attempt answered: no hedge is due any more.
-                *this.plan = None;
-                this.timer.set(None);
-                let Some(layer) = this.layer.as_ref() else {
+                let Some(race) = this.race.as_mut() else {
                     // Not hedged: the answer as it is.
                     return Poll::Ready(outcome);
                 };
-                if this.second.is_none() || is_good(layer, &outcome) {
+                let mut race = race.as_mut().project();
+                // The first attempt answered: no hedge is due any more.
+                *race.plan = None;
+                race.timer.set(None);
+                if race.second.is_none() || is_good(race.layer, &outcome) {
                     // The hedge lost: dropped now, not when the caller
                     // drops this future, so its backend is free at once.
-                    this.second.set(None);
-                    *this.held = None;
+                    race.second.set(None);
+                    *race.held = None;
                     if let Ok(response) = &outcome {
                         check_place(response);
                     }
                     return Poll::Ready(outcome);
                 }
-                *this.held = Some(outcome);
+                *race.held = Some(outcome);
             }
-            if let Some(call) = this.second.as_mut().as_pin_mut()
+            let Some(race) = this.race.as_mut() else {
+                return Poll::Pending;
+            };
+            let mut race = race.as_mut().project();
+            if let Some(call) = race.second.as_mut().as_pin_mut()
                 && let Poll::Ready(outcome) = call.poll(cx)
             {
-                this.second.set(None);
-                let Some(layer) = this.layer.as_ref() else {
-                    unreachable!("only a hedged request sends a hedge");
-                };
-                let good = is_good(layer, &outcome);
+                race.second.set(None);
+                let good = is_good(race.layer, &outcome);
                 if this.first.is_none() || good {
                     this.first.set(None);
-                    *this.held = None;
+                    *race.held = None;
                     if good {
-                        layer.counters.won.fetch_add(1, Relaxed);
+                        race.layer.counters.won.fetch_add(1, Relaxed);
                     }
                     return Poll::Ready(outcome);
                 }
-                *this.held = Some(outcome);
+                *race.held = Some(outcome);
             }
-            if this.first.is_none() && this.second.is_none() {
+            if this.first.is_none() && race.second.is_none() {
                 // Both failed, the later answer was returned above; this is
                 // only reached when polled after completion.
-                match this.held.take() {
+                match race.held.take() {
                     Some(outcome) => return Poll::Ready(outcome),
                     None => panic!("hedge::ResponseFuture polled after completion"),
                 }
             }
-            let (Some(plan), Some(layer)) = (this.plan.as_mut(), this.layer.as_ref()) else {
+            let layer = &*race.layer;
+            let Some(plan) = race.plan.as_mut() else {
                 return Poll::Pending;
             };
             if !plan.due {
-                if let Some(timer) = this.timer.as_mut().as_pin_mut() {
+                if let Some(timer) = race.timer.as_mut().as_pin_mut() {
                     ready!(timer.poll(cx));
                 }
-                this.timer.set(None);
+                race.timer.set(None);
                 if !plan.allowed(layer) {
-                    *this.plan = None;
+                    *race.plan = None;
                     return Poll::Pending;
                 }
                 plan.due = true;
@@ -243,12 +259,12 @@ where
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(_)) => {
                     // The first attempt goes on alone.
-                    *this.plan = None;
+                    *race.plan = None;
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(())) => {}
             }
-            let Some(plan) = this.plan.take() else {
+            let Some(plan) = race.plan.take() else {
                 unreachable!("the plan was just read");
             };
             let Plan {
@@ -258,7 +274,7 @@ where
                 ..
             } = plan;
             let request = hedge_request(parts, &first);
-            this.second.set(Some(service.call(request)));
+            race.second.set(Some(service.call(request)));
             layer.counters.sent.fetch_add(1, Relaxed);
             // Around the loop: the hedge is polled once, to be woken.
         }
@@ -271,8 +287,11 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("hedged", &self.layer.is_some())
-            .field("hedge_sent", &self.second.is_some())
+            .field("hedged", &self.race.is_some())
+            .field(
+                "hedge_sent",
+                &self.race.as_ref().is_some_and(|race| race.second.is_some()),
+            )
             .finish_non_exhaustive()
     }
 }
