@@ -33,6 +33,26 @@ impl InFlight {
         Self { backend }
     }
 
+    /// Counts a request to `backend` as in flight if the backend holds
+    /// fewer than `max` requests; `None` when it is full.
+    ///
+    /// The check and the count are one compare-and-swap, so a limit
+    /// enforced through claims is exact: however many threads claim the
+    /// last slot at once, one gets it. [`begin`](Self::begin), which
+    /// checks nothing, stays the cheaper plain increment for when there is
+    /// no limit. The handle is cloned only when the claim succeeds.
+    ///
+    /// A successful claim acquires what the release of the slot's previous
+    /// holder published (the count's decrement is a release, the same
+    /// instruction as a relaxed one on x86): whatever that request did
+    /// happens before this one starts, as a limit of one promises.
+    #[inline]
+    pub fn claim(backend: &Backend, max: u64) -> Option<Self> {
+        backend.state().try_begin(max).then(|| Self {
+            backend: backend.clone(),
+        })
+    }
+
     /// The backend the request went to.
     pub fn backend(&self) -> &Backend {
         &self.backend
@@ -59,5 +79,22 @@ mod tests {
         assert_eq!(backend.state().in_flight(), 1);
         drop(second);
         assert_eq!(backend.state().in_flight(), 0);
+    }
+
+    #[test]
+    fn a_claim_counts_only_below_the_limit() {
+        let backend = Backend::new("http://127.0.0.1:1".parse().unwrap());
+        let first = InFlight::claim(&backend, 2).unwrap();
+        let _second = InFlight::claim(&backend, 2).unwrap();
+        assert!(InFlight::claim(&backend, 2).is_none(), "full");
+        assert_eq!(
+            backend.state().in_flight(),
+            2,
+            "a refused claim counts nothing"
+        );
+        assert_eq!(backend.state().requests(), 2);
+        drop(first);
+        assert!(InFlight::claim(&backend, 2).is_some(), "a freed slot");
+        assert!(InFlight::claim(&backend, 0).is_none(), "no slot at all");
     }
 }

@@ -14,7 +14,9 @@
 //! reader asks: *eligible?* and *what share?*, each at a given time or now.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -267,10 +269,24 @@ impl BackendState {
         self.notify();
     }
 
+    /// Counts a request as started if fewer than `max` are in flight, in
+    /// one compare-and-swap; whether it did (see
+    /// [`InFlight::claim`](super::InFlight::claim), also for the orderings).
+    #[inline]
+    pub(crate) fn try_begin(&self, max: u64) -> bool {
+        let below = |n: u32| (u64::from(n) < max).then(|| n + 1);
+        let claimed = self.in_flight.fetch_update(Acquire, Relaxed, below).is_ok();
+        if claimed {
+            self.requests.fetch_add(1, Relaxed);
+            self.notify();
+        }
+        claimed
+    }
+
     /// Counts a request as finished.
     #[inline]
     pub(crate) fn end(&self) {
-        self.in_flight.fetch_sub(1, Relaxed);
+        self.in_flight.fetch_sub(1, Release);
         self.notify();
     }
 

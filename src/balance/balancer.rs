@@ -6,8 +6,9 @@ use std::sync::{Arc, Weak};
 
 use arc_swap::{ArcSwap, Guard};
 
+use super::strategy::slots;
 use super::{Candidates, RequestRef, Strategy};
-use crate::backend::{Backend, BackendId, BackendSet, Snapshot, SnapshotListener};
+use crate::backend::{Backend, BackendId, BackendSet, InFlight, Snapshot, SnapshotListener};
 use crate::clock::Nanos;
 
 /// A [`Strategy`] bound to a [`BackendSet`]: the set rebuilds the strategy's
@@ -92,25 +93,25 @@ impl<S: Strategy> Balancer<S> {
     /// A backend at its limit is not available to any strategy: the
     /// request goes to another backend, and when every eligible backend is
     /// full the pick finds none (a 503, or a wait in a
-    /// [`QueueLayer`](super::QueueLayer) above the balancer). The check is
-    /// the backend's count at the pick, not a reservation: picks racing on
-    /// several threads at the same instant may each take the last slot, so
-    /// a backend may briefly hold up to one request per thread above it.
-    /// That keeps picks free of a compare-and-swap on a shared line.
+    /// [`QueueLayer`](super::QueueLayer) above the balancer). The limit is
+    /// exact: [`LoadBalance`](crate::LoadBalance) takes the picked
+    /// backend's slot with [`claim`](Self::claim), one compare-and-swap
+    /// that fails when racing requests took the last slot since the pick,
+    /// and then picks again without that backend. Without a limit a
+    /// request costs a plain increment, as before limits existed.
     ///
     /// ```
     /// use tower_lb::balance::{Balancer, RoundRobin};
-    /// use tower_lb::backend::InFlight;
     /// use tower_lb::BackendSet;
     ///
     /// let set = BackendSet::new(["http://127.0.0.1:9001".parse()?]);
     /// let balancer = Balancer::new(&set, RoundRobin::new());
     /// balancer.set_max_in_flight(1);
     /// let request = http::Request::new(());
-    /// let held = InFlight::begin(balancer.pick(&request).unwrap());
-    /// assert!(balancer.pick(&request).is_none(), "the one backend is full");
+    /// let held = balancer.claim(&request).unwrap();
+    /// assert!(balancer.claim(&request).is_none(), "the one backend is full");
     /// drop(held);
-    /// assert!(balancer.pick(&request).is_some());
+    /// assert!(balancer.claim(&request).is_some());
     /// # Ok::<(), tower_lb::ConfigError>(())
     /// ```
     pub fn set_max_in_flight(&self, limit: u32) {
@@ -122,8 +123,77 @@ impl<S: Strategy> Balancer<S> {
         self.max_in_flight.load(Relaxed)
     }
 
+    /// Picks a backend for `request` and counts the request in flight
+    /// there, within the backend's limit when there is one: what
+    /// [`LoadBalance`](crate::LoadBalance) does per request. `None` when
+    /// no backend it may go to has room.
+    ///
+    /// A [`pick`](Self::pick) only looks: its backend may be full by the
+    /// time a caller counts a request there. A claim is exact: when the
+    /// picked backend's last slot went to a racing request in between, the
+    /// claim picks again with that backend left out (as a retry leaves
+    /// out the backends it tried), until it gets a slot or none is left.
+    pub fn claim<B>(&self, request: &http::Request<B>) -> Option<InFlight> {
+        self.claim_at(RequestRef::from(request), tried(request), None)
+    }
+
+    /// The claim itself, given what the service already read.
+    #[inline]
+    pub(crate) fn claim_at(
+        &self,
+        request: RequestRef<'_>,
+        tried: &[BackendId],
+        now: Option<Nanos>,
+    ) -> Option<InFlight> {
+        let limit = self.max_in_flight.load(Relaxed);
+        let picked = self.pick_limited(request, tried, now, limit)?;
+        if limit == 0 {
+            return Some(InFlight::begin(picked.backend().clone()));
+        }
+        let backend = picked.backend();
+        let claimed = InFlight::claim(backend, slots(limit, backend));
+        if claimed.is_some() {
+            return claimed;
+        }
+        let lost = backend.id();
+        // Not held across the next picks: each takes a snapshot guard.
+        drop(picked);
+        self.claim_contended(request, tried, now, limit, lost)
+    }
+
+    /// Picks again after a lost race for `lost`'s last slot, leaving out
+    /// every backend whose claim failed: each round leaves out one more, so
+    /// it ends. Only contention reaches here, so the list of those left out
+    /// may allocate.
+    #[cold]
+    fn claim_contended(
+        &self,
+        request: RequestRef<'_>,
+        tried: &[BackendId],
+        now: Option<Nanos>,
+        limit: u32,
+        lost: BackendId,
+    ) -> Option<InFlight> {
+        let mut left_out = Vec::with_capacity(tried.len() + 4);
+        left_out.extend_from_slice(tried);
+        left_out.push(lost);
+        loop {
+            let picked = self.pick_limited(request, &left_out, now, limit)?;
+            let backend = picked.backend();
+            if left_out.contains(&backend.id()) {
+                // A strategy that ignored the exclusion would have this spin.
+                return None;
+            }
+            if let Some(claimed) = InFlight::claim(backend, slots(limit, backend)) {
+                return Some(claimed);
+            }
+            left_out.push(backend.id());
+        }
+    }
+
     /// Picks a backend for `request`, skipping those in its
-    /// [`Tried`](super::Tried) extension.
+    /// [`Tried`](super::Tried) extension. The pick counts nothing; see
+    /// [`claim`](Self::claim) to send a request there.
     pub fn pick<B>(&self, request: &http::Request<B>) -> Option<Backend> {
         self.pick_ref(request)
             .map(|picked| picked.backend().clone())
@@ -138,11 +208,7 @@ impl<S: Strategy> Balancer<S> {
     /// shared (bar round-robin's one position, when it is shared), so
     /// callers that only look, or that pick again, scale across threads.
     pub fn pick_ref<B>(&self, request: &http::Request<B>) -> Option<Picked<S>> {
-        let tried = request
-            .extensions()
-            .get::<super::Tried>()
-            .map_or(&[][..], |t| t.as_slice());
-        self.pick_at(RequestRef::from(request), tried, None)
+        self.pick_at(RequestRef::from(request), tried(request), None)
     }
 
     /// The pick itself, given what the service already read.
@@ -222,6 +288,15 @@ impl<S: Strategy> Balancer<S> {
     }
 }
 
+/// The backends `request` already tried (its [`Tried`](super::Tried)
+/// extension).
+fn tried<B>(request: &http::Request<B>) -> &[BackendId] {
+    request
+        .extensions()
+        .get::<super::Tried>()
+        .map_or(&[][..], |t| t.as_slice())
+}
+
 /// What [`Balancer::room`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Room {
@@ -292,8 +367,9 @@ impl<S: Strategy + fmt::Debug> fmt::Debug for Balancer<S> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
-    use crate::backend::InFlight;
     use crate::balance::test_support::backends;
     use crate::balance::{AnyStrategy, STRATEGY_NAMES};
 
@@ -326,5 +402,87 @@ mod tests {
             balancer.set_max_in_flight(0);
             assert!(balancer.pick(&request).is_some(), "{name}: no limit");
         }
+    }
+
+    /// The first available backend, whose last slot a "racing request"
+    /// takes between this pick and the claim, for the first `steals` picks.
+    #[derive(Debug, Default)]
+    struct Raced {
+        steals: usize,
+        stolen: Mutex<Vec<InFlight>>,
+    }
+
+    impl Strategy for Raced {
+        type Table = ();
+        fn build(&self, _backends: &[Backend]) {}
+        fn pick(&self, _table: &(), candidates: &Candidates<'_>) -> Option<usize> {
+            let index = (0..candidates.len()).find(|&i| candidates.is_available(i))?;
+            let mut stolen = self.stolen.lock().unwrap();
+            if stolen.len() < self.steals {
+                stolen.push(InFlight::begin(candidates.backends()[index].clone()));
+            }
+            Some(index)
+        }
+    }
+
+    #[test]
+    fn a_claim_that_loses_the_race_picks_again_without_that_backend() {
+        let set = BackendSet::new(backends(&[1, 1, 1]));
+        let loads = || -> Vec<u32> {
+            let snapshot = set.snapshot();
+            snapshot
+                .backends()
+                .iter()
+                .map(|b| b.state().in_flight())
+                .collect()
+        };
+        let request = http::Request::new(());
+        for (steals, claimed) in [(0, Some(0)), (1, Some(1)), (2, Some(2)), (3, None)] {
+            let balancer = Balancer::new(
+                &set,
+                Raced {
+                    steals,
+                    ..Raced::default()
+                },
+            );
+            balancer.set_max_in_flight(1);
+            let held = balancer.claim(&request);
+            let index = held
+                .as_ref()
+                .map(|h| h.backend().address().authority().host().to_owned());
+            let expected = claimed.map(|i: usize| format!("10.0.0.{}", i + 1));
+            assert_eq!(index, expected, "{steals} lost races");
+            let mut expected_loads = vec![0; 3];
+            for slot in expected_loads.iter_mut().take(steals) {
+                *slot = 1;
+            }
+            if let Some(i) = claimed {
+                expected_loads[i] = 1;
+            }
+            assert_eq!(
+                loads(),
+                expected_loads,
+                "never above 1, {steals} lost races"
+            );
+            drop(held);
+            drop(balancer);
+            assert_eq!(loads(), [0, 0, 0], "every count released");
+        }
+    }
+
+    #[test]
+    fn without_a_limit_a_claim_always_counts() {
+        let set = BackendSet::new(backends(&[1]));
+        let balancer = Balancer::new(
+            &set,
+            Raced {
+                steals: 1,
+                ..Raced::default()
+            },
+        );
+        let request = http::Request::new(());
+        let held = balancer.claim(&request);
+        assert!(held.is_some(), "no limit: the stolen slot does not matter");
+        assert_eq!(set.snapshot().backends()[0].state().in_flight(), 2);
     }
 }

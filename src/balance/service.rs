@@ -11,18 +11,21 @@ use http::{HeaderValue, Request, Response};
 use tower_service::Service;
 
 use super::{Balancer, RequestRef, ResponseBody, ResponseFuture, Strategy, Target, Tried};
-use crate::backend::{Address, InFlight};
+use crate::backend::Address;
 use crate::clock;
 use crate::{Error, ErrorKind};
 
 /// Points each request at a backend, then calls the inner service.
 ///
 /// Per request: reads the balancer's snapshot and table (no lock), asks the
-/// strategy for an eligible backend the request has not tried, rewrites the
-/// URI's scheme and authority to the backend's (keeping the client's `Host`),
-/// inserts a [`Target`] extension into the request and the response, and
-/// counts the request in flight until the response *body* ends or is
-/// dropped. The time to response headers feeds the backend's latency
+/// strategy for an eligible backend the request has not tried and counts
+/// the request in flight there until the response *body* ends or is
+/// dropped (under [`Balancer::set_max_in_flight`] a claim of one of the
+/// backend's slots, exact however many threads race for it: see
+/// [`Balancer::claim`]), rewrites the URI's scheme and authority to the
+/// backend's (keeping the client's `Host`), and inserts a [`Target`]
+/// extension into the request and the response. The time to response
+/// headers feeds the backend's latency
 /// estimate. The inner call runs in a `debug` span `upstream` with the
 /// backend and the attempt number (1 + the backends already tried).
 ///
@@ -81,16 +84,16 @@ where
             .extensions()
             .get::<Tried>()
             .map_or(&[][..], Tried::as_slice);
-        let picked = self
+        // The pick and the count are one step (exact under a limit): the
+        // guard holds the request's one handle clone.
+        let in_flight = self
             .balancer
-            .pick_at(RequestRef::from(&request), tried, Some(now));
+            .claim_at(RequestRef::from(&request), tried, Some(now));
         let tried = tried.len();
-        let Some(picked) = picked else {
+        let Some(in_flight) = in_flight else {
             return ResponseFuture::failed(Error::new(ErrorKind::NoBackend));
         };
-        // The request keeps the backend: its one handle clone.
-        let backend = picked.backend().clone();
-        drop(picked);
+        let backend = in_flight.backend();
         if let Err(error) = point_at(&mut request, backend.address()) {
             return ResponseFuture::failed(error.with_backend(backend.address().clone()));
         }
@@ -102,7 +105,6 @@ where
         request
             .extensions_mut()
             .insert(Target::new(backend.clone()));
-        let in_flight = InFlight::begin(backend);
         let future = {
             let _entered = span.enter();
             self.inner.call(request)

@@ -50,6 +50,13 @@ pub trait Strategy: Send + Sync + 'static {
     fn pick(&self, table: &Self::Table, candidates: &Candidates<'_>) -> Option<usize>;
 }
 
+/// The requests `backend` may hold under a limit of `limit` per unit of
+/// its weight: the bound a pick checks and a claim enforces.
+#[inline]
+pub(crate) fn slots(limit: u32, backend: &Backend) -> u64 {
+    u64::from(limit) * u64::from(backend.weight())
+}
+
 /// The parts of a request a strategy may look at (hash keys).
 #[derive(Clone, Copy, Debug)]
 pub struct RequestRef<'a> {
@@ -217,7 +224,7 @@ impl<'a> Candidates<'a> {
     #[inline]
     fn has_room(&self, index: usize) -> bool {
         let backend = &self.backends[index];
-        u64::from(backend.state().in_flight()) < u64::from(self.limit) * u64::from(backend.weight())
+        u64::from(backend.state().in_flight()) < slots(self.limit, backend)
     }
 
     /// Backend `index`'s current share of its weight, in 1/65536 units

@@ -23,9 +23,10 @@
 //! atomic load. A queued request holds its place without a lock: the wakers
 //! are tokio's `Notify`, whose `notify_one` wakes the longest waiter, and a
 //! request arriving while others wait queues behind them. The queue's check
-//! and the balancer's pick are two reads: a request that saw room may, in a
-//! race with another thread, find none at the pick and get the balancer's
-//! 503.
+//! is a read, the balancer's claim of a slot a compare-and-swap: the limit
+//! holds exactly, and a request that saw room may, in a race with another
+//! thread for the last slot, find none at the claim and get the balancer's
+//! 503 rather than wait.
 //!
 //! ```
 //! use std::time::Duration;
