@@ -353,10 +353,10 @@ impl Settings {
                 }
             }
         };
-        if !file.trusted_proxies.is_empty() {
-            if let AnyStrategy::ConsistentHash(hash) = strategy {
-                strategy = AnyStrategy::ConsistentHash(hash.trust_proxies(file.trusted_proxies));
-            }
+        if !file.trusted_proxies.is_empty()
+            && let AnyStrategy::ConsistentHash(hash) = strategy
+        {
+            strategy = AnyStrategy::ConsistentHash(hash.trust_proxies(file.trusted_proxies));
         }
         let upgrades = match (cli.upgrades.as_slice(), file.upgrades) {
             ([], Some(list)) => list,

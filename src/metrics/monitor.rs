@@ -50,10 +50,10 @@ impl Monitor {
             }),
         });
         monitor.sample();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            if let Some(events) = monitor.lock().events.take() {
-                runtime.spawn(watch(Arc::downgrade(&monitor), events));
-            }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(events) = monitor.lock().events.take()
+        {
+            runtime.spawn(watch(Arc::downgrade(&monitor), events));
         }
         monitor
     }
