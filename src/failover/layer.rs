@@ -39,6 +39,16 @@ use crate::ConfigError;
 ///   (default none: the next try goes to another backend, so waiting buys
 ///   nothing).
 ///
+/// A retry needs the request's head. Rather than copy every head in
+/// advance for the few requests that are retried, the first try is marked
+/// [`ReturnHead`](crate::extensions::ReturnHead) and [`Forward`](crate::Forward)
+/// hands the head back on an answer that may be retried. Failover learns
+/// this per service: until a head has come back it copies heads as before,
+/// so an innermost service of your own that never hands heads back (see
+/// [`ReturnHead::answer`](crate::extensions::ReturnHead::answer)) costs only
+/// the copies; one that stops handing them back costs one request its
+/// retry, a warning says so once, and failover copies from then on.
+///
 /// When no backend is left to try, the client gets the last failure as it
 /// was. A response that took more than the first try (or whose retry the
 /// budget withheld) carries an [`Attempts`](super::Attempts) extension;
