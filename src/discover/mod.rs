@@ -2,11 +2,11 @@
 //! [`Discover`](tower::discover::Discover) stream that a
 //! [`BackendSet`](crate::BackendSet) follows.
 //!
-//! - [`Dns`] (feature `dns`, on hickory-resolver): the A/AAAA records of a
+//! - `Dns` (feature `dns`, on hickory-resolver): the A/AAAA records of a
 //!   name on a port (a Kubernetes headless service), or SRV records
 //!   (Consul's DNS interface), looked up again when the answer's TTL runs
 //!   out.
-//! - [`Etcd`] (feature `etcd`, on etcd-client): every key under a prefix is
+//! - `Etcd` (feature `etcd`, on etcd-client): every key under a prefix is
 //!   one backend, its value written as on the example proxy's command line
 //!   (`http://10.0.0.1:8000,weight=2`); read, then watched.
 //!
