@@ -57,8 +57,8 @@ pub(crate) struct Conn<S> {
     /// Whether the connection may carry another exchange: false from the
     /// start of an exchange until its response body ended cleanly.
     pub(super) reusable: bool,
-    /// Scratch room for the names of a response head's kept headers.
-    names: Vec<response_head::Entry>,
+    /// Room for the names of the response heads read on this connection.
+    names: Box<response_head::Scratch>,
     /// Whether any byte of this exchange's request was written.
     written: bool,
     /// Whether any frame was taken from this exchange's request body.
@@ -108,7 +108,7 @@ where
             read_buf: BytesMut::with_capacity(READ_SIZE),
             max_head: DEFAULT_MAX_HEAD,
             reusable: true,
-            names: Vec::new(),
+            names: Box::default(),
             written: false,
             body_started: false,
         }

@@ -12,6 +12,7 @@
 //! lines before the status line, which `httparse` tolerates.
 
 use std::mem::MaybeUninit;
+use std::sync::LazyLock;
 
 use bytes::{Buf, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
@@ -79,7 +80,7 @@ pub(crate) fn parse(
         max_head,
         &mut HeaderMap::new(),
         None,
-        &mut Vec::new(),
+        &mut Scratch::default(),
     )
 }
 
@@ -89,15 +90,17 @@ pub(crate) fn parse(
 /// left as it was unless a final or `101` head was parsed, and also when
 /// `keep` says a response of this status may be retried: the request's
 /// head must then survive the exchange, and the response gets a new map.
-/// `names` is scratch room, reused from exchange to exchange (so a parse
-/// neither allocates nor initialises and moves a 100-entry array).
+/// `scratch` is the connection's room for names, reused from exchange to
+/// exchange (so a parse neither allocates nor initialises and moves a
+/// 100-entry array, and a name the backend sent last time is not parsed
+/// again).
 pub(crate) fn parse_into(
     buf: &mut BytesMut,
     head_request: bool,
     max_head: usize,
     spare: &mut HeaderMap,
     keep: Option<&ReturnHead>,
-    names: &mut Vec<Entry>,
+    scratch: &mut Scratch,
 ) -> Result<Parsed, Error> {
     if buf.is_empty() {
         return Ok(Parsed::Partial);
@@ -107,8 +110,8 @@ pub(crate) fn parse_into(
         // backend that miscounted its body, so it is not passed over.
         return Err(Error::malformed("empty line before the status line"));
     }
-    names.clear();
-    let scanned = match scan(buf, head_request, names)? {
+    scratch.kept.clear();
+    let scanned = match scan(buf, head_request, scratch)? {
         Some(scanned) => scanned,
         None if buf.len() >= max_head => return Err(Error::new(Kind::HeadTooLarge)),
         None => return Ok(Parsed::Partial),
@@ -128,7 +131,7 @@ pub(crate) fn parse_into(
             .map_err(|_| Error::malformed("invalid header value"))
     };
     let mut headers = match keep {
-        Some(keep) if keep.wants(status) => HeaderMap::with_capacity(names.len()),
+        Some(keep) if keep.wants(status) => HeaderMap::with_capacity(scratch.kept.len()),
         _ => {
             // Past this point a failure would leave the request without
             // its headers, which a retry needs. None comes: httparse
@@ -138,11 +141,11 @@ pub(crate) fn parse_into(
             // to it), and the status was checked above.
             let mut headers = std::mem::take(spare);
             headers.clear();
-            headers.reserve(names.len());
+            headers.reserve(scratch.kept.len());
             headers
         }
     };
-    for (name, start, end) in names.drain(..) {
+    for (name, start, end) in scratch.kept.drain(..) {
         headers.append(name, value((start, end))?);
     }
     Ok(Parsed::Head(ResponseHead {
@@ -160,14 +163,21 @@ pub(crate) fn parse_into(
 /// which is then moved to where the next look starts. Parsing only then
 /// keeps a head that trickles in a byte per read from costing a parse of
 /// the whole buffer per byte.
+///
+/// A head nearly always ends in CRLF CRLF, which one vectorised search
+/// finds; only without it are the line ends looked at one by one (for a
+/// bare LF, which the parse then refuses, rather than waiting for more).
 pub(crate) fn has_empty_line(buf: &[u8], searched: &mut usize) -> bool {
-    let from = (*searched).min(buf.len()).saturating_sub(2);
-    let found = memchr::memchr_iter(b'\n', &buf[from..]).any(|i| {
-        let next = &buf[from + i + 1..];
-        next.first() == Some(&b'\n') || next.starts_with(b"\r\n")
-    });
+    static CRLF_CRLF: LazyLock<memchr::memmem::Finder<'static>> =
+        LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    let from = (*searched).min(buf.len()).saturating_sub(3);
     *searched = buf.len();
-    found
+    let rest = &buf[from..];
+    CRLF_CRLF.find(rest).is_some()
+        || memchr::memchr_iter(b'\n', rest).any(|i| {
+            let next = &rest[i + 1..];
+            next.first() == Some(&b'\n') || next.starts_with(b"\r\n")
+        })
 }
 
 /// What one pass of httparse found, as offsets into the buffer so that the
@@ -185,7 +195,53 @@ struct Scanned {
 /// the head.
 pub(crate) type Entry = (HeaderName, usize, usize);
 
-fn scan(buf: &[u8], head_request: bool, kept: &mut Vec<Entry>) -> Result<Option<Scanned>, Error> {
+/// A connection's room for the names of the heads it reads (boxed in the
+/// connection, which is moved at each checkout and return: a few words
+/// more there cost every exchange a `memcpy`).
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// This head's kept headers, as they are found.
+    kept: Vec<Entry>,
+    /// The names the last head kept, in order, with where each one's bytes
+    /// as sent lie in `sent`. A backend sends the same names, spelled the
+    /// same, in the same order, response after response: a raw name equal
+    /// to the one at its place last time is that name, with no parse of it
+    /// and, for a name `http` does not know, no copy of it into a new
+    /// allocation.
+    known: Vec<(HeaderName, u32, u32)>,
+    /// The bytes of the known names, as sent.
+    sent: Vec<u8>,
+}
+
+impl Scratch {
+    /// The name of the `index`th kept header, `raw` as sent.
+    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, Error> {
+        if let Some((known, start, len)) = self.known.get(index) {
+            let (start, len) = (*start as usize, *len as usize);
+            if self.sent.get(start..start + len) == Some(raw) {
+                return Ok(known.clone());
+            }
+        }
+        let name =
+            HeaderName::from_bytes(raw).map_err(|_| Error::malformed("invalid header name"))?;
+        // The names after a difference are unlikely to line up either.
+        let start = self
+            .known
+            .get(index)
+            .map_or(self.sent.len(), |(_, start, _)| *start as usize);
+        self.known.truncate(index);
+        self.sent.truncate(start);
+        // A head is at most the head limit (far below 4 GiB) and its names
+        // are in it, so both fit in a u32.
+        if let (Ok(at), Ok(len)) = (u32::try_from(start), u32::try_from(raw.len())) {
+            self.sent.extend_from_slice(raw);
+            self.known.push((name.clone(), at, len));
+        }
+        Ok(name)
+    }
+}
+
+fn scan(buf: &[u8], head_request: bool, scratch: &mut Scratch) -> Result<Option<Scanned>, Error> {
     // Uninitialised slots: a head of a few fields does not pay for
     // writing all of them first.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -226,12 +282,14 @@ fn scan(buf: &[u8], head_request: bool, kept: &mut Vec<Entry>) -> Result<Option<
     // in those lines.
     let mut lists_others = false;
     for field in fields {
-        match role(field.name.as_bytes()) {
+        let name = field.name.as_bytes();
+        match role(name) {
             Role::ContentLength => {
                 if content_length.is_some() {
                     return Err(Error::malformed("content-length repeated"));
                 }
                 content_length = Some(parse_length(field.value)?);
+                keep(scratch, name, offset(field.value))?;
             }
             Role::TransferEncoding => {
                 if chunked {
@@ -260,7 +318,8 @@ fn scan(buf: &[u8], head_request: bool, kept: &mut Vec<Entry>) -> Result<Option<
                 }
             }
             Role::Upgrade if upgrade.is_none() => upgrade = Some(offset(field.value)),
-            Role::Upgrade | Role::HopByHop | Role::Kept => {}
+            Role::Kept => keep(scratch, name, offset(field.value))?,
+            Role::Upgrade | Role::HopByHop => {}
         }
     }
     if chunked && content_length.is_some() {
@@ -271,20 +330,12 @@ fn scan(buf: &[u8], head_request: bool, kept: &mut Vec<Entry>) -> Result<Option<
     let framing = framing(head_request, code, content_length, chunked);
     let keep_alive =
         framing != Framing::Close && !close && (version == Version::HTTP_11 || keep_alive_token);
-
-    for field in fields {
-        let name = field.name.as_bytes();
-        match role(name) {
-            Role::Kept | Role::ContentLength => {}
-            _ => continue,
-        }
-        if lists_others && listed_in_connection(fields, name) {
-            continue;
-        }
-        let name =
-            HeaderName::from_bytes(name).map_err(|_| Error::malformed("invalid header name"))?;
-        let (start, end) = offset(field.value);
-        kept.push((name, start, end));
+    if lists_others {
+        // Rare: a `Connection` line naming an end-to-end field makes it
+        // hop-by-hop for this response.
+        scratch
+            .kept
+            .retain(|(name, _, _)| !listed_in_connection(fields, name.as_str().as_bytes()));
     }
     Ok(Some(Scanned {
         len,
@@ -332,9 +383,26 @@ fn parse_length(value: &[u8]) -> Result<u64, Error> {
     })
 }
 
+/// Notes a kept header (its name, and where its value lies).
+fn keep(scratch: &mut Scratch, name: &[u8], value: (usize, usize)) -> Result<(), Error> {
+    let name = scratch.name(scratch.kept.len(), name)?;
+    scratch.kept.push((name, value.0, value.1));
+    Ok(())
+}
+
 /// Whether a line in `head` ends with LF alone.
+///
+/// One pass over every byte pair with no early exit, which the compiler
+/// vectorises: cheaper over a head of a few hundred bytes than stopping
+/// at each LF.
 pub(super) fn has_bare_lf(head: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+    let Some((&first, rest)) = head.split_first() else {
+        return false;
+    };
+    let bare = rest.iter().zip(head).fold(false, |bare, (&b, &before)| {
+        bare | ((b == b'\n') & (before != b'\r'))
+    });
+    bare || first == b'\n'
 }
 
 /// What a response field means to the proxy.
@@ -666,6 +734,73 @@ mod tests {
         assert!(has_empty_line(b"a\n\n", &mut 0));
         assert!(!has_empty_line(b"a\r\n\r", &mut 0));
         assert!(!has_empty_line(b"", &mut 0));
+    }
+
+    fn head_with(scratch: &mut Scratch, bytes: &[u8]) -> ResponseHead {
+        let mut buf = BytesMut::from(bytes);
+        match parse_into(
+            &mut buf,
+            false,
+            64 * 1024,
+            &mut HeaderMap::new(),
+            None,
+            scratch,
+        ) {
+            Ok(Parsed::Head(head)) => head,
+            other => panic!("not a head: {other:?}"),
+        }
+    }
+
+    fn names_and_values(head: &ResponseHead) -> Vec<(String, String)> {
+        head.headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or("?").to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn names_known_from_the_last_head_are_taken_only_where_they_match() {
+        let mut scratch = Scratch::default();
+        let first = head_with(
+            &mut scratch,
+            b"HTTP/1.1 200 OK\r\nX-One: a\r\nContent-Length: 0\r\nX-Three: 3\r\n\r\n",
+        );
+        assert_eq!(
+            names_and_values(&first),
+            [("x-one", "a"), ("content-length", "0"), ("x-three", "3")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        // Same first name in another case, then a different one in the
+        // second place, and the third again where the cache lost it.
+        let second = head_with(
+            &mut scratch,
+            b"HTTP/1.1 200 OK\r\nx-ONE: b\r\nX-Two: c\r\nx-three: 4\r\n\r\n",
+        );
+        assert_eq!(
+            names_and_values(&second),
+            [("x-one", "b"), ("x-two", "c"), ("x-three", "4")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        // A longer name that starts like a known one is not taken for it.
+        let third = head_with(&mut scratch, b"HTTP/1.1 200 OK\r\nX-One-More: d\r\n\r\n");
+        assert_eq!(
+            names_and_values(&third),
+            [("x-one-more".to_owned(), "d".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_bare_lf_is_found_wherever_it_is() {
+        assert!(!has_bare_lf(b""));
+        assert!(!has_bare_lf(b"\r\n"));
+        assert!(!has_bare_lf(b"a\r\nb\r\n\r\n"));
+        assert!(has_bare_lf(b"\n"));
+        assert!(has_bare_lf(b"a\n"));
+        assert!(has_bare_lf(b"a\r\nb\n\r\n"));
+        let mut long = b"x: y\r\n".repeat(100);
+        assert!(!has_bare_lf(&long));
+        long[333] = b'\n';
+        assert!(has_bare_lf(&long));
     }
 
     #[test]
