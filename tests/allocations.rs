@@ -10,6 +10,9 @@
 #[path = "../examples/proxy/server.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod server;
+#[path = "../examples/proxy/supervisor.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod supervisor;
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};

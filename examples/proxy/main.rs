@@ -31,6 +31,7 @@ mod listeners;
 mod reload;
 mod server;
 mod settings;
+mod supervisor;
 mod tls;
 mod workers;
 

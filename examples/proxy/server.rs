@@ -6,18 +6,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -25,6 +22,8 @@ use tower::util::Oneshot;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::add_extension::AddExtensionLayer;
 use tower_lb::ClientAddr;
+
+use crate::supervisor::{Activity, Drain, Supervised};
 
 /// Limits on client connections.
 #[derive(Clone, Copy, Debug)]
@@ -147,7 +146,7 @@ where
     builder
         .http2()
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
+    let drain = Arc::new(Drain::default());
     let mut stop = pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -181,7 +180,7 @@ where
         };
         let service = Direct::new(service);
         if let Some(tls) = &tls {
-            let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
+            let (tls, builder, open) = (tls.clone(), builder.clone(), drain.open());
             tokio::spawn(async move {
                 let _permit = permit;
                 let Some(stream) = tls.handshake(tracked).await else {
@@ -190,87 +189,24 @@ where
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
-                supervise(watcher.watch(connection), activity, limits).await;
+                Supervised::new(connection, activity, limits, open).await;
             });
             continue;
         }
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(tracked), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = Supervised::new(connection, activity, limits, drain.open());
         tokio::spawn(async move {
             let _permit = permit;
-            supervise(connection, activity, limits).await;
+            connection.await;
         });
     }
     drop(listener);
+    drain.stop();
     tokio::select! {
-        () = graceful.shutdown() => Drained::AllClosed,
+        () = drain.all_closed() => Drained::AllClosed,
         () = tokio::time::sleep(grace) => Drained::GraceOver,
-    }
-}
-
-/// Runs a connection, closing it when its request head is too slow or it
-/// sits idle. It looks every quarter of the shorter limit, so a connection
-/// is closed within 1.25 times its limit, and the socket path reads no clock.
-async fn supervise<C, E>(connection: C, activity: Arc<Activity>, limits: Limits)
-where
-    C: Future<Output = Result<(), E>>,
-{
-    let mut connection = pin!(connection);
-    let tick = (limits.header_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(10));
-    let mut moved = 0;
-    let mut last_active = Instant::now();
-    let mut head_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            _ = &mut connection => return,
-            () = tokio::time::sleep(tick) => {}
-        }
-        let now = Instant::now();
-        let moved_now = activity.moved.load(Relaxed);
-        if moved_now != moved {
-            moved = moved_now;
-            last_active = now;
-        }
-        if activity.head_pending.load(Relaxed) {
-            let since = *head_since.get_or_insert(now);
-            if now - since > limits.header_timeout {
-                tracing::debug!("closing a connection whose request head is too slow");
-                return;
-            }
-        } else {
-            head_since = None;
-        }
-        let idle = activity.in_flight.load(Relaxed) == 0 && head_since.is_none();
-        if idle && now - last_active > limits.idle_timeout {
-            tracing::debug!("closing an idle connection");
-            return;
-        }
-    }
-}
-
-/// What a connection is doing, as the supervisor sees it.
-#[derive(Default)]
-struct Activity {
-    /// Bumped whenever bytes move either way.
-    moved: AtomicU64,
-    /// Bytes arrived while no request was in flight: a request head is on
-    /// its way.
-    head_pending: AtomicBool,
-    /// Requests whose response body has not ended.
-    in_flight: AtomicUsize,
-}
-
-impl Activity {
-    #[inline]
-    fn bump(&self) {
-        // A plain store of the next value, not an atomic add: the socket
-        // side runs on the connection's task, and should a body end on
-        // another task (an h2 stream) at the same moment, a lost increment
-        // still changes the value, which is all the supervisor looks at.
-        self.moved
-            .store(self.moved.load(Relaxed).wrapping_add(1), Relaxed);
     }
 }
 
