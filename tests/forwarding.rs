@@ -136,6 +136,39 @@ async fn a_slow_backend_is_504_after_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// The timeout runs on a timer each backend connection keeps and moves
+/// on from exchange to exchange: a slow answer on a connection that has
+/// already carried quick ones is still cut at its own deadline, and one
+/// that comes within it is not.
+#[tokio::test]
+async fn the_timeout_holds_on_a_reused_connection_too() {
+    let backend = TestBackend::start("a").await;
+    let set = BackendSet::new([backend.backend()]);
+    let forward = Forward::builder()
+        .timeout(Duration::from_millis(300))
+        .build();
+    let service = LoadBalanceLayer::new(set.clone(), RoundRobin::new()).layer(forward);
+    let proxy = TestProxy::serve(set, service).await;
+    let client = client();
+    for _ in 0..3 {
+        assert_eq!(get(&client, &proxy.url("/")).await.status, StatusCode::OK);
+    }
+    // Under the timeout, though later than the quick ones' deadlines.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let answer = get(&client, &proxy.url("/slow?ms=100")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let started = tokio::time::Instant::now();
+    let answer = get(&client, &proxy.url("/slow?ms=5000")).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(290),
+        "cut early, after {took:?}"
+    );
+    assert!(took < Duration::from_secs(3), "cut late, after {took:?}");
+    assert_eq!(get(&client, &proxy.url("/")).await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn error_answers_carry_the_error_for_outer_layers() {
     use tower::ServiceExt;

@@ -65,6 +65,7 @@ fn pool() -> Pool {
     Pool::new(
         super::stream::Connect::default(),
         Duration::from_secs(1),
+        Some(Duration::from_secs(30)),
         Duration::from_secs(90),
         usize::MAX,
         DEFAULT_MAX_HEAD,

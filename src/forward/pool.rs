@@ -32,6 +32,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
 use super::idle::IdleQueue;
 use super::stream::{self, Connect, Stream};
@@ -53,6 +55,9 @@ pub(crate) struct Pool {
     tls_hosts: ArcSwap<FxHashMap<Authority, Arc<Host>>>,
     connect: Connect,
     connect_timeout: Duration,
+    /// How long an exchange may take, from its start to the response head
+    /// (a new connection's connect and handshake included).
+    timeout: Option<Duration>,
     idle_timeout: Nanos,
     max_idle: usize,
     max_head: usize,
@@ -133,6 +138,7 @@ impl Pool {
     pub(crate) fn new(
         connect: Connect,
         connect_timeout: Duration,
+        timeout: Option<Duration>,
         idle_timeout: Duration,
         max_idle: usize,
         max_head: usize,
@@ -142,6 +148,7 @@ impl Pool {
             tls_hosts: ArcSwap::default(),
             connect,
             connect_timeout,
+            timeout,
             idle_timeout: clock::nanos(idle_timeout),
             max_idle: max_idle.max(1),
             max_head,
@@ -236,6 +243,7 @@ impl Pool {
         let framing = BodyFraming::of(&*body);
         let head_request = parts.method == Method::HEAD;
         let now = clock::now();
+        let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
         loop {
             let (mut conn, reused) = match host.checkout(now) {
                 Some(conn) => (conn, true),
@@ -244,27 +252,43 @@ impl Pool {
                     // it) is several times the size of the rest, and every
                     // request's future would carry its room and be moved
                     // with it; a new connection is the rare path.
-                    let conn = Box::pin(host.connect(&self.connect, self.connect_timeout)).await?;
+                    let connect = Box::pin(host.connect(&self.connect, self.connect_timeout));
+                    let conn = match deadline {
+                        Some(deadline) => tokio::time::timeout_at(deadline, connect)
+                            .await
+                            .map_err(|_| Error::new(ErrorKind::Timeout))??,
+                        None => connect.await?,
+                    };
                     (conn.with_max_head(self.max_head), false)
                 }
             };
-            let head = RequestHead {
-                parts,
-                backend: &backend,
-                client_ip: parts
-                    .extensions
-                    .get::<ClientAddr>()
-                    .map(ClientAddr::header_value),
-                proto,
-                upgrade,
-                framing,
+            let mut timer = conn.take_timer();
+            let exchange = async {
+                let head = RequestHead {
+                    parts,
+                    backend: &backend,
+                    client_ip: parts
+                        .extensions
+                        .get::<ClientAddr>()
+                        .map(ClientAddr::header_value),
+                    proto,
+                    upgrade,
+                    framing,
+                };
+                conn.write(&head, body.as_mut()).await?;
+                conn.read(head_request, &mut parts.headers, keep).await
             };
-            let result = match conn.write(&head, body.as_mut()).await {
-                Ok(()) => conn.read(head_request, &mut parts.headers, keep).await,
-                Err(error) => Err(error),
+            let result = match deadline {
+                Some(deadline) => h1::within(&mut timer, deadline, exchange)
+                    .await
+                    .ok_or_else(|| Error::new(ErrorKind::Timeout))?,
+                None => exchange.await,
             };
             match result {
-                Ok(answer) => return Ok((answer, Lease { host, since: now })),
+                Ok(mut answer) => {
+                    answer.keep_timer(timer);
+                    return Ok((answer, Lease { host, since: now }));
+                }
                 Err(error) if reused && may_resend(&error, &parts.method) => {
                     tracing::debug!(%error, "idle backend connection was closed; resending");
                 }

@@ -231,6 +231,7 @@ impl ForwardBuilder {
         let http1 = Pool::new(
             self.connect,
             self.connect_timeout,
+            self.timeout,
             self.pool_idle_timeout,
             self.pool_max_idle_per_host,
             DEFAULT_MAX_HEAD,
@@ -324,7 +325,8 @@ impl Shared {
                 return_head.as_ref(),
                 Pin::new(&mut body),
             );
-            let answer = within(self.timeout, exchange).await;
+            // The timeout is the pool's: on the connection's own timer.
+            let answer = exchange.await;
             parts.extensions.remove::<OnUpgrade>();
             let mut response = match answer {
                 Ok((Answer::Response(response), lease)) => {

@@ -45,6 +45,13 @@ impl<S> BodyReader<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Gives the connection its timer back, if it is still open.
+    pub(crate) fn keep_timer(&mut self, timer: super::deadline::Timer) {
+        if let Some(conn) = &mut self.conn {
+            conn.timer = timer;
+        }
+    }
+
     pub(super) fn new(conn: Conn<S>, framing: Framing, keep_alive: bool) -> Self {
         let decoder = match framing {
             Framing::Empty => Decoder::Length(0),

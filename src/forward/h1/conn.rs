@@ -25,6 +25,7 @@ use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::body::BodyReader;
+use super::deadline::Timer;
 use super::error::{Error, Kind};
 use super::request_head::{BodyFraming, RequestHead, write_hex};
 use super::response_head::{self, Parsed};
@@ -59,6 +60,9 @@ pub(crate) struct Conn<S> {
     pub(super) reusable: bool,
     /// Room for the names of the response heads read on this connection.
     names: Box<response_head::Scratch>,
+    /// The timer of this connection's exchanges' timeout (`deadline.rs`),
+    /// taken out while an exchange runs on it.
+    pub(super) timer: Timer,
     /// Whether any byte of this exchange's request was written.
     written: bool,
     /// Whether any frame was taken from this exchange's request body.
@@ -79,6 +83,16 @@ pub(crate) enum Answer<S> {
         protocol: Option<HeaderValue>,
         upgraded: Upgraded<S>,
     },
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Answer<S> {
+    /// Gives the connection its timer back (an upgraded one has no more
+    /// use for it).
+    pub(crate) fn keep_timer(&mut self, timer: Timer) {
+        if let Self::Response(response) = self {
+            response.body_mut().keep_timer(timer);
+        }
+    }
 }
 
 /// A connection after `101`: the stream and whatever the backend had
@@ -109,9 +123,16 @@ where
             max_head: DEFAULT_MAX_HEAD,
             reusable: true,
             names: Box::default(),
+            timer: Timer::default(),
             written: false,
             body_started: false,
         }
+    }
+
+    /// The connection's timer, for an exchange to run under (and to be
+    /// given back with [`Answer::keep_timer`]).
+    pub(crate) fn take_timer(&mut self) -> Timer {
+        std::mem::take(&mut self.timer)
     }
 
     /// Sets the limit on the size of a response head.

@@ -25,6 +25,7 @@
 mod body;
 mod chunked;
 mod conn;
+mod deadline;
 mod error;
 mod request_head;
 mod response_head;
@@ -33,5 +34,6 @@ mod tests;
 
 pub(crate) use body::BodyReader;
 pub(crate) use conn::{Answer, Conn, DEFAULT_MAX_HEAD, Upgraded};
+pub(crate) use deadline::within;
 pub(crate) use error::{Error, Kind};
 pub(crate) use request_head::{BodyFraming, RequestHead};
