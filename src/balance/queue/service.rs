@@ -87,16 +87,18 @@ where
         let inner = std::mem::replace(&mut self.inner, ready);
         ResponseFuture {
             state: State::Waiting {
-                notified: Arc::clone(&shared.notify).notified_owned(),
-                deadline: tokio::time::sleep(self.layer.timeout),
-                waiting: Some(Waiting {
-                    request,
-                    inner,
-                    place,
-                    started: Instant::now(),
-                    layer: self.layer.clone(),
+                wait: Box::pin(Queued {
+                    notified: Arc::clone(&shared.notify).notified_owned(),
+                    deadline: tokio::time::sleep(self.layer.timeout),
+                    waiting: Some(Waiting {
+                        request,
+                        inner,
+                        place,
+                        started: Instant::now(),
+                        layer: self.layer.clone(),
+                    }),
+                    look: head,
                 }),
-                look: head,
             },
         }
     }
@@ -138,6 +140,22 @@ struct Waiting<S, B, St: Strategy> {
 }
 
 pin_project! {
+    /// A request waiting in the queue.
+    #[project = QueuedProj]
+    struct Queued<S, B, St: Strategy> {
+        #[pin]
+        notified: OwnedNotified,
+        #[pin]
+        deadline: Sleep,
+        waiting: Option<Waiting<S, B, St>>,
+        // Look for room at the next poll without being woken: the first
+        // poll of a request that found the queue empty (a slot may have
+        // freed before it was listening).
+        look: bool,
+    }
+}
+
+pin_project! {
     /// The inner service's response, after a wait in the queue if every
     /// backend was full; or a 503 with `Retry-After`.
     pub struct ResponseFuture<S, St, B>
@@ -161,19 +179,15 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        // The two states of a queued request are boxed: they are the rare
+        // path (every backend full), and inline their 550 bytes would make
+        // every request's future that much larger, and every layer above
+        // moves the future it wraps.
         Waiting {
-            #[pin]
-            notified: OwnedNotified,
-            #[pin]
-            deadline: Sleep,
-            waiting: Option<Waiting<S, B, St>>,
-            // Look for room at the next poll without being woken: the first
-            // poll of a request that found the queue empty (a slot may have
-            // freed before it was listening).
-            look: bool,
+            wait: Pin<Box<Queued<S, B, St>>>,
         },
         Readying {
-            ready: Option<(S, Request<B>)>,
+            ready: Option<Box<(S, Request<B>)>>,
         },
         Refused {
             error: Option<Error>,
@@ -229,24 +243,25 @@ where
                     return Poll::Ready(Ok(error.to_response()));
                 }
                 StateProj::Readying { ready } => {
-                    let Some((inner, _)) = ready.as_mut() else {
+                    let Some((inner, _)) = ready.as_deref_mut() else {
                         panic!("queue::ResponseFuture polled after completion");
                     };
                     if let Err(error) = ready!(inner.poll_ready(cx)) {
                         return Poll::Ready(Err(error));
                     }
-                    let Some((mut inner, request)) = ready.take() else {
+                    let Some((mut inner, request)) = ready.take().map(|ready| *ready) else {
                         panic!("queue::ResponseFuture polled after completion");
                     };
                     let future = inner.call(request);
                     this.state.set(State::Direct { future });
                 }
-                StateProj::Waiting {
-                    mut notified,
-                    deadline,
-                    waiting,
-                    look,
-                } => {
+                StateProj::Waiting { wait } => {
+                    let QueuedProj {
+                        mut notified,
+                        deadline,
+                        waiting,
+                        look,
+                    } = wait.as_mut().project();
                     let Some(wait) = waiting.as_ref() else {
                         panic!("queue::ResponseFuture polled after completion");
                     };
@@ -262,7 +277,7 @@ where
                             shared.record_wait(wait.started.elapsed().as_nanos() as u64);
                             drop(wait.place);
                             this.state.set(State::Readying {
-                                ready: Some((wait.inner, wait.request)),
+                                ready: Some(Box::new((wait.inner, wait.request))),
                             });
                             continue;
                         }
