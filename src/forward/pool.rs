@@ -28,8 +28,8 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
 use super::idle::IdleQueue;
 use super::stream::{self, Connect, Stream};
-use crate::backend::departures;
+use crate::backend::{BackendId, departures};
 use crate::clock::{self, Nanos};
 use crate::extensions::ReturnHead;
 use crate::{Backend, BoxError, ClientAddr, Error, ErrorKind, Target};
@@ -53,6 +53,13 @@ pub(crate) struct Pool {
     hosts: ArcSwap<FxHashMap<Authority, Arc<Host>>>,
     /// TLS backends' pools, by authority.
     tls_hosts: ArcSwap<FxHashMap<Authority, Arc<Host>>>,
+    /// The same pools by the member they serve, for requests that carry a
+    /// [`Target`] (all of them behind a balancer): the lookup hashes a
+    /// `u64` and compares the authority's bytes, where the maps above hash
+    /// and compare it ignoring case (about 600 instructions a request).
+    /// Weak, so that the maps above stay the hosts' only owners (see
+    /// `forgettable`).
+    by_member: ArcSwap<FxHashMap<BackendId, Weak<Host>>>,
     connect: Connect,
     connect_timeout: Duration,
     /// How long an exchange may take, from its start to the response head
@@ -146,6 +153,7 @@ impl Pool {
         Self {
             hosts: ArcSwap::default(),
             tls_hosts: ArcSwap::default(),
+            by_member: ArcSwap::default(),
             connect,
             connect_timeout,
             timeout,
@@ -171,6 +179,20 @@ impl Pool {
                 hosts.rcu(kept);
             }
         }
+        if self
+            .by_member
+            .load()
+            .values()
+            .any(|host| host.strong_count() == 0)
+        {
+            self.by_member.rcu(|hosts| {
+                hosts
+                    .iter()
+                    .filter(|(_, host)| host.strong_count() > 0)
+                    .map(|(id, host)| (*id, Weak::clone(host)))
+                    .collect::<FxHashMap<_, _>>()
+            });
+        }
     }
 
     /// The pool of `authority` (over TLS or not), made on first use (for
@@ -179,6 +201,35 @@ impl Pool {
     /// back as a new member, so the new member's connections are pooled.
     fn host(&self, authority: &Authority, tls: bool, backend: Option<&Backend>) -> Arc<Host> {
         self.sweep();
+        if let Some(backend) = backend
+            && let Some(host) = self
+                .by_member
+                .load()
+                .get(&backend.id())
+                .and_then(Weak::upgrade)
+            && host.tls == tls
+            && host.authority.as_str().as_bytes() == authority.as_str().as_bytes()
+        {
+            return host;
+        }
+        let host = self.host_by_authority(authority, tls, backend);
+        if let Some(backend) = backend {
+            // Once per member and pool (and again after a sweep).
+            self.by_member.rcu(|hosts| {
+                let mut hosts = FxHashMap::clone(hosts);
+                hosts.insert(backend.id(), Arc::downgrade(&host));
+                hosts
+            });
+        }
+        host
+    }
+
+    fn host_by_authority(
+        &self,
+        authority: &Authority,
+        tls: bool,
+        backend: Option<&Backend>,
+    ) -> Arc<Host> {
         let hosts = if tls { &self.tls_hosts } else { &self.hosts };
         let stale =
             |host: &Host| host.is_removed() && backend.is_some_and(|b| !b.state().is_removed());
@@ -370,10 +421,11 @@ impl Host {
 }
 
 impl Pool {
-    /// How many hosts the pool holds (tests of bounded memory).
+    /// How many hosts the pool holds (tests of bounded memory): in its
+    /// map by authority or by member, whichever holds more.
     #[cfg(test)]
     pub(crate) fn hosts(&self) -> usize {
-        self.hosts.load().len()
+        self.hosts.load().len().max(self.by_member.load().len())
     }
 }
 
