@@ -89,8 +89,16 @@ impl RequestHead<'_> {
         }
 
         let listed = headers.contains_key(CONNECTION);
+        // Noted on the way past, so that the usual request (with neither)
+        // pays for no lookup of them afterwards.
+        let (mut forwarded_for, mut content_length) = (false, false);
         for (name, value) in headers {
-            if is_set_by_proxy(name) || is_hop_by_hop(name) {
+            if is_set_by_proxy(name) {
+                forwarded_for |= name == X_FORWARDED_FOR;
+                content_length |= name == CONTENT_LENGTH;
+                continue;
+            }
+            if is_hop_by_hop(name) {
                 continue;
             }
             if listed && connection_lists(headers, name) {
@@ -99,20 +107,22 @@ impl RequestHead<'_> {
             field(buf, name.as_str().as_bytes(), value.as_bytes());
         }
 
-        let mut forwarded_for = headers.get_all(&X_FORWARDED_FOR).iter();
+        let forwarded_for = forwarded_for.then(|| headers.get_all(&X_FORWARDED_FOR));
         match self.client_ip {
             Some(ip) => {
                 buf.extend_from_slice(b"x-forwarded-for: ");
-                for value in forwarded_for {
+                for value in forwarded_for.iter().flatten() {
                     buf.extend_from_slice(value.as_bytes());
                     buf.extend_from_slice(b", ");
                 }
                 buf.extend_from_slice(ip.as_bytes());
                 buf.extend_from_slice(b"\r\n");
             }
-            None => forwarded_for.by_ref().for_each(|value| {
-                field(buf, b"x-forwarded-for", value.as_bytes());
-            }),
+            None => {
+                for value in forwarded_for.iter().flatten() {
+                    field(buf, b"x-forwarded-for", value.as_bytes());
+                }
+            }
         }
         field(buf, b"x-forwarded-proto", self.proto.as_bytes());
         match host {
@@ -137,7 +147,7 @@ impl RequestHead<'_> {
             }
             BodyFraming::Chunked => buf.extend_from_slice(b"transfer-encoding: chunked\r\n"),
             BodyFraming::Empty => {
-                if usually_has_body(&parts.method) || headers.contains_key(CONTENT_LENGTH) {
+                if usually_has_body(&parts.method) || content_length {
                     buf.extend_from_slice(b"content-length: 0\r\n");
                 }
             }
