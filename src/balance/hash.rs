@@ -181,9 +181,8 @@ impl Strategy for ConsistentHash {
             None => table.prefer(hash, first, admits),
             Some(bounded) => {
                 let bound = bounded.bound();
-                let backends = candidates.backends();
                 table
-                    .prefer(hash, first, |i| admits(i) && !bound.is_full(&backends[i]))
+                    .prefer(hash, first, |i| admits(i) && !bound.is_full(i))
                     // Every admitting backend is at its bound (only when
                     // this request already tried the others): over the
                     // bound beats a 503.
