@@ -15,8 +15,13 @@
 //! O(n), so the table watches its backends (as least-connections' tree
 //! does) and keeps the sum and the eligible weight in two atomics, each
 //! changed by the difference a backend's notification brings. The cost is
-//! one shared atomic add per request start and end, paid only when the
-//! option is on.
+//! an atomic add per request start and end, paid only when the option is
+//! on. The total is split in [`SHARDS`] counters on lines of their own, a
+//! member's changes always going to the same one (its index modulo
+//! `SHARDS`): with one counter every start and end on every thread wrote
+//! the same cache line, and threads serving different backends passed it
+//! back and forth; a pick sums the shards, eight loads of lines that stay
+//! in cache while their members are quiet.
 //!
 //! The count that the sum is made of is also what a pick compares with the
 //! bound: each member's in-flight count as last added into the sum, beside
@@ -38,6 +43,9 @@ use crate::error::ConfigError;
 
 /// Fixed-point scale of the factor: thousandths.
 const SCALE: u64 = 1000;
+
+/// Counters the set's total in flight is split over (see the module docs).
+const SHARDS: usize = 8;
 
 /// A validated balance factor, in thousandths (1.25 is 1250).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,8 +78,9 @@ pub(super) struct BoundedLoad {
 
 /// What the bound is computed from, kept current by notifications.
 struct Sums {
-    /// Requests in flight to the set's members.
-    total: AtomicU64,
+    /// Requests in flight to the set's members: shard `i % SHARDS` sums
+    /// the loads of members `i`.
+    total: [Shard; SHARDS],
     /// Weight of the members eligible by their flags.
     weight: AtomicU64,
     /// Per member, what a pick compares with the bound, packed by index
@@ -95,7 +104,7 @@ struct Member {
 impl BoundedLoad {
     pub(super) fn build(backends: &[Backend], factor: BalanceFactor) -> Self {
         let sums = Arc::new(Sums {
-            total: AtomicU64::new(0),
+            total: Default::default(),
             weight: AtomicU64::new(0),
             members: backends
                 .iter()
@@ -120,7 +129,7 @@ impl BoundedLoad {
         Bound {
             // The sums are changed by signed differences in two's
             // complement; a transiently negative sum reads as zero.
-            total: (self.sums.total.load(Relaxed) as i64).max(0) as u64,
+            total: (self.sums.total() as i64).max(0) as u64,
             weight: (self.sums.weight.load(Relaxed) as i64).max(0) as u64,
             factor: self.factor.0,
             members: &self.sums.members,
@@ -178,8 +187,8 @@ impl LoadWatch for Sums {
         else {
             return;
         };
-        // Swap, then add the difference: `total` is always the sum of the
-        // members' loads, whatever the interleaving. Then read the count
+        // Swap, then add the difference: the shard is always the sum of
+        // its members' loads, whatever the interleaving. Then read the count
         // again: a racing notification whose older count landed after a
         // newer one sees the change and writes again, so the last one
         // leaves the mirror equal to the count (acquire-release, so that
@@ -189,7 +198,10 @@ impl LoadWatch for Sums {
             let load = state.in_flight();
             let before = member.load.swap(load, AcqRel);
             if load != before {
-                add(&self.total, i64::from(load) - i64::from(before));
+                add(
+                    &self.total[leaf % SHARDS].0,
+                    i64::from(load) - i64::from(before),
+                );
             }
             if state.in_flight() == load {
                 break;
@@ -216,6 +228,21 @@ impl LoadWatch for Sums {
         }
     }
 }
+
+impl Sums {
+    /// The total in flight, in two's complement: the shards' sum.
+    #[inline]
+    fn total(&self) -> u64 {
+        self.total
+            .iter()
+            .fold(0u64, |sum, shard| sum.wrapping_add(shard.0.load(Relaxed)))
+    }
+}
+
+/// One shard of the total, on a cache line of its own.
+#[derive(Default)]
+#[repr(align(64))]
+struct Shard(AtomicU64);
 
 /// Adds a signed difference to a sum kept in two's complement.
 #[inline]
