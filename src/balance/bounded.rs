@@ -13,7 +13,7 @@
 //!
 //! The bound needs the set's total in flight. Summing it per pick would be
 //! O(n), so the table watches its backends (as least-connections' tree
-//! does) and keeps the sum and the eligible weight in two atomics, each
+//! does) and keeps the sum and the eligible weight in atomics, each
 //! changed by the difference a backend's notification brings. The cost is
 //! an atomic add per request start and end, paid only when the option is
 //! on. The total is split in [`SHARDS`] counters on lines of their own, a
