@@ -107,8 +107,10 @@ impl ConsistentHash {
     /// affinity is an optimisation (caches), not a correctness need (use
     /// [sticky cookies] or plain hashing for that). 1.25 is a common choice:
     /// within a quarter of the average, and most keys stay put. The cost is
-    /// one shared atomic add per request start and end, to keep the set's
-    /// total; a pick reads the total and the candidate's count.
+    /// an atomic add per request start and end, to keep the set's total
+    /// (split over eight counters, so threads rarely write the same one);
+    /// a pick sums the total and reads the candidate's count from the
+    /// table, where the counts are packed, not from the backend.
     ///
     /// `factor` must be within `1.0..=1000.0`.
     ///
@@ -181,9 +183,8 @@ impl Strategy for ConsistentHash {
             None => table.prefer(hash, first, admits),
             Some(bounded) => {
                 let bound = bounded.bound();
-                let backends = candidates.backends();
                 table
-                    .prefer(hash, first, |i| admits(i) && !bound.is_full(&backends[i]))
+                    .prefer(hash, first, |i| admits(i) && !bound.is_full(i))
                     // Every admitting backend is at its bound (only when
                     // this request already tried the others): over the
                     // bound beats a 503.
