@@ -143,15 +143,17 @@ def pids_of(process):
 
 
 def cpu_seconds(pids):
-    total = 0
+    """(user, system) CPU seconds of the processes."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            user += int(fields[11])  # utime
+            system += int(fields[12])  # stime
         except OSError:
             pass
-    return total / CLK_TCK
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def memory_kib(pids, key):
@@ -461,7 +463,11 @@ def measure(name, launch, duration, connections, scheme="http"):
         pids = pids_of(process)
         before = cpu_seconds(pids)
         result = wrk(BALANCER_PORT, duration, connections, scheme)
-        result["cpu_us_per_request"] = (cpu_seconds(pids) - before) * 1e6 / max(result["requests"], 1)
+        after = cpu_seconds(pids)
+        per_request = 1e6 / max(result["requests"], 1)
+        result["user_us_per_request"] = (after[0] - before[0]) * per_request
+        result["sys_us_per_request"] = (after[1] - before[1]) * per_request
+        result["cpu_us_per_request"] = result["user_us_per_request"] + result["sys_us_per_request"]
         result["peak_rss_mib"] = memory_kib(pids, "VmHWM") / 1024
         return result
     finally:
@@ -550,8 +556,8 @@ def rounds(order, args, runs, direct_port, direct_scheme, scheme, label=""):
             log(f"{label} round {round_ + 1}/{args.rounds}: {name}".strip())
             if launch is None:
                 result = wrk(direct_port, args.duration, args.connections, direct_scheme)
-                result["cpu_us_per_request"] = float("nan")
-                result["peak_rss_mib"] = float("nan")
+                for key in ("cpu_us_per_request", "user_us_per_request", "sys_us_per_request", "peak_rss_mib"):
+                    result[key] = float("nan")
             else:
                 result = measure(name, launch, args.duration, args.connections, scheme)
             runs.setdefault(name, []).append(result)
@@ -625,7 +631,8 @@ def main_tls(args):
 
 
 def report(runs, stream, args, file="results.json"):
-    keys = ["rps", "p50_ms", "p99_ms", "cpu_us_per_request", "peak_rss_mib"]
+    keys = ["rps", "p50_ms", "p99_ms", "cpu_us_per_request", "user_us_per_request", "sys_us_per_request",
+            "peak_rss_mib"]
     nginx = runs["nginx"]
     rows = []
     for name, results in runs.items():
@@ -642,10 +649,12 @@ def report(runs, stream, args, file="results.json"):
 
     print(f"\nEnd to end, {args.rounds} interleaved rounds, wrk -t1 -c{args.connections} -d{args.duration}s, "
           f"balancer on core {BALANCER_CORE}, load and backends on core {LOAD_CORE}; medians (× nginx, same round)\n")
-    print("| balancer | CPU µs/request | × nginx | req/s | × nginx | p50 ms | p99 ms | × nginx | peak RSS MiB | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| balancer | CPU µs/request | × nginx | user µs | system µs | req/s | × nginx | p50 ms | p99 ms | × nginx "
+          "| peak RSS MiB | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {fmt(r['cpu_us_per_request'])} | {fmt(r['cpu_us_per_request_x_nginx'], 2)} "
+              f"| {fmt(r['user_us_per_request'])} | {fmt(r['sys_us_per_request'])} "
               f"| {r['rps']:.0f} | {fmt(r['rps_x_nginx'], 2)} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
               f"| {fmt(r['p99_ms_x_nginx'], 2)} | {fmt(r['peak_rss_mib'])} | {r['errors']} |")
     for direction, s in (stream or {}).items():
