@@ -9,10 +9,13 @@ does round-robin in front of them, and wrk drives the same load through it;
 the direct case (wrk straight at one backend) is the limit. Two servers
 that answer by themselves on the balancer's core, nginx and hyper's server
 set up as the proxy sets it up (examples/server_floor.rs), measure the
-floor of the client-facing side. The balancer is pinned to core 1, wrk and the
-backends to core 0. Candidates are interleaved over several rounds and the
-median of each figure is reported, with its ratio to nginx's in the same
-round:
+floor of the client-facing side; the inline floor (examples/inline_floor.rs:
+a ~200-line tokio proxy with none of the features, GET with Content-Length
+only) measures the floor of a Rust proxy in front of the same backends
+(issue 10's stretch target is within 1.2x of it). The balancer is pinned
+to core 1, wrk and the backends to core 0. Candidates are interleaved
+over several rounds and the median of each figure is reported, with its
+ratio to nginx's in the same round:
 
 - requests per second, p50 and p99 latency (wrk --latency);
 - CPU microseconds per proxied request: the balancer's utime+stime from
@@ -441,6 +444,12 @@ def candidates(tmp, proxy, compare=""):
         return start([binary, f"127.0.0.1:{BALANCER_PORT}"], BALANCER_CORE,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def inline_floor():
+        binary = os.path.join(os.path.dirname(proxy), "inline_floor")
+        backends = [f"127.0.0.1:{p}" for p in BACKEND_PORTS]
+        return start([binary, f"127.0.0.1:{BALANCER_PORT}"] + backends, BALANCER_CORE,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     listed = [
         ("nginx", nginx_lb),
         ("haproxy", haproxy),
@@ -449,6 +458,8 @@ def candidates(tmp, proxy, compare=""):
         # The client-facing floor: a server answering by itself, no backend.
         ("nginx (answers)", nginx_answers),
         ("hyper server (answers)", hyper_answers),
+        # The proxy floor: the least a tokio proxy spends, no features.
+        ("inline floor", inline_floor),
     ]
     if compare:
         listed.append(("baseline (1 thread)", tower_lb(1, compare)))

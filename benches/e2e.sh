@@ -24,5 +24,5 @@ if [ "$(nproc)" -lt 2 ]; then
   echo "needs 2 cores (the balancer on one, load and backends on the other)" >&2
   exit 1
 fi
-cargo build --release --example proxy --example server_floor
+cargo build --release --example proxy --example server_floor --example inline_floor
 exec python3 benches/e2e.py "$@"
