@@ -7,6 +7,11 @@
 //! Only allocations made on the proxy's own thread are counted; the client
 //! and the backend run on other threads.
 
+#[path = "../examples/proxy/client_body.rs"]
+mod client_body;
+#[path = "../examples/proxy/inline.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod inline;
 #[path = "../examples/proxy/server.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod server;

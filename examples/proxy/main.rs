@@ -24,9 +24,11 @@
 //! main thread's runtime.
 
 mod cli;
+mod client_body;
 mod demo;
 mod discovery;
 mod events;
+mod inline;
 mod listeners;
 mod reload;
 mod server;

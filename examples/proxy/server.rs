@@ -1,28 +1,27 @@
 //! The accept loop and each client connection, with the limits a server
 //! facing the internet needs.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::Either;
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::util::Oneshot;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 use tower_http::add_extension::AddExtensionLayer;
 use tower_lb::ClientAddr;
 
+use crate::client_body::ClientBody;
+use crate::inline::Served;
 use crate::supervisor::{Activity, Drain, Supervised};
 
 /// Limits on client connections.
@@ -84,7 +83,7 @@ pub async fn serve<S, B>(
     grace: Duration,
 ) -> Drained
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -131,7 +130,7 @@ pub async fn serve_sharing<S, B, H>(
     grace: Duration,
 ) -> Drained
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
@@ -141,11 +140,13 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     H: Handshake,
 {
+    // hyper's server, for the connections the inline loop hands over.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().max_buf_size(limits.max_header_size);
     builder
         .http2()
         .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
     let drain = Arc::new(Drain::default());
     let mut stop = pin!(stop);
     loop {
@@ -178,7 +179,7 @@ where
             stream,
             activity: activity.clone(),
         };
-        let service = Direct::new(service);
+        let max_head = limits.max_header_size;
         if let Some(tls) = &tls {
             let (tls, builder, open) = (tls.clone(), builder.clone(), drain.open());
             tokio::spawn(async move {
@@ -186,16 +187,12 @@ where
                 let Some(stream) = tls.handshake(tracked).await else {
                     return;
                 };
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
+                let connection = Served::new(stream, service, builder, max_head);
                 Supervised::new(connection, activity, limits, open).await;
             });
             continue;
         }
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tracked), service)
-            .into_owned();
+        let connection = Served::new(tracked, service, builder.clone(), max_head);
         let connection = Supervised::new(connection, activity, limits, drain.open());
         tokio::spawn(async move {
             let _permit = permit;
@@ -280,9 +277,9 @@ struct Counted<S> {
     activity: Arc<Activity>,
 }
 
-impl<S, B> Service<Request<Incoming>> for Counted<S>
+impl<S, B> Service<Request<ClientBody>> for Counted<S>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>,
 {
     type Response = Response<CountedBody<B>>;
     type Error = Infallible;
@@ -292,7 +289,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<ClientBody>) -> Self::Future {
         self.activity.in_flight.fetch_add(1, Relaxed);
         self.activity.head_pending.store(false, Relaxed);
         CountedFuture {
@@ -364,51 +361,5 @@ impl<B: Body> Body for CountedBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// The connection's own copy of the stack, called in place.
-///
-/// hyper calls a service through `&self`, so hyper-util's
-/// `TowerToHyperService` clones the whole tower stack for every request
-/// (and drops the clone when the response is done): a dozen reference
-/// counts up and down per request for nothing, since one connection's
-/// requests are called one at a time from its own task. This adaptor
-/// calls the connection's copy directly when it is ready (every layer of
-/// the proxy's stack always is), and falls back to a ready clone, as
-/// hyper-util does, when it is not.
-struct Direct<S> {
-    service: RefCell<S>,
-}
-
-impl<S> Direct<S> {
-    fn new(service: S) -> Self {
-        Self {
-            service: RefCell::new(service),
-        }
-    }
-}
-
-impl<S, B> hyper::service::Service<Request<Incoming>> for Direct<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone,
-{
-    type Response = Response<B>;
-    type Error = Infallible;
-    type Future = Either<S::Future, Oneshot<S, Request<Incoming>>>;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        // hyper never calls one connection's service from two places at
-        // once (HTTP/1 requests are sequential, HTTP/2 streams are accepted
-        // by the connection's task), and `call` returns before any future
-        // runs, so the borrow is never contended.
-        let Ok(mut service) = self.service.try_borrow_mut() else {
-            unreachable!("a connection's service is called from its task only");
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        match service.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => Either::Left(service.call(request)),
-            Poll::Pending => Either::Right(service.clone().oneshot(request)),
-        }
     }
 }

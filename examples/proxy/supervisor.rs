@@ -17,12 +17,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 
 use crate::server::Limits;
+
+/// A connection that can be asked to finish what it is doing and close.
+pub trait Graceful: Future<Output = ()> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
 
 /// What a connection is doing, as the supervisor sees it.
 #[derive(Default)]
@@ -125,7 +129,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<C: GracefulConnection> Supervised<C> {
+impl<C: Graceful> Supervised<C> {
     pub fn new(connection: C, activity: Arc<Activity>, limits: Limits, open: Open) -> Self {
         let every =
             (limits.header_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(10));
@@ -148,7 +152,7 @@ impl<C: GracefulConnection> Supervised<C> {
     }
 }
 
-impl<C: GracefulConnection> Future for Supervised<C> {
+impl<C: Graceful> Future for Supervised<C> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {

@@ -28,11 +28,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tower::Service;
 
+use crate::client_body::ClientBody;
 use crate::server::{self, Drained, Limits};
 use crate::tls::Terminator;
 
@@ -74,7 +75,7 @@ impl Workers {
     ) -> io::Result<Self>
     where
         F: Fn() -> S + Clone + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
             + Clone
             + Send
             + 'static,

@@ -1,0 +1,426 @@
+//! A client connection's HTTP/1.1 requests, served in its own task: the
+//! plain ones by a loop here, everything else by hyper.
+//!
+//! hyper's server costs about a third of the proxy's instructions per
+//! request (its dispatcher, buffered I/O, head parse and encode: about
+//! 9,000 of 30,000, measured with callgrind), more than the whole user
+//! space of the calibration proxy `examples/inline_floor.rs`. Nearly every
+//! request a load balancer gets is plain (see `inline/request.rs`: no
+//! body, no upgrade, a path), and for those this loop reads the head with
+//! httparse into a reused buffer and header map, calls the stack in place,
+//! and writes the response head and body with one write into a reused
+//! buffer, as the floor does.
+//!
+//! The first request that is not plain hands the connection to hyper for
+//! the rest of its life, with the bytes read so far given back to it
+//! (`inline/replay.rs`): request bodies, `Expect`, upgrades and tunnels,
+//! HTTP/2 (its preface is not an HTTP/1 head), and every malformed or
+//! oversized head, which hyper answers as it always did. So this loop
+//! never refuses anything and has no error responses of its own.
+
+#[path = "inline/replay.rs"]
+mod replay;
+#[path = "inline/request.rs"]
+pub mod request;
+#[path = "inline/response.rs"]
+mod response;
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::BytesMut;
+use futures_util::future::Either;
+use http::{HeaderMap, Request, Response};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
+
+use crate::client_body::ClientBody;
+use crate::supervisor::Graceful;
+use replay::Replay;
+use request::{Exchange, Field, Read};
+use response::Framing;
+
+/// The read buffer's first size, and what a read asks for at least.
+const READ_SIZE: usize = 8 * 1024;
+
+/// A body's bytes are written once this many are waiting.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The future of a call, made in place when the service is ready.
+pub type Call<S> = Either<
+    <S as Service<Request<ClientBody>>>::Future,
+    Oneshot<S, Request<ClientBody>>,
+>;
+
+/// hyper's connection, once it has taken over.
+type Hyper<I, S> = auto::UpgradeableConnection<'static, TokioIo<Replay<I>>, Direct<S>, TokioExecutor>;
+
+pin_project_lite::pin_project! {
+    /// One client connection (see the module docs).
+    pub struct Served<I, S, F, B>
+    where
+        I: AsyncRead,
+        I: AsyncWrite,
+        I: Unpin,
+        I: Send,
+        I: 'static,
+        S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>,
+        S: Clone,
+        S: Send,
+        S: 'static,
+        S::Future: Send,
+        S::Future: 'static,
+        B: Body,
+        B: Send,
+        B: 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        io: Option<I>,
+        service: Option<S>,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        read_buf: BytesMut,
+        write_buf: Vec<u8>,
+        written: usize,
+        fields: Vec<Field>,
+        // The last response's header map, emptied, for the next request.
+        spare: HeaderMap,
+        max_head: usize,
+        exchange: Exchange,
+        framing: Framing,
+        keep_alive: bool,
+        stopping: bool,
+        #[pin]
+        state: State<F, B>,
+        #[pin]
+        hyper: Option<Hyper<I, S>>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        // Reading a request head.
+        Read,
+        // The stack has the request.
+        Call { #[pin] future: F },
+        // The head is in the write buffer; the body's frames follow it.
+        Body { #[pin] body: B },
+        // The whole response is in the write buffer.
+        Write,
+        // Closing: the last response is out.
+        Shutdown,
+    }
+}
+
+impl<I, S, B> Served<I, S, Call<S>, B>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Serves `io` with `service`; `builder` is hyper's, for a connection
+    /// that is not plain; a head larger than `max_head` is hyper's to
+    /// refuse.
+    pub fn new(
+        io: I,
+        service: S,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        max_head: usize,
+    ) -> Self {
+        Self {
+            io: Some(io),
+            service: Some(service),
+            builder,
+            read_buf: BytesMut::with_capacity(READ_SIZE),
+            write_buf: Vec::with_capacity(READ_SIZE),
+            written: 0,
+            fields: Vec::new(),
+            spare: HeaderMap::new(),
+            max_head,
+            exchange: Exchange {
+                head: false,
+                version: http::Version::HTTP_11,
+                keep_alive: true,
+            },
+            framing: Framing::None,
+            keep_alive: true,
+            stopping: false,
+            state: State::Read,
+            hyper: None,
+        }
+    }
+}
+
+impl<I, S, B> Future for Served<I, S, Call<S>, B>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            if let Some(hyper) = this.hyper.as_mut().as_pin_mut() {
+                // Its errors are the client's (hyper has answered what it
+                // could); the connection is over either way.
+                return hyper.poll(cx).map(|_| ());
+            }
+            let (Some(io), Some(service)) = (this.io.as_mut(), this.service.as_mut()) else {
+                return Poll::Ready(());
+            };
+            match this.state.as_mut().project() {
+                StateProj::Read => {
+                    if *this.stopping && this.read_buf.is_empty() {
+                        this.state.set(State::Shutdown);
+                        continue;
+                    }
+                    match request::read(this.read_buf, this.spare, this.fields, *this.max_head) {
+                        Read::Plain(request, exchange) => {
+                            *this.exchange = exchange;
+                            let future = call(service, request);
+                            this.state.set(State::Call { future });
+                        }
+                        Read::Partial => match ready!(poll_read(io, this.read_buf, cx)) {
+                            // The end of the stream, or a broken one: a head
+                            // cut short is dropped, as hyper drops it.
+                            Ok(0) | Err(_) => return Poll::Ready(()),
+                            Ok(_) => {}
+                        },
+                        Read::Other => {
+                            let (Some(io), Some(service)) = (this.io.take(), this.service.take())
+                            else {
+                                return Poll::Ready(());
+                            };
+                            let replay = Replay::new(std::mem::take(this.read_buf).freeze(), io);
+                            let connection = this
+                                .builder
+                                .serve_connection_with_upgrades(
+                                    TokioIo::new(replay),
+                                    Direct::new(service),
+                                )
+                                .into_owned();
+                            this.hyper.set(Some(connection));
+                            if *this.stopping
+                                && let Some(hyper) = this.hyper.as_mut().as_pin_mut()
+                            {
+                                hyper.graceful_shutdown();
+                            }
+                        }
+                    }
+                }
+                StateProj::Call { future } => {
+                    let Ok(response) = ready!(future.poll(cx));
+                    let (parts, body) = response.into_parts();
+                    let (framing, keep_alive) = response::write_head(
+                        this.write_buf,
+                        &parts,
+                        &body.size_hint(),
+                        this.exchange,
+                        !*this.stopping,
+                    );
+                    (*this.framing, *this.keep_alive) = (framing, keep_alive);
+                    // The map goes back for the next request: emptied now, so
+                    // that the backend's read buffer its values point into
+                    // is not held.
+                    let mut headers = parts.headers;
+                    headers.clear();
+                    *this.spare = headers;
+                    this.state.set(State::Body { body });
+                }
+                StateProj::Body { mut body } => {
+                    loop {
+                        if this.write_buf.len() - *this.written >= WRITE_HIGH_WATER
+                            && ready!(poll_drain(io, this.write_buf, this.written, cx)).is_err()
+                        {
+                            return Poll::Ready(());
+                        }
+                        if *this.framing == Framing::None || body.is_end_stream() {
+                            break;
+                        }
+                        match body.as_mut().poll_frame(cx) {
+                            Poll::Ready(Some(Ok(frame))) => {
+                                if let Ok(data) = frame.into_data()
+                                    && !response::write_data(this.write_buf, data, this.framing)
+                                {
+                                    *this.keep_alive = false;
+                                    break;
+                                }
+                            }
+                            Poll::Ready(None) => break,
+                            // Cut short: the client sees the connection close
+                            // before the length it was told (or without the
+                            // last chunk), never a shorter body as whole.
+                            Poll::Ready(Some(Err(_))) => return Poll::Ready(()),
+                            Poll::Pending => {
+                                // What the body has given so far goes out now.
+                                if let Poll::Ready(Err(_)) =
+                                    poll_drain(io, this.write_buf, this.written, cx)
+                                {
+                                    return Poll::Ready(());
+                                }
+                                return Poll::Pending;
+                            }
+                        }
+                    }
+                    if !response::write_end(this.write_buf, *this.framing) {
+                        *this.keep_alive = false;
+                    }
+                    this.state.set(State::Write);
+                }
+                StateProj::Write => {
+                    if ready!(poll_drain(io, this.write_buf, this.written, cx)).is_err()
+                        || ready!(Pin::new(&mut *io).poll_flush(cx)).is_err()
+                    {
+                        return Poll::Ready(());
+                    }
+                    if *this.keep_alive && !*this.stopping {
+                        this.state.set(State::Read);
+                    } else {
+                        this.state.set(State::Shutdown);
+                    }
+                }
+                StateProj::Shutdown => {
+                    let _ = ready!(Pin::new(&mut *io).poll_shutdown(cx));
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+impl<I, S, B> Graceful for Served<I, S, Call<S>, B>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// The request in flight is answered (with `connection: close` if its
+    /// head is not written yet) and the connection closed; an idle one is
+    /// closed at its next poll.
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        *this.stopping = true;
+        if let Some(hyper) = this.hyper.as_mut().as_pin_mut() {
+            hyper.graceful_shutdown();
+        }
+    }
+}
+
+/// Calls `service` in place when it is ready (every layer of the proxy's
+/// stack always is), or a ready clone of it when it is not.
+fn call<S>(service: &mut S, request: Request<ClientBody>) -> Call<S>
+where
+    S: Service<Request<ClientBody>> + Clone,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => Either::Left(service.call(request)),
+        _ => Either::Right(service.clone().oneshot(request)),
+    }
+}
+
+/// One read into the free room of `buf`, growing it (or reclaiming it,
+/// once the heads split off it are gone) when the room is small.
+fn poll_read<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    // tokio's `read_buf` fills the spare capacity without zeroing it; its
+    // future keeps no state between polls.
+    let read = std::pin::pin!(tokio::io::AsyncReadExt::read_buf(io, buf));
+    read.poll(cx)
+}
+
+/// Writes `buf` from `written` on until it is all out, then empties it.
+fn poll_drain<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    written: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    while *written < buf.len() {
+        match ready!(Pin::new(&mut *io).poll_write(cx, &buf[*written..])) {
+            Ok(0) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => *written += n,
+            Err(error) => return Poll::Ready(Err(error)),
+        }
+    }
+    buf.clear();
+    *written = 0;
+    Poll::Ready(Ok(()))
+}
+
+/// The stack as hyper calls it, for a connection hyper has taken over.
+///
+/// hyper calls a service through `&self`, so hyper-util's
+/// `TowerToHyperService` clones the whole tower stack for every request
+/// (and drops the clone when the response is done): a dozen reference
+/// counts up and down per request for nothing, since one connection's
+/// requests are called one at a time from its own task. This adaptor
+/// calls the connection's copy in place (see [`call`]).
+pub struct Direct<S> {
+    service: RefCell<S>,
+}
+
+impl<S> Direct<S> {
+    pub fn new(service: S) -> Self {
+        Self {
+            service: RefCell::new(service),
+        }
+    }
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for Direct<S>
+where
+    S: Service<Request<ClientBody>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = Call<S>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        // hyper never calls one connection's service from two places at
+        // once (HTTP/1 requests are sequential, HTTP/2 streams are accepted
+        // by the connection's task), and `call` returns before any future
+        // runs, so the borrow is never contended.
+        let Ok(mut service) = self.service.try_borrow_mut() else {
+            unreachable!("a connection's service is called from its task only");
+        };
+        call(&mut *service, request.map(ClientBody::Hyper))
+    }
+}
