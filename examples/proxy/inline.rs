@@ -57,13 +57,12 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The future of a call, made in place when the service is ready.
-pub type Call<S> = Either<
-    <S as Service<Request<ClientBody>>>::Future,
-    Oneshot<S, Request<ClientBody>>,
->;
+pub type Call<S> =
+    Either<<S as Service<Request<ClientBody>>>::Future, Oneshot<S, Request<ClientBody>>>;
 
 /// hyper's connection, once it has taken over.
-type Hyper<I, S> = auto::UpgradeableConnection<'static, TokioIo<Replay<I>>, Direct<S>, TokioExecutor>;
+type Hyper<I, S> =
+    auto::UpgradeableConnection<'static, TokioIo<Replay<I>>, Direct<S>, TokioExecutor>;
 
 pin_project_lite::pin_project! {
     /// One client connection (see the module docs).
@@ -277,12 +276,14 @@ where
                             // last chunk), never a shorter body as whole.
                             Poll::Ready(Some(Err(_))) => return Poll::Ready(()),
                             Poll::Pending => {
-                                // What the body has given so far goes out now.
+                                // What the body has given so far goes out now
+                                // (and through a TLS stream's buffer).
                                 if let Poll::Ready(Err(_)) =
                                     poll_drain(io, this.write_buf, this.written, cx)
                                 {
                                     return Poll::Ready(());
                                 }
+                                let _ = Pin::new(&mut *io).poll_flush(cx);
                                 return Poll::Pending;
                             }
                         }
@@ -422,5 +423,170 @@ where
             unreachable!("a connection's service is called from its task only");
         };
         call(&mut *service, request.map(ClientBody::Hyper))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Frame, SizeHint};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    /// A body of unknown length (so it goes chunked).
+    struct Unsized(Full<Bytes>);
+
+    impl Body for Unsized {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Pin::new(&mut self.0).poll_frame(cx)
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::new()
+        }
+    }
+
+    /// Answers with who read the request (`inline` or `hyper`), its method
+    /// and path, and its body; `/chunked` with a body of unknown length.
+    async fn answer(request: Request<ClientBody>) -> Result<Response<Unsized>, Infallible> {
+        let reader = match request.body() {
+            ClientBody::Empty => "inline",
+            ClientBody::Hyper(_) => "hyper",
+        };
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let text = format!("{reader} {} {} {}", parts.method, parts.uri, body.len());
+        let mut response = Response::new(Unsized(Full::new(Bytes::from(text))));
+        if parts.uri.path() != "/chunked" {
+            let length = response.body().0.size_hint().exact().unwrap_or(0);
+            response
+                .headers_mut()
+                .insert("content-length", length.to_string().parse().unwrap());
+        }
+        Ok(response)
+    }
+
+    fn serve() -> DuplexStream {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let service = tower::service_fn(answer);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        tokio::spawn(Served::new(server, service, builder, 16 * 1024));
+        client
+    }
+
+    /// Reads until `until` has been seen `times` times (or the end).
+    async fn read_until(client: &mut DuplexStream, until: &str, times: usize) -> String {
+        let mut text = String::new();
+        let mut buf = [0u8; 4096];
+        while text.matches(until).count() < times {
+            let n = client.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn pipelined_plain_requests_are_answered_in_order_inline() {
+        let mut client = serve();
+        client
+            .write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nHEAD /two HTTP/1.1\r\nHost: x\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_until(&mut client, "inline GET /three 0", 1).await;
+        let one = text.find("inline GET /one 0").expect("first answered");
+        let three = text.find("inline GET /three 0").expect("third answered");
+        assert!(one < three, "{text}");
+        assert!(!text.contains("HEAD /two"), "no body for a HEAD: {text}");
+        assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_request_with_a_body_hands_the_connection_to_hyper() {
+        let mut client = serve();
+        client
+            .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_until(&mut client, "inline GET /first 0", 1).await;
+        assert!(text.contains("inline GET /first 0"), "{text}");
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_until(&mut client, "hyper GET /after 0", 1).await;
+        assert!(
+            text.contains("hyper POST /up 5"),
+            "the body reached the stack: {text}"
+        );
+        assert!(
+            text.contains("hyper GET /after 0"),
+            "hyper keeps the connection: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_head_gets_hypers_answer() {
+        let mut client = serve();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_until(&mut client, "\r\n\r\n", 1).await;
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_is_chunked_and_close_is_heeded() {
+        let mut client = serve();
+        client
+            .write_all(b"GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        client.read_to_string(&mut text).await.unwrap();
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(
+            text.ends_with("\r\n15\r\ninline GET /chunked 0\r\n0\r\n\r\n"),
+            "{text:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_graceful_stop_closes_an_idle_connection_at_once() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut served = Box::pin(Served::new(
+            server,
+            tower::service_fn(answer),
+            builder,
+            1024,
+        ));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        // Answers the request, then waits for the next one.
+        for _ in 0..10 {
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+        }
+        served.as_mut().graceful_shutdown();
+        assert!(served.as_mut().poll(&mut cx).is_ready(), "idle: closed");
+        let mut text = String::new();
+        client.read_to_string(&mut text).await.unwrap();
+        assert!(text.contains("inline GET / 0"), "{text}");
     }
 }

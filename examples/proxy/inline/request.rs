@@ -22,6 +22,8 @@ use crate::client_body::ClientBody;
 const MAX_HEADERS: usize = 100;
 
 /// What the read buffer holds.
+// Moved once per request, where a box would be an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Read {
     /// Not a whole head yet.
     Partial,
@@ -59,21 +61,14 @@ pub fn read(
         None => return Read::Other,
     };
     let head = buf.split_to(scanned.len).freeze();
+    // A name or target `http` refuses, rare after httparse's checks:
+    // the head goes back for hyper to read and answer.
     let Some(headers) = fill(std::mem::take(spare), &head, fields) else {
-        // A name `http` refuses, rare after httparse's checks: put the
-        // head back for hyper to read and answer.
-        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-        whole.extend_from_slice(&head);
-        whole.extend_from_slice(buf);
-        *buf = whole;
+        put_back(&head, buf);
         return Read::Other;
     };
     let Ok(uri) = Uri::from_maybe_shared(head.slice(scanned.path.0..scanned.path.1)) else {
-        let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-        whole.extend_from_slice(&head);
-        whole.extend_from_slice(buf);
-        *buf = whole;
-        *spare = headers;
+        put_back(&head, buf);
         return Read::Other;
     };
     let mut request = Request::new(ClientBody::Empty);
@@ -87,6 +82,14 @@ pub fn read(
         keep_alive: scanned.keep_alive,
     };
     Read::Plain(request, exchange)
+}
+
+/// Puts `head` back in front of what `buf` holds.
+fn put_back(head: &Bytes, buf: &mut BytesMut) {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
 }
 
 /// The header map of a head: `map`, cleared, holding every field, each
@@ -159,11 +162,7 @@ fn scan(buf: &[u8], max_head: usize, kept: &mut Vec<Field>) -> Option<Scan> {
         let name = field.name.as_bytes();
         let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
         match name.len() {
-            14 if is(b"content-length") => {
-                if field.value != b"0" {
-                    return None;
-                }
-            }
+            14 if is(b"content-length") && field.value != b"0" => return None,
             17 if is(b"transfer-encoding") => return None,
             7 if is(b"upgrade") => return None,
             6 if is(b"expect") => return None,
@@ -194,4 +193,127 @@ fn scan(buf: &[u8], max_head: usize, kept: &mut Vec<Field>) -> Option<Scan> {
         version,
         keep_alive: !close && (version == Version::HTTP_11 || keep_alive),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(bytes: &[u8]) -> (Read, BytesMut) {
+        let mut buf = BytesMut::from(bytes);
+        let read = read(&mut buf, &mut HeaderMap::new(), &mut Vec::new(), 16 * 1024);
+        (read, buf)
+    }
+
+    fn plain(bytes: &[u8]) -> (Request<ClientBody>, Exchange, BytesMut) {
+        match read_all(bytes) {
+            (Read::Plain(request, exchange), rest) => (request, exchange, rest),
+            (Read::Partial, _) => panic!("partial: {:?}", String::from_utf8_lossy(bytes)),
+            (Read::Other, _) => panic!("not plain: {:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    /// Not plain, and the buffer exactly as it was, for hyper to read.
+    fn assert_other(bytes: &[u8]) {
+        match read_all(bytes) {
+            (Read::Other, rest) => assert_eq!(&rest[..], bytes, "the bytes are left for hyper"),
+            _ => panic!("taken as plain: {:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    #[test]
+    fn a_plain_get_is_read_and_split_off() {
+        let (request, exchange, rest) =
+            plain(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Y: 1\r\nX-Y: 2\r\n\r\nGET /next");
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri(), "/a?b=c");
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()["host"], "x");
+        let values: Vec<_> = request.headers().get_all("x-y").iter().collect();
+        assert_eq!(values, ["1", "2"], "repeated fields kept in order");
+        assert!(exchange.keep_alive && !exchange.head);
+        assert_eq!(
+            &rest[..],
+            b"GET /next",
+            "a pipelined request stays in the buffer"
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let (_, ex, _) = plain(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(!ex.keep_alive);
+        let (_, ex, _) = plain(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(!ex.keep_alive && ex.version == Version::HTTP_10);
+        let (_, ex, _) = plain(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(ex.keep_alive);
+        let (_, ex, _) = plain(b"HEAD / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert!(ex.head && ex.keep_alive);
+    }
+
+    #[test]
+    fn a_partial_head_waits() {
+        assert!(matches!(
+            read_all(b"GET / HTTP/1.1\r\nHost: x\r\n").0,
+            Read::Partial
+        ));
+        assert!(matches!(read_all(b"").0, Read::Partial));
+    }
+
+    #[test]
+    fn everything_but_a_plain_request_is_left_to_hyper() {
+        for bytes in [
+            // bodies, and framing that could be read two ways
+            &b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 00\r\n\r\n",
+            b"GET / HTTP/1.1\r\ncontent-length: 1\r\n\r\nx",
+            b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 1\r\n\r\n",
+            // upgrades, tunnels, HTTP/2
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHTTP2-Settings: AAAA\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            // targets other than a path
+            b"GET http://example.com/ HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+            // what httparse refuses: hyper answers it
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.2\r\n\r\n",
+        ] {
+            assert_other(bytes);
+        }
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_left_to_hyper() {
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(20 * 1024, b'a');
+        assert_other(&big);
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_other(&big);
+    }
+
+    #[test]
+    fn a_target_http_refuses_puts_the_head_back() {
+        // httparse takes bytes in a path that `Uri` does not (non-ASCII).
+        assert_other(b"GET /a\xffb HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn the_map_of_the_last_response_is_reused() {
+        let mut spare = HeaderMap::with_capacity(32);
+        spare.insert("old", HeaderValue::from_static("x"));
+        let capacity = spare.capacity();
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]);
+        let Read::Plain(request, _) = read(&mut buf, &mut spare, &mut Vec::new(), 1024) else {
+            panic!("not plain");
+        };
+        assert!(request.headers().get("old").is_none(), "cleared");
+        assert_eq!(request.headers().capacity(), capacity, "the same table");
+    }
 }

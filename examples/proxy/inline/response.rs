@@ -205,3 +205,202 @@ impl CachedDate {
         &self.text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::Response;
+
+    const GET: Exchange = Exchange {
+        head: false,
+        version: Version::HTTP_11,
+        keep_alive: true,
+    };
+
+    fn head_of(
+        response: Response<()>,
+        hint: SizeHint,
+        exchange: Exchange,
+        keep_alive: bool,
+    ) -> (String, Framing, bool) {
+        let (parts, ()) = response.into_parts();
+        let mut out = Vec::new();
+        let (framing, keep) = write_head(&mut out, &parts, &hint, &exchange, keep_alive);
+        (String::from_utf8(out).unwrap(), framing, keep)
+    }
+
+    fn with(status: u16, headers: &[(&str, &str)]) -> Response<()> {
+        let mut response = Response::builder().status(status);
+        for (name, value) in headers {
+            response = response.header(*name, *value);
+        }
+        response.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_length_given_is_kept_and_a_date_added_when_missing() {
+        let (head, framing, keep) = head_of(
+            with(200, &[("content-length", "2"), ("x-a", "b")]),
+            SizeHint::with_exact(2),
+            GET,
+            true,
+        );
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: b\r\ndate: "));
+        assert!(head.ends_with(" GMT\r\n\r\n"), "{head}");
+        assert_eq!(framing, Framing::Length(2));
+        assert!(keep);
+        let (head, _, _) = head_of(
+            with(502, &[("date", "Tue, 01 Dec 2026 00:00:00 GMT")]),
+            SizeHint::with_exact(0),
+            GET,
+            true,
+        );
+        assert_eq!(
+            head,
+            "HTTP/1.1 502 Bad Gateway\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\ncontent-length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_unknown_length_is_chunked_for_http11_and_closed_for_http10() {
+        let (head, framing, keep) =
+            head_of(with(200, &[("date", "d")]), SizeHint::new(), GET, true);
+        assert!(head.contains("transfer-encoding: chunked\r\n"));
+        assert_eq!(framing, Framing::Chunked);
+        assert!(keep);
+        let old = Exchange {
+            version: Version::HTTP_10,
+            ..GET
+        };
+        let (head, framing, keep) =
+            head_of(with(200, &[("date", "d")]), SizeHint::new(), old, true);
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(framing, Framing::Close);
+        assert!(!keep);
+    }
+
+    #[test]
+    fn head_204_and_304_have_no_body() {
+        let head_request = Exchange { head: true, ..GET };
+        let (head, framing, _) = head_of(
+            with(200, &[("content-length", "10"), ("date", "d")]),
+            SizeHint::with_exact(0),
+            head_request,
+            true,
+        );
+        assert!(
+            head.contains("content-length: 10\r\n"),
+            "HEAD keeps the GET's length"
+        );
+        assert_eq!(framing, Framing::None);
+        let (head, framing, _) = head_of(
+            with(204, &[("content-length", "0"), ("date", "d")]),
+            SizeHint::with_exact(0),
+            GET,
+            true,
+        );
+        assert!(
+            !head.contains("content-length"),
+            "no length on a 204: {head}"
+        );
+        assert_eq!(framing, Framing::None);
+        let (_, framing, _) = head_of(
+            with(304, &[("date", "d")]),
+            SizeHint::with_exact(0),
+            GET,
+            true,
+        );
+        assert_eq!(framing, Framing::None);
+    }
+
+    #[test]
+    fn connection_close_is_said_when_the_connection_ends() {
+        let (head, _, keep) = head_of(
+            with(200, &[("date", "d")]),
+            SizeHint::with_exact(0),
+            GET,
+            false,
+        );
+        assert!(head.contains("connection: close\r\n"));
+        assert!(!keep);
+        let client_closes = Exchange {
+            keep_alive: false,
+            ..GET
+        };
+        let (head, _, keep) = head_of(
+            with(200, &[("date", "d")]),
+            SizeHint::with_exact(0),
+            client_closes,
+            true,
+        );
+        assert!(head.contains("connection: close\r\n") && !keep);
+        let old_keep = Exchange {
+            version: Version::HTTP_10,
+            ..GET
+        };
+        let (head, _, keep) = head_of(
+            with(200, &[("date", "d")]),
+            SizeHint::with_exact(0),
+            old_keep,
+            true,
+        );
+        assert!(head.contains("connection: keep-alive\r\n") && keep);
+        let (_, _, keep) = head_of(
+            with(200, &[("connection", "close"), ("date", "d")]),
+            SizeHint::with_exact(0),
+            GET,
+            true,
+        );
+        assert!(!keep, "the stack's own connection: close is heeded");
+    }
+
+    #[test]
+    fn a_transfer_encoding_from_the_stack_is_replaced_by_the_framing_chosen() {
+        let (head, framing, _) = head_of(
+            with(
+                200,
+                &[("transfer-encoding", "gzip, chunked"), ("date", "d")],
+            ),
+            SizeHint::with_exact(3),
+            GET,
+            true,
+        );
+        assert!(!head.contains("gzip"), "{head}");
+        assert!(head.contains("content-length: 3\r\n"));
+        assert_eq!(framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn data_is_framed_and_cut_at_the_length() {
+        let mut out = Vec::new();
+        let mut framing = Framing::Chunked;
+        assert!(write_data(
+            &mut out,
+            Bytes::from_static(b"hello"),
+            &mut framing
+        ));
+        assert!(
+            write_data(&mut out, Bytes::new(), &mut framing),
+            "an empty frame is no chunk"
+        );
+        assert!(write_end(&mut out, framing));
+        assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n");
+
+        let mut out = Vec::new();
+        let mut framing = Framing::Length(3);
+        assert!(!write_data(
+            &mut out,
+            Bytes::from_static(b"hello"),
+            &mut framing
+        ));
+        assert_eq!(out, b"hel", "no byte past the length");
+        let mut framing = Framing::Length(3);
+        assert!(write_data(
+            &mut Vec::new(),
+            Bytes::from_static(b"he"),
+            &mut framing
+        ));
+        assert!(!write_end(&mut Vec::new(), framing), "short of its length");
+    }
+}
