@@ -198,7 +198,12 @@ where
                         this.state.set(State::Shutdown);
                         continue;
                     }
-                    match request::read(this.read_buf, this.spare, this.fields, *this.max_head) {
+                    let read = if this.read_buf.is_empty() {
+                        Read::Partial
+                    } else {
+                        request::read(this.read_buf, this.spare, this.fields, *this.max_head)
+                    };
+                    match read {
                         Read::Plain(request, exchange) => {
                             *this.exchange = exchange;
                             let future = call(service, request);
