@@ -317,3 +317,110 @@ mod tests {
         assert_eq!(request.headers().capacity(), capacity, "the same table");
     }
 }
+
+/// Property tests: any bytes a client sends, given whole or a piece at a
+/// time, are either a plain request read exactly (its head split off, the
+/// rest left for the next one) or left untouched for hyper.
+#[cfg(test)]
+mod props {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pieces of heads that are plain, not plain, or broken.
+    const FRAGMENTS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"HEAD /a?b HTTP/1.0\r\n",
+        b"POST /x HTTP/1.1\r\n",
+        b"GET http://h/ HTTP/1.1\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"Host: x\r\n",
+        b"Content-Length: 0\r\n",
+        b"Content-Length: 5\r\n",
+        b"Content-Length: -1\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding : chunked\r\n",
+        b"Connection: close\r\n",
+        b"Connection: keep-alive, Upgrade\r\n",
+        b"Upgrade: websocket\r\n",
+        b"Expect: 100-continue\r\n",
+        b"X-Folded: a\r\n b\r\n",
+        b"Bad Name: x\r\n",
+        b"X: \x7f\r\n",
+        b"X: \xff\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"hello",
+        b"0\r\n\r\n",
+    ];
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        let fragment = prop_oneof![
+            4 => proptest::sample::select(FRAGMENTS).prop_map(<[u8]>::to_vec),
+            1 => vec(any::<u8>(), 0..8),
+        ];
+        vec(fragment, 0..10).prop_map(|parts| parts.concat())
+    }
+
+    fn read_once(bytes: &[u8], max_head: usize) -> (Read, BytesMut) {
+        let mut buf = BytesMut::from(bytes);
+        let read = read(&mut buf, &mut HeaderMap::new(), &mut Vec::new(), max_head);
+        (read, buf)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_head_is_read_exactly_or_left_whole(
+            bytes in bytes(),
+            max_head in prop_oneof![Just(16 * 1024), 8usize..128],
+        ) {
+            let (read, rest) = read_once(&bytes, max_head);
+            match read {
+                Read::Other => prop_assert_eq!(&rest[..], &bytes[..]),
+                Read::Partial => prop_assert_eq!(&rest[..], &bytes[..]),
+                Read::Plain(request, _) => {
+                    // httparse's own reading of the head decides where it ends.
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let mut check = httparse::Request::new(&mut fields);
+                    let Ok(httparse::Status::Complete(len)) = check.parse(&bytes) else {
+                        return Err(TestCaseError::fail("plain but not a complete head"));
+                    };
+                    prop_assert!(len <= max_head);
+                    prop_assert_eq!(&rest[..], &bytes[len..], "exactly the head split off");
+                    prop_assert!(request.uri().path().starts_with('/'));
+                    for name in ["transfer-encoding", "upgrade", "expect"] {
+                        prop_assert!(request.headers().get(name).is_none(), "{} taken", name);
+                    }
+                    for length in request.headers().get_all("content-length") {
+                        prop_assert_eq!(length.as_bytes(), b"0");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_head_split_across_reads_is_read_as_the_whole_is(
+            bytes in bytes(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let (whole, whole_rest) = read_once(&bytes, 16 * 1024);
+            if let Read::Plain(..) = whole {
+                let len = bytes.len() - whole_rest.len();
+                let at = cut.index(bytes.len() + 1);
+                let (first, rest) = read_once(&bytes[..at], 16 * 1024);
+                if at < len {
+                    // Waits for the rest: not handed to hyper for arriving
+                    // in pieces, not taken before it is whole.
+                    prop_assert!(matches!(first, Read::Partial), "prefix of {} bytes", at);
+                } else {
+                    prop_assert!(matches!(first, Read::Plain(..)));
+                    prop_assert_eq!(&rest[..], &bytes[len..at]);
+                }
+            }
+        }
+    }
+}

@@ -38,10 +38,10 @@ pub fn write_head(
     keep_alive: bool,
 ) -> (Framing, bool) {
     let status = parts.status;
-    out.extend_from_slice(match parts.version {
-        Version::HTTP_10 => b"HTTP/1.0 ",
-        _ => b"HTTP/1.1 ",
-    });
+    // An HTTP/1.0 client is answered in HTTP/1.0 (hyper's
+    // `enforce_version`), whatever the response says.
+    let old = exchange.version == Version::HTTP_10 || parts.version == Version::HTTP_10;
+    out.extend_from_slice(if old { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
     if status == StatusCode::OK {
         out.extend_from_slice(b"200 OK\r\n");
     } else {
