@@ -463,7 +463,7 @@ mod tests {
     /// and path, and its body; `/chunked` with a body of unknown length.
     async fn answer(request: Request<ClientBody>) -> Result<Response<Unsized>, Infallible> {
         let reader = match request.body() {
-            ClientBody::Empty => "inline",
+            ClientBody::Empty | ClientBody::Full(_) => "inline",
             ClientBody::Hyper(_) => "hyper",
         };
         let (parts, body) = request.into_parts();
@@ -521,7 +521,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_with_a_body_hands_the_connection_to_hyper() {
+    async fn a_streamed_body_hands_the_connection_to_hyper() {
         let mut client = serve();
         client
             .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -529,8 +529,18 @@ mod tests {
             .unwrap();
         let text = read_until(&mut client, "inline GET /first 0", 1).await;
         assert!(text.contains("inline GET /first 0"), "{text}");
+        // A small body, in two pieces: waited for, and read here.
         client
-            .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
+            .await
+            .unwrap();
+        tokio::task::yield_now().await;
+        client.write_all(b"llo").await.unwrap();
+        let text = read_until(&mut client, "inline POST /small 5", 1).await;
+        assert!(text.contains("inline POST /small 5"), "{text}");
+        // A chunked one: hyper's, and the connection stays with hyper.
+        client
+            .write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
         let text = read_until(&mut client, "hyper GET /after 0", 1).await;

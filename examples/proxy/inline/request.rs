@@ -2,8 +2,11 @@
 //! for hyper.
 //!
 //! *Plain* is what nearly every request to a load balancer is: HTTP/1.1
-//! or 1.0, a path (origin form), no body (no `Transfer-Encoding`, no
-//! `Content-Length` other than 0), no `Upgrade`, no `Expect`, valid names.
+//! or 1.0, a path (origin form), no body or one of at most
+//! [`MAX_BODY`] bytes declared by one `Content-Length` (no
+//! `Transfer-Encoding`), no `Upgrade`, no `Expect`, valid names. A body is
+//! waited for whole before the request goes to the stack, as nginx
+//! buffers a small request body: the stack gets it as one frame.
 //! Anything else — a body, a tunnel, HTTP/2's preface, a head httparse
 //! refuses, one over the size limit — is not judged here: the connection
 //! is handed to hyper with its bytes unread, so hyper answers it exactly
@@ -20,6 +23,10 @@ use crate::client_body::ClientBody;
 /// At most this many header fields (hyper's default); more is hyper's
 /// to refuse.
 const MAX_HEADERS: usize = 100;
+
+/// The largest request body read here (waited for whole, in the read
+/// buffer); a larger one is streamed by hyper.
+pub const MAX_BODY: u64 = 64 * 1024;
 
 /// What the read buffer holds.
 // Moved once per request, where a box would be an allocation per request.
@@ -60,6 +67,12 @@ pub fn read(
         Some(Scan::Partial) => return Read::Partial,
         None => return Read::Other,
     };
+    let body_len = scanned.body as usize;
+    if buf.len() < scanned.len + body_len {
+        // The body is on its way; the head is read again once it is here.
+        buf.reserve(scanned.len + body_len - buf.len());
+        return Read::Partial;
+    }
     let head = buf.split_to(scanned.len).freeze();
     // A name or target `http` refuses, rare after httparse's checks:
     // the head goes back for hyper to read and answer.
@@ -71,7 +84,11 @@ pub fn read(
         put_back(&head, buf);
         return Read::Other;
     };
-    let mut request = Request::new(ClientBody::Empty);
+    let body = match body_len {
+        0 => ClientBody::Empty,
+        _ => ClientBody::Full(Some(buf.split_to(body_len).freeze())),
+    };
+    let mut request = Request::new(body);
     *request.method_mut() = scanned.method;
     *request.uri_mut() = uri;
     *request.version_mut() = scanned.version;
@@ -122,6 +139,8 @@ struct Scanned {
     path: (usize, usize),
     version: Version,
     keep_alive: bool,
+    /// The body's length (at most [`MAX_BODY`]).
+    body: u64,
 }
 
 enum Scan {
@@ -158,11 +177,19 @@ fn scan(buf: &[u8], max_head: usize, kept: &mut Vec<Field>) -> Option<Scan> {
     };
     let method = Method::from_bytes(request.method?.as_bytes()).ok()?;
     let (mut close, mut keep_alive) = (false, false);
+    let mut body = None;
     for field in request.headers.iter() {
         let name = field.name.as_bytes();
         let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
         match name.len() {
-            14 if is(b"content-length") && field.value != b"0" => return None,
+            14 if is(b"content-length") => {
+                // One length, of digits only and small: anything else
+                // (a list, a sign, a second length) is hyper's to judge.
+                let length = parse_length(field.value).filter(|&n| n <= MAX_BODY)?;
+                if body.replace(length).is_some() {
+                    return None;
+                }
+            }
             17 if is(b"transfer-encoding") => return None,
             7 if is(b"upgrade") => return None,
             6 if is(b"expect") => return None,
@@ -192,7 +219,19 @@ fn scan(buf: &[u8], max_head: usize, kept: &mut Vec<Field>) -> Option<Scan> {
         path: offset(path.as_bytes()),
         version,
         keep_alive: !close && (version == Version::HTTP_11 || keep_alive),
+        body: body.unwrap_or(0),
     }))
+}
+
+/// A `Content-Length` value of digits only (at most 19 of them, so it
+/// cannot overflow).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 #[cfg(test)]
@@ -252,6 +291,24 @@ mod tests {
     }
 
     #[test]
+    fn a_small_body_is_waited_for_and_split_off_whole() {
+        let head = b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\n";
+        let mut bytes = head.to_vec();
+        bytes.extend_from_slice(b"hel");
+        let (read, rest) = read_all(&bytes);
+        assert!(matches!(read, Read::Partial), "waits for the body");
+        assert_eq!(&rest[..], &bytes[..], "nothing split off yet");
+        bytes.extend_from_slice(b"loGET /next");
+        let (request, _, rest) = plain(&bytes);
+        assert_eq!(&rest[..], b"GET /next");
+        match request.body() {
+            ClientBody::Full(Some(body)) => assert_eq!(&body[..], b"hello"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(request.headers()["content-length"], "5");
+    }
+
+    #[test]
     fn a_partial_head_waits() {
         assert!(matches!(
             read_all(b"GET / HTTP/1.1\r\nHost: x\r\n").0,
@@ -264,10 +321,14 @@ mod tests {
     fn everything_but_a_plain_request_is_left_to_hyper() {
         for bytes in [
             // bodies, and framing that could be read two ways
-            &b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"[..],
+            &b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            b"GET / HTTP/1.1\r\nContent-Length: 00\r\n\r\n",
-            b"GET / HTTP/1.1\r\ncontent-length: 1\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 1\r\n\r\n",
             // upgrades, tunnels, HTTP/2
             b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -390,13 +451,20 @@ mod props {
                         return Err(TestCaseError::fail("plain but not a complete head"));
                     };
                     prop_assert!(len <= max_head);
-                    prop_assert_eq!(&rest[..], &bytes[len..], "exactly the head split off");
+                    let body = match request.body() {
+                        ClientBody::Full(Some(body)) => body.len(),
+                        _ => 0,
+                    };
+                    prop_assert_eq!(&rest[..], &bytes[len + body..], "exactly head and body split off");
                     prop_assert!(request.uri().path().starts_with('/'));
                     for name in ["transfer-encoding", "upgrade", "expect"] {
                         prop_assert!(request.headers().get(name).is_none(), "{} taken", name);
                     }
-                    for length in request.headers().get_all("content-length") {
-                        prop_assert_eq!(length.as_bytes(), b"0");
+                    let lengths: Vec<_> = request.headers().get_all("content-length").iter().collect();
+                    prop_assert!(lengths.len() <= 1);
+                    if let Some(length) = lengths.first() {
+                        let declared = body.to_string();
+                        prop_assert_eq!(length.as_bytes(), declared.as_bytes());
                     }
                 }
             }
@@ -409,6 +477,7 @@ mod props {
         ) {
             let (whole, whole_rest) = read_once(&bytes, 16 * 1024);
             if let Read::Plain(..) = whole {
+                // The head and its body.
                 let len = bytes.len() - whole_rest.len();
                 let at = cut.index(bytes.len() + 1);
                 let (first, rest) = read_once(&bytes[..at], 16 * 1024);
