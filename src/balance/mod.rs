@@ -29,7 +29,8 @@
 //! position in the snapshot ([`Balancer::pick_ref`]); [`LoadBalance`]
 //! clones the chosen backend's handle once, for the request. Least
 //! connections and power of two choices read in-flight counts and latency
-//! estimates, never write them.
+//! estimates, never write them (each from its table: a tree of loads, a
+//! packed copy of the draws' inputs, both kept by the backends).
 
 mod balancer;
 mod body;
