@@ -71,6 +71,13 @@ impl PeakEwma {
         Some((f64::from_bits(self.estimate_bits.load(Relaxed)), stamp))
     }
 
+    /// The estimate's bits and its stamp as stored (stamp 0: no sample
+    /// yet), for a copy kept elsewhere to compare with.
+    #[inline]
+    pub(crate) fn raw(&self) -> (u64, Nanos) {
+        (self.estimate_bits.load(Relaxed), self.stamp.load(Relaxed))
+    }
+
     /// The estimate at time `now`, decayed for the time since the last
     /// sample; `None` until a first sample arrived.
     pub(crate) fn estimate_at(&self, now: Nanos) -> Option<f64> {

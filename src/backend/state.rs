@@ -294,6 +294,7 @@ impl BackendState {
     #[inline]
     pub(crate) fn observe_latency(&self, rtt: Nanos, now: Nanos) {
         self.ewma.observe(rtt, now);
+        self.watchers.notify_latency(self);
     }
 
     /// Counts one failed request.

@@ -29,7 +29,8 @@
 //! position in the snapshot ([`Balancer::pick_ref`]); [`LoadBalance`]
 //! clones the chosen backend's handle once, for the request. Least
 //! connections and power of two choices read in-flight counts and latency
-//! estimates, never write them.
+//! estimates, never write them (each from its table: a tree of loads, a
+//! packed copy of the draws' inputs, both kept by the backends).
 
 mod balancer;
 mod body;
@@ -44,6 +45,7 @@ mod load_tree;
 mod maglev;
 mod named;
 mod p2c;
+mod p2c_table;
 pub mod queue;
 mod ramps;
 mod random;
@@ -66,6 +68,7 @@ pub use layer::LoadBalanceLayer;
 pub use least_conn::{LeastConnections, LeastConnectionsTable};
 pub use named::{AnyStrategy, AnyTable, STRATEGY_NAMES};
 pub use p2c::PowerOfTwoChoices;
+pub use p2c_table::PowerOfTwoChoicesTable;
 pub use queue::{QueueLayer, QueueStats};
 pub use random::{AliasTable, Random};
 pub use round_robin::{RoundRobin, RoundRobinTable};

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use super::hash::HashTable;
 use super::least_conn::LeastConnectionsTable;
+use super::p2c_table::PowerOfTwoChoicesTable;
 use super::random::AliasTable;
 use super::round_robin::RoundRobinTable;
 use super::weighted::WeightedTable;
@@ -157,8 +158,8 @@ pub enum AnyTable {
     LeastConnections(LeastConnectionsTable),
     /// Consistent hashing's.
     ConsistentHash(HashTable),
-    /// Power of two choices' (none).
-    PowerOfTwoChoices,
+    /// Power of two choices'.
+    PowerOfTwoChoices(PowerOfTwoChoicesTable),
     /// Random's.
     Random(AliasTable),
 }
@@ -172,7 +173,7 @@ impl Strategy for AnyStrategy {
             AnyStrategy::WeightedRoundRobin(s) => AnyTable::WeightedRoundRobin(s.build(backends)),
             AnyStrategy::LeastConnections(s) => AnyTable::LeastConnections(s.build(backends)),
             AnyStrategy::ConsistentHash(s) => AnyTable::ConsistentHash(s.build(backends)),
-            AnyStrategy::PowerOfTwoChoices(_) => AnyTable::PowerOfTwoChoices,
+            AnyStrategy::PowerOfTwoChoices(s) => AnyTable::PowerOfTwoChoices(s.build(backends)),
             AnyStrategy::Random(s) => AnyTable::Random(s.build(backends)),
         }
     }
@@ -188,8 +189,8 @@ impl Strategy for AnyStrategy {
                 s.pick(t, candidates)
             }
             (AnyStrategy::ConsistentHash(s), AnyTable::ConsistentHash(t)) => s.pick(t, candidates),
-            (AnyStrategy::PowerOfTwoChoices(s), AnyTable::PowerOfTwoChoices) => {
-                s.pick(&(), candidates)
+            (AnyStrategy::PowerOfTwoChoices(s), AnyTable::PowerOfTwoChoices(t)) => {
+                s.pick(t, candidates)
             }
             (AnyStrategy::Random(s), AnyTable::Random(t)) => s.pick(t, candidates),
             // A table is only ever built by the strategy that reads it: a
