@@ -6,7 +6,9 @@
 //! [`MAX_BODY`] bytes declared by one `Content-Length` (no
 //! `Transfer-Encoding`), no `Upgrade`, no `Expect`, valid names. A body is
 //! waited for whole before the request goes to the stack, as nginx
-//! buffers a small request body: the stack gets it as one frame.
+//! buffers a small request body: the stack gets it as one frame. (Until
+//! it is whole the request is not in flight, so the head's deadline,
+//! `--header-timeout`, covers its body too: 64 KiB in 10 s by default.)
 //! Anything else — a body, a tunnel, HTTP/2's preface, a head httparse
 //! refuses, one over the size limit — is not judged here: the connection
 //! is handed to hyper with its bytes unread, so hyper answers it exactly
