@@ -45,7 +45,7 @@ use tower::{Service, ServiceExt};
 use crate::client_body::ClientBody;
 use crate::supervisor::Graceful;
 use replay::Replay;
-use request::{Exchange, Field, Read};
+use request::{Exchange, Read, Reader};
 use response::Framing;
 
 /// The read buffer's first size, and what a read asks for at least.
@@ -91,7 +91,7 @@ pin_project_lite::pin_project! {
         read_buf: BytesMut,
         write_buf: Vec<u8>,
         written: usize,
-        fields: Vec<Field>,
+        reader: Reader,
         // The last response's header map, emptied, for the next request.
         spare: HeaderMap,
         max_head: usize,
@@ -99,6 +99,10 @@ pin_project_lite::pin_project! {
         framing: Framing,
         keep_alive: bool,
         stopping: bool,
+        // hyper has been polled since it took over.
+        hyper_polled: bool,
+        // A stop to pass on to hyper after its first poll.
+        stop_hyper: bool,
         #[pin]
         state: State<F, B>,
         #[pin]
@@ -150,7 +154,7 @@ where
             read_buf: BytesMut::with_capacity(READ_SIZE),
             write_buf: Vec::with_capacity(READ_SIZE),
             written: 0,
-            fields: Vec::new(),
+            reader: Reader::default(),
             spare: HeaderMap::new(),
             max_head,
             exchange: Exchange {
@@ -161,6 +165,8 @@ where
             framing: Framing::None,
             keep_alive: true,
             stopping: false,
+            hyper_polled: false,
+            stop_hyper: false,
             state: State::Read,
             hyper: None,
         }
@@ -184,10 +190,25 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         loop {
-            if let Some(hyper) = this.hyper.as_mut().as_pin_mut() {
+            if let Some(mut hyper) = this.hyper.as_mut().as_pin_mut() {
                 // Its errors are the client's (hyper has answered what it
                 // could); the connection is over either way.
-                return hyper.poll(cx).map(|_| ());
+                if hyper.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+                // A stop asked for before hyper's first poll is passed on
+                // after it: told at once, hyper-util's connection cancels
+                // while it is still telling HTTP/1 from HTTP/2, and the
+                // request handed to it would go unanswered. One poll over
+                // the replayed bytes settles HTTP/1 (their first byte is
+                // not HTTP/2's preface), and hyper then answers the
+                // request in hand before it closes.
+                *this.hyper_polled = true;
+                if std::mem::take(this.stop_hyper) {
+                    hyper.graceful_shutdown();
+                    continue;
+                }
+                return Poll::Pending;
             }
             let (Some(io), Some(service)) = (this.io.as_mut(), this.service.as_mut()) else {
                 return Poll::Ready(());
@@ -201,7 +222,7 @@ where
                     let read = if this.read_buf.is_empty() {
                         Read::Partial
                     } else {
-                        request::read(this.read_buf, this.spare, this.fields, *this.max_head)
+                        this.reader.read(this.read_buf, this.spare, *this.max_head)
                     };
                     match read {
                         Read::Plain(request, exchange) => {
@@ -229,11 +250,7 @@ where
                                 )
                                 .into_owned();
                             this.hyper.set(Some(connection));
-                            if *this.stopping
-                                && let Some(hyper) = this.hyper.as_mut().as_pin_mut()
-                            {
-                                hyper.graceful_shutdown();
-                            }
+                            *this.stop_hyper = *this.stopping;
                         }
                     }
                 }
@@ -337,8 +354,10 @@ where
     fn graceful_shutdown(self: Pin<&mut Self>) {
         let mut this = self.project();
         *this.stopping = true;
-        if let Some(hyper) = this.hyper.as_mut().as_pin_mut() {
-            hyper.graceful_shutdown();
+        match this.hyper.as_mut().as_pin_mut() {
+            Some(hyper) if *this.hyper_polled => hyper.graceful_shutdown(),
+            Some(_) => *this.stop_hyper = true,
+            None => {}
         }
     }
 }
@@ -580,6 +599,37 @@ mod tests {
             text.ends_with("\r\n15\r\ninline GET /chunked 0\r\n0\r\n\r\n"),
             "{text:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_a_request_for_hyper_arrives_still_answers_it() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut served = Box::pin(Served::new(
+            server,
+            tower::service_fn(answer),
+            builder,
+            1024,
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        client
+            .write_all(b"POST /x HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        assert!(served.as_mut().poll(&mut cx).is_pending(), "a partial head");
+        served.as_mut().graceful_shutdown();
+        client
+            .write_all(b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        let serve = tokio::spawn(served);
+        let mut text = String::new();
+        client.read_to_string(&mut text).await.unwrap();
+        assert!(
+            text.contains("hyper POST /x 2"),
+            "answered by hyper: {text:?}"
+        );
+        serve.await.unwrap();
     }
 
     #[tokio::test]

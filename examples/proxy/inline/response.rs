@@ -55,7 +55,7 @@ pub fn write_head(
     let may_have_length = !(status.is_informational() || status == StatusCode::NO_CONTENT);
     let has_body = may_have_length && status != StatusCode::NOT_MODIFIED && !exchange.head;
     let mut keep_alive = keep_alive && exchange.keep_alive;
-    let (mut length, mut has_date, mut has_connection) = (None, false, false);
+    let (mut length, mut has_date, mut says_close) = (None, false, false);
     for (name, value) in &parts.headers {
         if name == CONTENT_LENGTH {
             if !may_have_length || length.is_some() {
@@ -66,9 +66,9 @@ pub fn write_head(
             // The framing is this server's to choose, as below.
             continue;
         } else if name == CONNECTION {
-            has_connection = true;
             if has_token(value.as_bytes(), b"close") {
                 keep_alive = false;
+                says_close = true;
             }
         } else if name == DATE {
             has_date = true;
@@ -95,7 +95,10 @@ pub fn write_head(
             let _ = write!(out, "content-length: {exact}\r\n");
         }
         Framing::Length(exact)
-    } else if exchange.version == Version::HTTP_11 {
+    } else if !old {
+        // Chunked only under an HTTP/1.1 status line: in an HTTP/1.0
+        // message a recipient must read `Transfer-Encoding` as faulty
+        // framing (RFC 9112 §6.1), so a 1.0 answer is delimited by the close.
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         Framing::Chunked
     } else {
@@ -107,12 +110,12 @@ pub fn write_head(
         DATE_NOW.with_borrow_mut(|date| out.extend_from_slice(date.now()));
         out.extend_from_slice(b"\r\n");
     }
-    if !has_connection {
-        if !keep_alive && exchange.version == Version::HTTP_11 {
-            out.extend_from_slice(b"connection: close\r\n");
-        } else if keep_alive && exchange.version == Version::HTTP_10 {
-            out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
+    // As hyper: a connection that ends says so (unless the stack's own
+    // header already does), and an HTTP/1.0 one that stays says that.
+    if !keep_alive && !says_close && !old {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if keep_alive && old && !has_token_in(&parts.headers, b"keep-alive") {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     (framing, keep_alive)
@@ -175,6 +178,13 @@ fn parse_length(value: &[u8]) -> Option<u64> {
             .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
             .flatten()
     })
+}
+
+fn has_token_in(headers: &http::HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|value| has_token(value.as_bytes(), token))
 }
 
 fn has_token(list: &[u8], token: &[u8]) -> bool {
@@ -277,6 +287,32 @@ mod tests {
             head_of(with(200, &[("date", "d")]), SizeHint::new(), old, true);
         assert!(!head.contains("transfer-encoding"), "{head}");
         assert_eq!(framing, Framing::Close);
+        assert!(!keep);
+    }
+
+    #[test]
+    fn an_http10_response_is_never_chunked() {
+        // A backend's HTTP/1.0 answer of unknown length, to an HTTP/1.1
+        // client: an HTTP/1.0 status line, so the close delimits the body.
+        let mut response = with(200, &[("date", "d")]);
+        *response.version_mut() = Version::HTTP_10;
+        let (head, framing, keep) = head_of(response, SizeHint::new(), GET, true);
+        assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert_eq!(framing, Framing::Close);
+        assert!(!keep);
+    }
+
+    #[test]
+    fn a_closing_connection_says_close_beside_the_stacks_connection_header() {
+        let (head, _, keep) = head_of(
+            with(200, &[("connection", "keep-alive"), ("date", "d")]),
+            SizeHint::with_exact(0),
+            GET,
+            false,
+        );
+        assert!(head.contains("connection: keep-alive\r\n"), "{head}");
+        assert!(head.contains("connection: close\r\n"), "{head}");
         assert!(!keep);
     }
 
