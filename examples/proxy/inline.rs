@@ -601,16 +601,17 @@ mod tests {
         );
     }
 
+    /// A connection the test polls itself, and its client end.
+    fn polled_by_hand() -> (DuplexStream, Pin<Box<impl Graceful + Send + 'static>>) {
+        let (client, server) = tokio::io::duplex(4096);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let served = Served::new(server, tower::service_fn(answer), builder, 1024);
+        (client, Box::pin(served))
+    }
+
     #[tokio::test]
     async fn a_stop_while_a_request_for_hyper_arrives_still_answers_it() {
-        let (mut client, server) = tokio::io::duplex(4096);
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-        let mut served = Box::pin(Served::new(
-            server,
-            tower::service_fn(answer),
-            builder,
-            1024,
-        ));
+        let (mut client, mut served) = polled_by_hand();
         let mut cx = Context::from_waker(Waker::noop());
         client
             .write_all(b"POST /x HTTP/1.1\r\nHost: x\r\n")
@@ -634,14 +635,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_graceful_stop_closes_an_idle_connection_at_once() {
-        let (mut client, server) = tokio::io::duplex(4096);
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-        let mut served = Box::pin(Served::new(
-            server,
-            tower::service_fn(answer),
-            builder,
-            1024,
-        ));
+        let (mut client, mut served) = polled_by_hand();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         let mut cx = Context::from_waker(Waker::noop());
         // Answers the request, then waits for the next one.
