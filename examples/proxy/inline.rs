@@ -34,7 +34,7 @@ use std::task::{Context, Poll, Waker, ready};
 
 use bytes::BytesMut;
 use futures_util::future::Either;
-use http::{HeaderMap, Request, Response};
+use http::{Extensions, HeaderMap, Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -94,6 +94,10 @@ pin_project_lite::pin_project! {
         reader: Reader,
         // The last response's header map, emptied, for the next request.
         spare: HeaderMap,
+        // The last response's extensions (the request's, handed back by
+        // `Forward`), emptied, for the next request: their map and table
+        // are two allocations a request less.
+        spare_extensions: Extensions,
         max_head: usize,
         exchange: Exchange,
         framing: Framing,
@@ -156,6 +160,7 @@ where
             written: 0,
             reader: Reader::default(),
             spare: HeaderMap::new(),
+            spare_extensions: Extensions::new(),
             max_head,
             exchange: Exchange {
                 head: false,
@@ -225,7 +230,8 @@ where
                         this.reader.read(this.read_buf, this.spare, *this.max_head)
                     };
                     match read {
-                        Read::Plain(request, exchange) => {
+                        Read::Plain(mut request, exchange) => {
+                            *request.extensions_mut() = std::mem::take(this.spare_extensions);
                             *this.exchange = exchange;
                             let future = call(service, request);
                             this.state.set(State::Call { future });
@@ -271,6 +277,10 @@ where
                     let mut headers = parts.headers;
                     headers.clear();
                     *this.spare = headers;
+                    // Cleared: nothing of this request reaches the next.
+                    let mut extensions = parts.extensions;
+                    extensions.clear();
+                    *this.spare_extensions = extensions;
                     this.state.set(State::Body { body });
                 }
                 StateProj::Body { mut body } => {
@@ -537,6 +547,42 @@ mod tests {
         assert!(one < three, "{text}");
         assert!(!text.contains("HEAD /two"), "no body for a HEAD: {text}");
         assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    }
+
+    /// A mark one request leaves in its extensions.
+    #[derive(Clone)]
+    struct Mark(&'static str);
+
+    #[tokio::test]
+    async fn the_extensions_handed_back_reach_the_next_request_empty() {
+        // As `Forward` does, the service hands the request's extensions
+        // back in the response; the loop reuses their map, which must
+        // carry nothing of one request into the next.
+        let service = tower::service_fn(|request: Request<ClientBody>| async move {
+            let (mut parts, _) = request.into_parts();
+            let seen = parts.extensions.len();
+            let leaked = parts.extensions.get::<Mark>().map_or("none", |mark| mark.0);
+            parts.extensions.insert(Mark("first"));
+            let text = format!("seen {seen} leaked {leaked}");
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            *response.extensions_mut() = parts.extensions;
+            Ok::<_, Infallible>(response)
+        });
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        tokio::spawn(Served::new(server, service, builder, 16 * 1024));
+        client
+            .write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Both answers, whatever they say (each body ends its response).
+        let (mut text, mut buf) = (String::new(), [0u8; 4096]);
+        while text.matches("leaked none").count() + text.matches("leaked first").count() < 2 {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {text}");
+            text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+        assert_eq!(text.matches("seen 0 leaked none").count(), 2, "{text}");
     }
 
     #[tokio::test]
