@@ -164,69 +164,91 @@ enum Known {
 }
 
 /// Whether the two readers agree on `bytes`: `Ok` when the inline reader
-/// does not take them as plain, or hyper reads them as the same request
+/// does not take them as plain, or hyper reads them as the same requests
 /// and keeps the connection as the reader says it may be kept (unless
 /// `known` says this is a disagreement already written down).
+///
+/// The reader reads as a connection's does (one reader, one spare map)
+/// for as long as it reads plain requests the client lets it keep
+/// reading after; hyper is then given the bytes it took, and must read
+/// exactly those requests, answer each, and end as the last one asks.
+/// When bytes are left after them, hyper is given all of them as well and
+/// must read the same requests first, whatever it makes of the rest.
 fn agree(bytes: &[u8], max_head: usize, known: Known) -> Result<(), String> {
     let mut buf = BytesMut::from(bytes);
-    let (request, exchange) =
-        match Reader::default().read(&mut buf, &mut HeaderMap::new(), max_head) {
-            Read::Plain(request, exchange) => (request, exchange),
-            Read::Partial | Read::Other => return Ok(()),
+    let (mut reader, mut spare) = (Reader::default(), HeaderMap::new());
+    let mut inline = Vec::new();
+    let mut last = None;
+    // A known disagreement on keep-alive ends the requests compared.
+    let goes_on =
+        |(keep_alive, obs_text)| keep_alive && !(obs_text && known == Known::ConnectionObsText);
+    while last.is_none_or(goes_on) {
+        let Read::Plain(request, exchange) = reader.read(&mut buf, &mut spare, max_head) else {
+            break;
         };
-    let taken = &bytes[..bytes.len() - buf.len()];
-    let (parts, body) = request.into_parts();
-    let mut inline = Seen::new(&parts.method, &parts.uri, parts.version, &parts.headers);
-    inline.body = match body {
-        ClientBody::Empty => Ok(Bytes::new()),
-        ClientBody::Full(Some(body)) => Ok(body),
-        other => return Err(format!("a plain request with the body {other:?}")),
+        let (parts, body) = request.into_parts();
+        let mut seen = Seen::new(&parts.method, &parts.uri, parts.version, &parts.headers);
+        seen.body = match body {
+            ClientBody::Empty => Ok(Bytes::new()),
+            ClientBody::Full(Some(body)) => Ok(body),
+            other => return Err(format!("a plain request with the body {other:?}")),
+        };
+        inline.push(seen);
+        let obs_text = parts
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|value| value.to_str().is_err());
+        last = Some((exchange.keep_alive, obs_text));
+        spare = parts.headers;
+    }
+    let Some((keep_alive, obs_text)) = last else {
+        return Ok(());
     };
+    let taken = &bytes[..bytes.len() - buf.len()];
     let hyper = hyper_reads(taken, max_head);
-    let case = || {
+    let case = |bytes: &[u8], hyper: &Hyper| {
         format!(
             "bytes {:?}\ninline read {inline:#?}\nhyper did {hyper:#?}",
-            Bytes::copy_from_slice(taken)
+            Bytes::copy_from_slice(bytes)
         )
     };
     if let Some(Err(error)) = &hyper.ended {
-        return Err(format!(
-            "hyper refused what inline read ({error})\n{}",
-            case()
-        ));
-    }
-    if hyper.requests.len() != 1 {
-        return Err(format!(
-            "hyper read {} requests\n{}",
-            hyper.requests.len(),
-            case()
-        ));
+        let case = case(taken, &hyper);
+        return Err(format!("hyper refused what inline read ({error})\n{case}"));
     }
     if !hyper.response.starts_with("HTTP/1.1 200 OK\r\n")
         && !hyper.response.starts_with("HTTP/1.0 200 OK\r\n")
     {
-        return Err(format!("hyper's answer is not the service's\n{}", case()));
+        let case = case(taken, &hyper);
+        return Err(format!("hyper's answer is not the service's\n{case}"));
     }
-    if hyper.requests[0] != inline {
-        return Err(format!("hyper read another request\n{}", case()));
+    if hyper.requests != inline {
+        return Err(format!(
+            "hyper read other requests\n{}",
+            case(taken, &hyper)
+        ));
     }
     let hyper_keeps = hyper.ended.is_none();
-    let obs_text = parts
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .any(|value| value.to_str().is_err());
-    if exchange.keep_alive != hyper_keeps && !(known == Known::ConnectionObsText && obs_text) {
+    if keep_alive != hyper_keeps && !(known == Known::ConnectionObsText && obs_text) {
+        let hyper_did = if hyper_keeps {
+            "keeps the connection"
+        } else {
+            "closes it"
+        };
+        let case = case(taken, &hyper);
         return Err(format!(
-            "inline keep_alive {}, hyper {}\n{}",
-            exchange.keep_alive,
-            if hyper_keeps {
-                "keeps the connection"
-            } else {
-                "closes it"
-            },
-            case()
+            "inline keep_alive {keep_alive}, hyper {hyper_did}\n{case}"
         ));
+    }
+    if taken.len() < bytes.len() {
+        let whole = hyper_reads(bytes, max_head);
+        if whole.requests.get(..inline.len()) != Some(&inline[..]) {
+            let case = case(bytes, &whole);
+            return Err(format!(
+                "hyper given all the bytes read other requests first\n{case}"
+            ));
+        }
     }
     Ok(())
 }
@@ -420,16 +442,34 @@ fn heads() -> impl Strategy<Value = Vec<u8>> {
         1 => long_field(),
         1 => many_fields(),
     ];
+    // Now and then a body of the length declared, up to past the largest
+    // read inline (`MAX_BODY`) and past hyper's buffer limit.
+    let sized = prop_oneof![
+        8 => Just(None),
+        1 => (0usize..70_000).prop_map(Some),
+        1 => (65_530usize..65_542).prop_map(Some),
+    ];
     (
         vec(pick(ENDS), 0..3),
         pick(LINES),
         vec(field, 0..6),
+        sized,
         pick(ENDS),
         pick(BODIES),
     )
-        .prop_map(|(empty, line, fields, end, body)| {
-            [empty.concat(), line, fields.concat(), end, body].concat()
+        .prop_map(|(empty, line, fields, sized, end, body)| {
+            let (length, sized) = match sized {
+                Some(n) => (format!("Content-Length: {n}\r\n"), vec![b'b'; n]),
+                None => (String::new(), Vec::new()),
+            };
+            let fields = [fields.concat(), length.into_bytes()].concat();
+            [empty.concat(), line, fields, end, sized, body].concat()
         })
+}
+
+/// Plain-looking requests one after another, as a client pipelines them.
+fn pipelined() -> impl Strategy<Value = Vec<u8>> {
+    vec(heads(), 2..5).prop_map(|heads| heads.concat())
 }
 
 /// 256 cases, or `PROPTEST_CASES` when set (for a longer hunt:
@@ -452,7 +492,7 @@ proptest! {
 
     #[test]
     fn hyper_reads_a_plain_request_as_the_inline_reader_does(
-        bytes in prop_oneof![3 => heads(), 1 => bytes()],
+        bytes in prop_oneof![3 => heads(), 1 => pipelined(), 1 => bytes()],
         max_head in prop_oneof![Just(16 * 1024), Just(8 * 1024)],
     ) {
         if let Err(disagreement) = agree(&bytes, max_head, Known::ConnectionObsText) {
@@ -528,4 +568,14 @@ fn connection_close_beside_obs_text_http_11() {
 fn connection_keep_alive_beside_obs_text_http_10() {
     let bytes = b"GET / HTTP/1.0\r\nConnection: keep-alive, \xff\r\n\r\n";
     agree(bytes, 16 * 1024, Known::None).unwrap();
+}
+
+#[test]
+fn pipelined_plain_requests_are_all_compared() {
+    let bytes = b"GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /3 HTTP/1.0\r\n\r\nGET /4 HTTP/1.1\r\n\r\n";
+    let hyper = hyper_reads(bytes, 16 * 1024);
+    let paths: Vec<_> = hyper.requests.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(paths, ["/1", "/2", "/3"], "HTTP/1.0 ends it: {hyper:?}");
+    assert_eq!(hyper.requests[1].body, Ok(Bytes::from_static(b"abc")));
+    assert!(agree(bytes, 16 * 1024, Known::None).is_ok());
 }
