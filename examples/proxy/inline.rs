@@ -18,6 +18,9 @@
 //! oversized head, which hyper answers as it always did. So this loop
 //! never refuses anything and has no error responses of its own.
 
+#[cfg(test)]
+#[path = "inline/hyper_agrees.rs"]
+mod hyper_agrees;
 #[path = "inline/replay.rs"]
 mod replay;
 #[path = "inline/request.rs"]
