@@ -280,7 +280,9 @@ fn scan(buf: &[u8], max_head: usize, kept: &mut Vec<Field>) -> Option<Scan> {
             7 if is(b"upgrade") => return None,
             6 if is(b"expect") => return None,
             14 if is(b"http2-settings") => return None,
-            10 if is(b"connection") => {
+            // A value `HeaderValue::to_str` refuses (obs-text in it) names
+            // nothing, as hyper reads it.
+            10 if is(b"connection") && is_visible_ascii(field.value) => {
                 for token in field.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
@@ -307,6 +309,14 @@ fn scan(buf: &[u8], max_head: usize, kept: &mut Vec<Field>) -> Option<Scan> {
         keep_alive: !close && (version == Version::HTTP_11 || keep_alive),
         body: body.unwrap_or(0),
     }))
+}
+
+/// Whether `value` is what `HeaderValue::to_str` takes: tab and visible
+/// ASCII.
+fn is_visible_ascii(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// A `Content-Length` value of digits only (at most 19 of them, so it
