@@ -368,20 +368,26 @@ where
         let mut interim = 0;
         let mut searched = 0;
         let head = loop {
-            let parsed = if response_head::has_empty_line(&self.read_buf, &mut searched) {
-                response_head::parse_into(
-                    &mut self.read_buf,
-                    head_request,
-                    self.max_head,
-                    spare,
-                    keep,
-                    &mut self.names,
-                )
-            } else if self.read_buf.len() >= self.max_head {
-                Err(Error::new(Kind::HeadTooLarge))
-            } else {
-                Ok(Parsed::Partial)
-            };
+            // Bytes not looked at yet are parsed at once: a head nearly
+            // always arrives whole in the first read, and the search for
+            // its end would cost as much as the parse. After a partial
+            // parse only a search that finds an end parses again, so a
+            // head trickling in a byte a read is not parsed once a byte.
+            let parsed =
+                if searched == 0 || response_head::has_empty_line(&self.read_buf, &mut searched) {
+                    response_head::parse_into(
+                        &mut self.read_buf,
+                        head_request,
+                        self.max_head,
+                        spare,
+                        keep,
+                        &mut self.names,
+                    )
+                } else if self.read_buf.len() >= self.max_head {
+                    Err(Error::new(Kind::HeadTooLarge))
+                } else {
+                    Ok(Parsed::Partial)
+                };
             match parsed {
                 Ok(Parsed::Head(head)) => break head,
                 Ok(Parsed::Interim) => {
@@ -392,7 +398,7 @@ where
                     searched = 0;
                     continue;
                 }
-                Ok(Parsed::Partial) => {}
+                Ok(Parsed::Partial) => searched = searched.max(self.read_buf.len()),
                 Err(error) => return Err(error.with_response_started(true)),
             }
             let read = poll_fn(|cx| poll_read_buf(&mut self.io, &mut self.read_buf, cx)).await;
