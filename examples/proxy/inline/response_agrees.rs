@@ -26,6 +26,19 @@
 //!   client would read as the next response;
 //! - whether the connection then closes, or answers another request.
 //!
+//! Two outcomes are compared as one, since a client can tell them apart
+//! only by what it cannot use: a connection closed before a whole
+//! response (nothing written, or a body cut short: hyper may not have
+//! flushed its head when a body ends short, the inline writer has), and a
+//! response whose length a client cannot read (RFC 9112 §6.3, 5). And a
+//! `close` in an HTTP/1.0 response's `connection` is not compared: it is
+//! what such a response means without it (RFC 9112 §9.3); hyper says it
+//! to an HTTP/1.1 client, the inline writer does not.
+//!
+//! The stack's response may be HTTP/1.0 (a backend's, as the forwarding
+//! codec gives it). Upper-case field names reach both servers lower-cased
+//! (`http`'s `HeaderName`), so they stress only the comparison.
+//!
 //! 1xx statuses are left out: the stack never hands one to the loop (the
 //! forwarding codec reads interim responses and passes the final one on,
 //! `src/forward/h1/response_head.rs`), and hyper answers a service's 1xx
@@ -34,6 +47,14 @@
 //! A stopping server is a graceful stop told while the service is
 //! answering (after the request is read, before the head is written), as
 //! the supervisor tells it to both servers.
+//!
+//! It found thirteen shapes where the two differ (see [`found`]; each is
+//! an ignored test below, and [`known`] skips its cases so the property
+//! hunts in the rest). In most hyper is the one off the RFCs (a length on
+//! a 204, `chunked, chunked`, `close, keep-alive`, a sized body framed by
+//! its size hint past the length field it writes, refusing to answer);
+//! in the others the two differ on keep-alive with an HTTP/1.0 peer, or
+//! on a wrong length from the stack.
 
 #![forbid(unsafe_code)]
 
@@ -754,7 +775,15 @@ fn known(case: &Case) -> Option<&'static str> {
     if answer.status == 204 && !lengths.is_empty() {
         return Some("a_length_on_a_204_is_kept_by_hyper");
     }
-    // The keep-alive rules for HTTP/1.0 where hyper's differ.
+    // The keep-alive rules for HTTP/1.0 where hyper's differ, where the
+    // inline writer's framing leaves the connection open (not delimited by
+    // its close).
+    let body = !head && !matches!(answer.status, 204 | 304);
+    let close_delimited = body
+        && match first_length {
+            Some(length) => length.parse::<u64>().is_err(),
+            None => answer.kind == Kind::Unsized,
+        };
     let says = |token: &str| {
         answer
             .values("connection")
@@ -784,6 +813,7 @@ fn known(case: &Case) -> Option<&'static str> {
         && case.ask.connection == Some("keep-alive")
         && answer.version == Version::HTTP_10
         && !case.stopping
+        && !close_delimited
         && !says("close")
         && !says("keep-alive")
     {
@@ -795,6 +825,7 @@ fn known(case: &Case) -> Option<&'static str> {
         && case.ask.version == Version::HTTP_11
         && case.ask.connection != Some("close")
         && !case.stopping
+        && !close_delimited
         && !says("close")
     {
         return Some("an_http10_answer_kept_open_to_an_http11_client");
