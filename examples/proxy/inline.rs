@@ -27,6 +27,9 @@ mod replay;
 pub mod request;
 #[path = "inline/response.rs"]
 mod response;
+#[cfg(test)]
+#[path = "inline/response_agrees.rs"]
+mod response_agrees;
 
 use std::cell::RefCell;
 use std::convert::Infallible;
