@@ -1,5 +1,13 @@
 //! A response, written as hyper's server writes it: the same framing
 //! rules, the same added headers (`date`, `connection`), lower-case names.
+//!
+//! `response_agrees.rs` holds this against hyper itself on random
+//! responses. Where the stack's response is unusual (a wrong or repeated
+//! length, its own `transfer-encoding`, HTTP/1.0 from a backend) the two
+//! differ in thirteen shapes it lists; this writer keeps its own answer in
+//! each, the one that cannot be read two ways or the RFC's (no byte past
+//! the length it wrote, then a close; no length on a 204; a `keep-alive`
+//! an HTTP/1.0 client asked for kept and said once).
 
 use std::cell::RefCell;
 use std::io::Write;
