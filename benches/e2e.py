@@ -660,14 +660,26 @@ def report(runs, stream, args, file="results.json"):
 
     print(f"\nEnd to end, {args.rounds} interleaved rounds, wrk -t1 -c{args.connections} -d{args.duration}s, "
           f"balancer on core {BALANCER_CORE}, load and backends on core {LOAD_CORE}; medians (× nginx, same round)\n")
-    print("| balancer | CPU µs/request | × nginx | user µs | system µs | req/s | × nginx | p50 ms | p99 ms | × nginx "
-          "| peak RSS MiB | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| balancer | CPU µs/request | × nginx | user µs | × nginx | system µs | req/s | × nginx | p50 ms | p99 ms "
+          "| × nginx | peak RSS MiB | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['name']} | {fmt(r['cpu_us_per_request'])} | {fmt(r['cpu_us_per_request_x_nginx'], 2)} "
-              f"| {fmt(r['user_us_per_request'])} | {fmt(r['sys_us_per_request'])} "
+              f"| {fmt(r['user_us_per_request'])} | {fmt(r['user_us_per_request_x_nginx'], 2)} "
+              f"| {fmt(r['sys_us_per_request'])} "
               f"| {r['rps']:.0f} | {fmt(r['rps_x_nginx'], 2)} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} "
               f"| {fmt(r['p99_ms_x_nginx'], 2)} | {fmt(r['peak_rss_mib'])} | {r['errors']} |")
+    # The spread behind each median: a round the host disturbed shows
+    # here (the kernel's part of a request, system time, is what jumps).
+    print("\nCPU per request × nginx's in the same round, round by round (system µs in brackets):\n")
+    for name, results in runs.items():
+        if name == "nginx" or not results or results[0]["cpu_us_per_request"] != results[0]["cpu_us_per_request"]:
+            continue
+        per_round = [f"{r['cpu_us_per_request'] / n['cpu_us_per_request']:.2f} ({r['sys_us_per_request']:.1f})"
+                     for r, n in zip(results, nginx) if n["cpu_us_per_request"]]
+        print(f"- {name}: {', '.join(per_round)}")
+    nginx_sys = ", ".join(f"{n['sys_us_per_request']:.1f}" for n in nginx)
+    print(f"- nginx's own system µs: {nginx_sys}")
     for direction, s in (stream or {}).items():
         print(f"\n1 GiB {direction} through tower-lb (1 thread): {'ok' if s['ok'] else 'FAILED'}; "
               f"RSS {s['rss_before_mib']:.1f} MiB before, peak {s['peak_rss_mib']:.1f} MiB, "
