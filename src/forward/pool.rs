@@ -97,7 +97,7 @@ impl Host {
 }
 
 struct Idle {
-    conn: Conn<Stream>,
+    conn: Box<Conn<Stream>>,
     since: Nanos,
 }
 
@@ -124,7 +124,7 @@ impl Drop for Lease {
 
 impl Lease {
     /// Returns `conn` to the pool (or closes it when the pool is full).
-    pub(crate) fn release(self, conn: Conn<Stream>) {
+    pub(crate) fn release(self, conn: Box<Conn<Stream>>) {
         // A backend that left the set gets no new requests: keeping its
         // connection would only hold a socket open (it closes here).
         if self.host.is_removed() {
@@ -403,7 +403,7 @@ fn failure(error: h1::Error, fresh: bool) -> Error {
 impl Host {
     /// An idle connection that is still good, if there is one; stale and
     /// closed ones are dropped on the way.
-    fn checkout(&self, now: Nanos) -> Option<Conn<Stream>> {
+    fn checkout(&self, now: Nanos) -> Option<Box<Conn<Stream>>> {
         while let Some(idle) = self.idle.pop() {
             self.idle_count.fetch_sub(1, Relaxed);
             let mut conn = idle.conn;
@@ -414,7 +414,11 @@ impl Host {
         None
     }
 
-    async fn connect(&self, settings: &Connect, timeout: Duration) -> Result<Conn<Stream>, Error> {
+    async fn connect(
+        &self,
+        settings: &Connect,
+        timeout: Duration,
+    ) -> Result<Box<Conn<Stream>>, Error> {
         let stream = stream::connect(settings, &self.authority, self.tls, false, timeout).await?;
         Ok(Conn::new(stream))
     }

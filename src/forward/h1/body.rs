@@ -25,7 +25,7 @@ use super::response_head::Framing;
 pub(crate) struct BodyReader<S> {
     /// The connection: `None` once closed (an error, a body that ends the
     /// connection, or after it was taken back).
-    conn: Option<Conn<S>>,
+    conn: Option<Box<Conn<S>>>,
     decoder: Decoder,
     /// Whether the response allows another exchange on the connection.
     keep_alive: bool,
@@ -52,7 +52,7 @@ where
         }
     }
 
-    pub(super) fn new(conn: Conn<S>, framing: Framing, keep_alive: bool) -> Self {
+    pub(super) fn new(conn: Box<Conn<S>>, framing: Framing, keep_alive: bool) -> Self {
         let decoder = match framing {
             Framing::Empty => Decoder::Length(0),
             Framing::Length(length) => Decoder::Length(length),
@@ -75,7 +75,7 @@ where
     /// After the body has ended: the connection, if it may carry another
     /// exchange. `None` before the end, after an error, or when the
     /// connection is not reusable (it is closed then).
-    pub(crate) fn take_reusable(&mut self) -> Option<Conn<S>> {
+    pub(crate) fn take_reusable(&mut self) -> Option<Box<Conn<S>>> {
         if self.ended { self.conn.take() } else { None }
     }
 

@@ -195,9 +195,9 @@ struct Scanned {
 /// the head.
 pub(crate) type Entry = (HeaderName, usize, usize);
 
-/// A connection's room for the names of the heads it reads (boxed in the
-/// connection, which is moved at each checkout and return: a few words
-/// more there cost every exchange a `memcpy`).
+/// A connection's room for the names of the heads it reads (kept in the
+/// connection, which is itself boxed, so the room moves with it for
+/// free).
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     /// This head's kept headers, as they are found.

@@ -475,7 +475,10 @@ fn the_idle_check_on_a_real_socket() {
         drop(closing);
         // Let the reactor see the bytes and the FIN.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let verdicts: Vec<bool> = conns.iter_mut().map(Conn::is_reusable_now).collect();
+        let verdicts: Vec<bool> = conns
+            .iter_mut()
+            .map(|conn| conn.is_reusable_now())
+            .collect();
         assert_eq!(verdicts, [true, false, false]);
         drop(quiet);
     });

@@ -23,11 +23,11 @@ use super::{Answer, BodyFraming, Conn, Error, RequestHead};
 pub(super) struct Outcome<S> {
     pub(super) response: http::response::Parts,
     pub(super) body: Vec<u8>,
-    pub(super) conn: Option<Conn<S>>,
+    pub(super) conn: Option<Box<Conn<S>>>,
 }
 
 /// Sends a bodiless `method` request and reads the response to its end.
-pub(super) async fn exchange<S>(conn: Conn<S>, method: &str) -> Result<Outcome<S>, Error>
+pub(super) async fn exchange<S>(conn: Box<Conn<S>>, method: &str) -> Result<Outcome<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
