@@ -202,42 +202,72 @@ pub(crate) type Entry = (HeaderName, usize, usize);
 pub(crate) struct Scratch {
     /// This head's kept headers, as they are found.
     kept: Vec<Entry>,
-    /// The names the last head kept, in order, with where each one's bytes
-    /// as sent lie in `sent`. A backend sends the same names, spelled the
-    /// same, in the same order, response after response: a raw name equal
-    /// to the one at its place last time is that name, with no parse of it
-    /// and, for a name `http` does not know, no copy of it into a new
-    /// allocation.
-    known: Vec<(HeaderName, u32, u32)>,
+    /// The fields of the last head, in order: each one's role, its name
+    /// when it is kept, and where its bytes as sent lie in `sent`. A
+    /// backend sends the same names, spelled the same, in the same order,
+    /// response after response: a raw name equal to the one at its place
+    /// last time is that field again, with no look at what it means, no
+    /// parse of its name and, for a name `http` does not know, no copy of
+    /// it into a new allocation.
+    known: Vec<Known>,
     /// The bytes of the known names, as sent.
     sent: Vec<u8>,
 }
 
+/// A field of the last head (see [`Scratch::known`]).
+#[derive(Debug)]
+struct Known {
+    role: Role,
+    /// The name, for a field that is passed on (`Kept`, `ContentLength`).
+    name: Option<HeaderName>,
+    at: u32,
+    len: u32,
+}
+
 impl Scratch {
-    /// The name of the `index`th kept header, `raw` as sent.
-    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, Error> {
-        if let Some((known, start, len)) = self.known.get(index) {
-            let (start, len) = (*start as usize, *len as usize);
-            if self.sent.get(start..start + len) == Some(raw) {
-                return Ok(known.clone());
+    /// The role of the `index`th field of the head, `raw` its name as
+    /// sent, with its name when it is passed on.
+    fn field(&mut self, index: usize, raw: &[u8]) -> Result<(Role, Option<HeaderName>), Error> {
+        if let Some(known) = self.known.get(index) {
+            let (at, len) = (known.at as usize, known.len as usize);
+            if self.sent.get(at..at + len) == Some(raw) {
+                return Ok((known.role, known.name.clone()));
             }
         }
-        let name =
-            HeaderName::from_bytes(raw).map_err(|_| Error::malformed("invalid header name"))?;
-        // The names after a difference are unlikely to line up either.
+        let role = role(raw);
+        let name = match role {
+            Role::Kept | Role::ContentLength => Some(
+                HeaderName::from_bytes(raw).map_err(|_| Error::malformed("invalid header name"))?,
+            ),
+            _ => None,
+        };
+        // The fields after a difference are unlikely to line up either.
         let start = self
             .known
             .get(index)
-            .map_or(self.sent.len(), |(_, start, _)| *start as usize);
+            .map_or(self.sent.len(), |known| known.at as usize);
         self.known.truncate(index);
         self.sent.truncate(start);
         // A head is at most the head limit (far below 4 GiB) and its names
         // are in it, so both fit in a u32.
         if let (Ok(at), Ok(len)) = (u32::try_from(start), u32::try_from(raw.len())) {
             self.sent.extend_from_slice(raw);
-            self.known.push((name.clone(), at, len));
+            self.known.push(Known {
+                role,
+                name: name.clone(),
+                at,
+                len,
+            });
         }
-        Ok(name)
+        Ok((role, name))
+    }
+
+    /// Notes a field that is passed on: its name, and where its value
+    /// lies in the head.
+    fn keep(&mut self, name: Option<HeaderName>, value: (usize, usize)) {
+        if let Some(name) = name {
+            self.kept.push((name, value.0, value.1));
+        }
     }
 }
 
@@ -281,15 +311,15 @@ fn scan(buf: &[u8], head_request: bool, scratch: &mut Scratch) -> Result<Option<
     // ones (which are dropped anyway): only then is each field looked up
     // in those lines.
     let mut lists_others = false;
-    for field in fields {
-        let name = field.name.as_bytes();
-        match role(name) {
+    for (index, field) in fields.iter().enumerate() {
+        let (field_role, name) = scratch.field(index, field.name.as_bytes())?;
+        match field_role {
             Role::ContentLength => {
                 if content_length.is_some() {
                     return Err(Error::malformed("content-length repeated"));
                 }
                 content_length = Some(parse_length(field.value)?);
-                keep(scratch, name, offset(field.value))?;
+                scratch.keep(name, offset(field.value));
             }
             Role::TransferEncoding => {
                 if chunked {
@@ -318,7 +348,7 @@ fn scan(buf: &[u8], head_request: bool, scratch: &mut Scratch) -> Result<Option<
                 }
             }
             Role::Upgrade if upgrade.is_none() => upgrade = Some(offset(field.value)),
-            Role::Kept => keep(scratch, name, offset(field.value))?,
+            Role::Kept => scratch.keep(name, offset(field.value)),
             Role::Upgrade | Role::HopByHop => {}
         }
     }
@@ -381,13 +411,6 @@ fn parse_length(value: &[u8]) -> Result<u64, Error> {
             .and_then(|length| length.checked_add(u64::from(b - b'0')))
             .ok_or_else(|| Error::malformed("content-length too large"))
     })
-}
-
-/// Notes a kept header (its name, and where its value lies).
-fn keep(scratch: &mut Scratch, name: &[u8], value: (usize, usize)) -> Result<(), Error> {
-    let name = scratch.name(scratch.kept.len(), name)?;
-    scratch.kept.push((name, value.0, value.1));
-    Ok(())
 }
 
 /// Whether a line in `head` ends with LF alone.
@@ -787,6 +810,48 @@ mod tests {
             names_and_values(&third),
             [("x-one-more".to_owned(), "d".to_owned())]
         );
+    }
+
+    /// The fields a head repeats from the last one keep their roles: the
+    /// hop-by-hop ones stay out, the framing is read from them as from a
+    /// first head, and a framing field that repeats is still refused.
+    #[test]
+    fn fields_known_from_the_last_head_keep_their_roles() {
+        let mut scratch = Scratch::default();
+        let chunked = b"HTTP/1.1 200 OK\r\nConnection: close\r\nKeep-Alive: 5\r\n\
+            Transfer-Encoding: chunked\r\nX-Kept: 1\r\n\r\n";
+        for _ in 0..3 {
+            let head = head_with(&mut scratch, chunked);
+            assert_eq!(head.framing, Framing::Chunked);
+            assert!(!head.keep_alive, "connection: close, read again");
+            assert_eq!(
+                names_and_values(&head),
+                [("x-kept".to_owned(), "1".to_owned())]
+            );
+        }
+        // The same names at the same places, now with a length.
+        let length = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\
+            Content-Length: 2\r\nX-Kept: 1\r\n\r\n";
+        let head = head_with(&mut scratch, length);
+        assert_eq!(head.framing, Framing::Length(2));
+        assert!(head.keep_alive);
+        assert_eq!(
+            names_and_values(&head),
+            [("content-length", "2"), ("x-kept", "1")].map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        let twice = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        for _ in 0..2 {
+            let mut buf = BytesMut::from(&twice[..]);
+            let parsed = parse_into(
+                &mut buf,
+                false,
+                64 * 1024,
+                &mut HeaderMap::new(),
+                None,
+                &mut scratch,
+            );
+            assert!(parsed.is_err(), "a repeated length, known or not");
+        }
     }
 
     #[test]
