@@ -326,8 +326,9 @@ impl Pool {
                     upgrade,
                     framing,
                 };
-                conn.write(&head, body.as_mut()).await?;
-                conn.read(head_request, &mut parts.headers, keep).await
+                let written = conn.write(&head, body.as_mut()).await;
+                conn.read(written, head_request, &mut parts.headers, keep)
+                    .await
             };
             let result = match deadline {
                 Some(deadline) => h1::within(&mut timer, deadline, exchange)

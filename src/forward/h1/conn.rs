@@ -9,7 +9,11 @@
 //!
 //! The request is sent whole before the response is read, as a proxy's
 //! upstream exchange nearly always is. A backend that answers early and
-//! stops reading (a 413 to a large upload) makes the write fail or wait;
+//! closes (a 413 to a large upload, or a whole answer to a request whose
+//! body it did not want to read) makes a write fail: its answer is then
+//! read from what it sent before closing, and is the exchange's, as it is
+//! for nginx and for hyper's client, not a 502. One that answers early and
+//! stops reading without closing makes the write wait until the timeout;
 //! one that streams its answer while still reading (an echo) can fill both
 //! directions' buffers: such full-duplex exchanges are not supported here.
 
@@ -190,9 +194,9 @@ where
         B: Body,
         B::Error: Into<BoxError>,
     {
-        self.write(head, body).await?;
+        let written = self.write(head, body).await;
         let head_request = head.parts.method == http::Method::HEAD;
-        self.read(head_request, &mut http::HeaderMap::new(), None)
+        self.read(written, head_request, &mut http::HeaderMap::new(), None)
             .await
     }
 
@@ -224,27 +228,44 @@ where
         sent.map_err(|error| error.at(self.written, self.body_started))
     }
 
-    /// The second half: reads the response head (of a HEAD request or
-    /// not), into the header map taken from `spare` (the request's own,
-    /// so that no map is allocated per exchange; left in place unless a
-    /// head was parsed, or when `keep` says a response of its status may
-    /// be retried).
+    /// The second half, given what [`write`](Self::write) returned: reads
+    /// the response head (of a HEAD request or not), into the header map
+    /// taken from `spare` (the request's own, so that no map is allocated
+    /// per exchange; left in place unless a head was parsed, or when
+    /// `keep` says a response of its status may be retried).
+    ///
+    /// After a write the backend cut short by closing the connection
+    /// while the body was going out, the answer it sent before closing
+    /// (see the module docs), on a connection that is not reused; without
+    /// one, the write's error.
     ///
     /// The connection is consumed: the response body gives it back when
     /// it ends cleanly on a connection that may be reused. On an error it
     /// is closed.
-    ///
-    /// A plain function around `read_head`'s future (an `async fn` would
-    /// keep the connection twice in the future every request moves).
     pub(crate) fn read(
         self: Box<Self>,
+        written: Result<(), Error>,
         head_request: bool,
         spare: &mut http::HeaderMap,
         keep: Option<&ReturnHead>,
     ) -> impl Future<Output = Result<Answer<S>, Error>> {
-        let (written, body_started) = (self.written, self.body_started);
-        self.read_head(head_request, spare, keep)
-            .map_err(move |error| error.at(written, body_started))
+        let (sent, body_started) = (self.written, self.body_started);
+        async move {
+            match written {
+                Ok(()) => {
+                    self.read_head(head_request, spare, keep, true)
+                        .map_err(move |error| error.at(sent, body_started))
+                        .await
+                }
+                Err(error) if error.cut_short() => {
+                    match self.read_head(head_request, spare, keep, false).await {
+                        Ok(answer @ Answer::Response(_)) => Ok(answer),
+                        Ok(Answer::Upgrade { .. }) | Err(_) => Err(error),
+                    }
+                }
+                Err(error) => Err(error),
+            }
+        }
     }
 
     async fn send_body<B>(
@@ -364,12 +385,14 @@ where
     }
 
     /// Reads until a final (or `101`) response head, passing over interim
-    /// ones.
+    /// ones; the connection may carry another exchange after it only if
+    /// `reuse` (and the response allows it).
     async fn read_head(
         mut self: Box<Self>,
         head_request: bool,
         spare: &mut http::HeaderMap,
         keep: Option<&ReturnHead>,
+        reuse: bool,
     ) -> Result<Answer<S>, Error> {
         let mut received = false;
         let mut interim = 0;
@@ -434,7 +457,7 @@ where
             });
         }
         let (parts, ()) = response.into_parts();
-        let body = BodyReader::new(self, head.framing, head.keep_alive);
+        let body = BodyReader::new(self, head.framing, head.keep_alive && reuse);
         Ok(Answer::Response(http::Response::from_parts(parts, body)))
     }
 }

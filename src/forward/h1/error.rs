@@ -93,6 +93,27 @@ impl Error {
         self
     }
 
+    /// Whether this is a write the backend cut short by closing the
+    /// connection (a reset, a broken pipe) once the request's body had
+    /// started to go out: what a backend that answered early and closed
+    /// does, so an answer may be waiting to be read.
+    pub(crate) fn cut_short(&self) -> bool {
+        use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+        self.kind == Kind::Io
+            && self.request_sent
+            && self.body_started
+            && self
+                .source
+                .as_deref()
+                .and_then(|source| source.downcast_ref::<io::Error>())
+                .is_some_and(|error| {
+                    matches!(
+                        error.kind(),
+                        BrokenPipe | ConnectionReset | ConnectionAborted
+                    )
+                })
+    }
+
     /// What went wrong.
     pub(crate) fn kind(&self) -> Kind {
         self.kind

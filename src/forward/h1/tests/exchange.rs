@@ -515,3 +515,74 @@ fn a_101_nobody_asked_for_ends_the_exchange_without_reuse() {
         "a switched connection is never reused"
     );
 }
+
+/// A backend on a real socket that reads a request's head, then answers
+/// with `answer` (if any) and closes without reading the body, which the
+/// kernel turns into a reset under the body's writes.
+async fn closing_backend(answer: &'static [u8]) -> tokio::net::TcpStream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = vec![0; 16 * 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = server.read(&mut buf).await.unwrap();
+            head.extend_from_slice(&buf[..n]);
+        }
+        server.write_all(answer).await.unwrap();
+        drop(server);
+    });
+    tokio::net::TcpStream::connect(addr).await.unwrap()
+}
+
+/// A 64 MiB upload in 64 KiB frames: far more than loopback's socket
+/// buffers hold, so a backend that stops reading is met by a write.
+fn upload() -> impl http_body::Body<Data = Bytes, Error = io::Error> {
+    let frame = Bytes::from(vec![b'u'; 64 * 1024]);
+    StreamBody::new(stream::iter(
+        (0..1024).map(move |_| Ok::<_, io::Error>(Frame::data(frame.clone()))),
+    ))
+}
+
+/// A 64 MiB chunked upload to a [`closing_backend`] answering `answer`.
+async fn upload_to_closing_backend(
+    answer: &'static [u8],
+) -> Result<Answer<tokio::net::TcpStream>, Error> {
+    let io = closing_backend(answer).await;
+    let parts = request("POST", &[("transfer-encoding", "chunked")]);
+    let mut body = pin!(upload());
+    let framing = BodyFraming::of(&*body);
+    Conn::new(io)
+        .send(&head(&parts, framing), body.as_mut())
+        .await
+}
+
+#[test]
+fn an_answer_sent_before_the_backend_closed_under_the_body_is_the_exchanges() {
+    run(async {
+        let answer =
+            upload_to_closing_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly").await;
+        let Ok(Answer::Response(response)) = answer else {
+            panic!("the early answer is lost: {answer:?}");
+        };
+        let outcome = ok(read_all(response).await);
+        assert_eq!(outcome.response.status, 200);
+        assert_eq!(outcome.body, b"early");
+        assert!(
+            outcome.conn.is_none(),
+            "a connection whose request was not sent whole is never reused"
+        );
+    });
+}
+
+#[test]
+fn a_backend_that_closed_under_the_body_without_an_answer_is_the_writes_error() {
+    run(async {
+        let error = upload_to_closing_backend(b"")
+            .await
+            .expect_err("no answer to read");
+        assert_eq!(error.kind(), Kind::Io);
+        assert!(error.request_sent() && error.body_started() && !error.is_client());
+    });
+}
