@@ -11,11 +11,11 @@
 //! upstream exchange nearly always is. A backend that answers early and
 //! closes (a 413 to a large upload, or a whole answer to a request whose
 //! body it did not want to read) makes a write fail: its answer is then
-//! read from what it sent before closing, and is the exchange's, as it is
-//! for nginx and for hyper's client, not a 502. One that answers early and
-//! stops reading without closing makes the write wait until the timeout;
-//! one that streams its answer while still reading (an echo) can fill both
-//! directions' buffers: such full-duplex exchanges are not supported here.
+//! read from what it sent before closing, and is the exchange's, not a
+//! 502. One that answers early and stops reading without closing makes
+//! the write wait until the timeout; one that streams its answer while
+//! still reading (an echo) can fill both directions' buffers: such
+//! full-duplex exchanges are not supported here.
 
 use std::future::{Future, poll_fn};
 use std::io;
