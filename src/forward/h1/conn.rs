@@ -24,6 +24,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
 use futures_util::TryFutureExt;
+use futures_util::future::Either;
 use http::HeaderValue;
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -249,22 +250,36 @@ where
         spare: &mut http::HeaderMap,
         keep: Option<&ReturnHead>,
     ) -> impl Future<Output = Result<Answer<S>, Error>> {
-        let (sent, body_started) = (self.written, self.body_started);
-        async move {
-            match written {
-                Ok(()) => {
+        // Either of two futures, not one `async` block: the common path's
+        // future stays the plain `read_head` it was before the early path.
+        match written {
+            Ok(()) => {
+                let (sent, body_started) = (self.written, self.body_started);
+                Either::Left(
                     self.read_head(head_request, spare, keep, true)
-                        .map_err(move |error| error.at(sent, body_started))
-                        .await
-                }
-                Err(error) if error.cut_short() => {
-                    match self.read_head(head_request, spare, keep, false).await {
-                        Ok(answer @ Answer::Response(_)) => Ok(answer),
-                        Ok(Answer::Upgrade { .. }) | Err(_) => Err(error),
-                    }
-                }
-                Err(error) => Err(error),
+                        .map_err(move |error| error.at(sent, body_started)),
+                )
             }
+            Err(error) => Either::Right(self.read_early(error, head_request, spare, keep)),
+        }
+    }
+
+    /// After a write that failed: the answer waiting behind it when the
+    /// backend cut the write short (see [`read`](Self::read)), else the
+    /// write's error.
+    async fn read_early(
+        self: Box<Self>,
+        error: Error,
+        head_request: bool,
+        spare: &mut http::HeaderMap,
+        keep: Option<&ReturnHead>,
+    ) -> Result<Answer<S>, Error> {
+        if !error.cut_short() {
+            return Err(error);
+        }
+        match self.read_head(head_request, spare, keep, false).await {
+            Ok(answer @ Answer::Response(_)) => Ok(answer),
+            Ok(Answer::Upgrade { .. }) | Err(_) => Err(error),
         }
     }
 
