@@ -63,7 +63,10 @@ use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 /// breaks the exchange 502, one that does not answer in time 504, each with
 /// the [`Error`](crate::Error) in the response extensions (for failover and
 /// passive health checking to read). That makes it a ready
-/// `fallback_service` for an axum `Router`.
+/// `fallback_service` for an axum `Router`. A backend that answers before
+/// it has read the request's body and closes the connection (a 413 to an
+/// upload it refuses) breaks nothing: its answer is the response, on a
+/// connection that is not reused.
 ///
 /// Backends are spoken to in HTTP/1.1 (over TLS for `https://` backends:
 /// [`ForwardBuilder::tls`], feature `tls`) over a pool of keep-alive
