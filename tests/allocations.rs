@@ -9,6 +9,9 @@
 
 #[path = "../examples/proxy/client_body.rs"]
 mod client_body;
+#[path = "../examples/proxy/failures.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod failures;
 #[path = "../examples/proxy/inline.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod inline;

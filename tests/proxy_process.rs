@@ -423,6 +423,61 @@ async fn a_second_proxy_on_the_same_port_is_refused() {
     assert_eq!(get(&client(), &proxy.url("/")).await.body, "a");
 }
 
+/// A failed request is logged with its cause at `error` (by the example
+/// itself, not tower-http); tower-http's per-request `debug` tracing is
+/// there when the filter records it, and only then.
+#[tokio::test]
+async fn failures_are_logged_and_request_tracing_follows_the_log_filter() {
+    let dead = format!("http://{}", free_addr());
+    let quiet = ProxyProcess::start_with_env(
+        &["--backend", &dead, "--retries", "0"],
+        &[("RUST_LOG", "info")],
+    )
+    .await;
+    let answer = get(&client(), &quiet.url("/")).await;
+    assert!(answer.status.is_server_error(), "{}", answer.status);
+    quiet
+        .wait_for_output("response failed", Duration::from_secs(5))
+        .await;
+    let output = quiet.output();
+    let line = output
+        .lines()
+        .find(|line| line.contains("response failed"))
+        .unwrap();
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains(&format!("status={}", answer.status)),
+        "{line}"
+    );
+    assert!(
+        line.contains("error=no eligible backend") || line.contains("error=could not connect"),
+        "the stack's own error is named: {line}"
+    );
+    assert!(!output.contains("tower_http"), "{output}");
+
+    let a = TestBackend::start("a").await;
+    let traced = ProxyProcess::start_with_env(
+        &["--backend", &a.url(), "--retries", "0"],
+        &[("RUST_LOG", "info,tower_http=debug")],
+    )
+    .await;
+    let answer = get(&client(), &traced.url("/status/500")).await;
+    assert_eq!(answer.status, 500);
+    traced
+        .wait_for_output("response failed", Duration::from_secs(5))
+        .await;
+    traced
+        .wait_for_output("finished processing request", Duration::from_secs(5))
+        .await;
+    let output = traced.output();
+    assert!(output.contains("started processing request"), "{output}");
+    assert_eq!(
+        output.matches("response failed").count(),
+        1,
+        "logged once, by the example, not again by tower-http: {output}"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_drains_every_worker_and_logs_once() {
     let a = TestBackend::start("a").await;

@@ -14,9 +14,13 @@
 //! Built only from the library's public API:
 //!
 //! ```text
-//! Trace -> Metrics -> Failover -> Hedge -> LoadBalance -> PassiveHealth -> Forward
-//!          (+ ActiveHealthCheck, the admin service, config reloads beside)
+//! [Trace] -> Metrics -> Failover -> Hedge -> LoadBalance -> PassiveHealth -> Forward
+//!            (+ ActiveHealthCheck, the admin service, config reloads beside)
 //! ```
+//!
+//! tower-http's `TraceLayer` (`[Trace]`) is there only when the log filter
+//! records its `debug` events; failed responses are logged by the server
+//! either way (see `failures.rs`).
 //!
 //! Clients are served thread per core: `--workers N` threads (one per core
 //! by default), each with its own current-thread runtime, listener and
@@ -28,6 +32,7 @@ mod client_body;
 mod demo;
 mod discovery;
 mod events;
+mod failures;
 mod inline;
 mod listeners;
 mod reload;
@@ -42,7 +47,7 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
-use tower::ServiceBuilder;
+use tower::{Layer, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 use tower_lb::balance::{QueueLayer, Sticky, StickyCookieLayer, Tiered};
 use tower_lb::failover::FailoverLayer;
@@ -283,23 +288,29 @@ async fn run(
     };
     // One stack for every case: a layer that is off is left out
     // (`option_layer`), not configured to do nothing.
-    let workers = Workers::start(
-        listeners,
-        move || {
-            ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http())
-                .layer(metrics.clone())
-                .option_layer(sticky.clone())
-                .option_layer(failover.clone())
-                .option_layer(hedge.clone())
-                .option_layer(queue.clone())
-                .layer(balance.clone())
-                .option_layer(record.clone())
-                .layer(passive.clone())
-                .service(forward.clone().build())
-        },
-        serving,
-    )?;
+    let stack = move || {
+        ServiceBuilder::new()
+            .layer(metrics.clone())
+            .option_layer(sticky.clone())
+            .option_layer(failover.clone())
+            .option_layer(hedge.clone())
+            .option_layer(queue.clone())
+            .layer(balance.clone())
+            .option_layer(record.clone())
+            .layer(passive.clone())
+            .service(forward.clone().build())
+    };
+    // Failures are logged by the server (`failures`). tower-http's request
+    // tracing, all at `debug`, is in the stack only when the log filter
+    // records it; a stack of its own, not an `option_layer`, because an
+    // `Either` around the whole stack (its future and its body) costs
+    // every request about 400 instructions.
+    let workers = if failures::request_tracing() {
+        let traced = move || TraceLayer::new_for_http().on_failure(()).layer(stack());
+        Workers::start(listeners, traced, serving)?
+    } else {
+        Workers::start(listeners, stack, serving)?
+    };
     match workers.run_until(shutdown_signal()).await? {
         Drained::AllClosed => tracing::info!("all connections closed"),
         Drained::GraceOver => tracing::warn!(?grace, "grace period over; dropping what is left"),

@@ -2,6 +2,7 @@
 //! facing the internet needs.
 
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tower_http::add_extension::AddExtensionLayer;
 use tower_lb::ClientAddr;
 
 use crate::client_body::ClientBody;
+use crate::failures;
 use crate::inline::Served;
 use crate::supervisor::{Activity, Drain, Supervised};
 
@@ -90,7 +92,7 @@ where
     S::Future: Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Display,
 {
     let permits = Arc::new(Semaphore::new(
         limits.max_connections.min(Semaphore::MAX_PERMITS),
@@ -137,7 +139,7 @@ where
     S::Future: Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Display,
     H: Handshake,
 {
     // hyper's server, for the connections the inline loop hands over.
@@ -270,7 +272,7 @@ impl AsyncWrite for Tracked {
 }
 
 /// The service, counting requests in flight on this connection until their
-/// response bodies end.
+/// response bodies end (and logging the failures among them: `failures`).
 #[derive(Clone)]
 struct Counted<S> {
     inner: S,
@@ -327,6 +329,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx))?;
+        failures::response(&response);
         let guard = this.guard.take();
         Poll::Ready(Ok(response.map(|body| CountedBody {
             body,
@@ -344,7 +347,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B: Body> Body for CountedBody<B> {
+impl<B: Body<Error: Display>> Body for CountedBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -352,7 +355,11 @@ impl<B: Body> Body for CountedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().body.poll_frame(cx)
+        let frame = self.project().body.poll_frame(cx);
+        if let Poll::Ready(Some(Err(error))) = &frame {
+            failures::body(error);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

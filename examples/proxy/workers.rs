@@ -82,7 +82,7 @@ impl Workers {
         S::Future: Send + 'static,
         B: Body + Send + 'static,
         B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
     {
         let (stop, stopped) = watch::channel(false);
         let (report, reports) = mpsc::unbounded_channel();

@@ -47,6 +47,11 @@ impl ProxyProcess {
     /// Starts the proxy with `args` (and `--listen` on a free port unless
     /// given) and waits until it says it listens.
     pub async fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// [`start`](Self::start), with `env` set in the proxy's environment.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let addr = match args.iter().position(|a| a == "--listen") {
             Some(i) => args[i + 1].parse().unwrap(),
@@ -58,6 +63,7 @@ impl ProxyProcess {
         };
         let mut child = Command::new(proxy_binary())
             .args(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
