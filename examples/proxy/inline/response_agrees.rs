@@ -1105,14 +1105,6 @@ fn found() -> Vec<(&'static str, Case)> {
     ]
 }
 
-fn found_case(name: &str) -> Case {
-    found()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, case)| case)
-        .expect("a case found")
-}
-
 /// The comparison tells the servers apart: each case found is still a
 /// disagreement, and the property skips it under its own name.
 #[test]
