@@ -293,8 +293,10 @@ impl Pool {
         let host = self.host(&backend, stream::is_tls(parts.uri.scheme()), target);
         let framing = BodyFraming::of(&*body);
         let head_request = parts.method == Method::HEAD;
-        let now = clock::now();
-        let deadline = self.timeout.map(|timeout| Instant::now() + timeout);
+        // One clock reading for both the idle check and the deadline.
+        let started = Instant::now();
+        let now = clock::since_base(started);
+        let deadline = self.timeout.map(|timeout| started + timeout);
         loop {
             let (mut conn, reused) = match host.checkout(now) {
                 Some(conn) => (conn, true),
