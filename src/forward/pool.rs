@@ -272,81 +272,87 @@ impl Pool {
     /// stays for the retry). The body is borrowed
     /// so that a request a dead idle connection never carried can go out
     /// on the next.
-    pub(crate) async fn send<B>(
-        &self,
-        parts: &mut Parts,
-        proto: &HeaderValue,
-        upgrade: Option<&HeaderValue>,
-        keep: Option<&ReturnHead>,
-        mut body: Pin<&mut B>,
-    ) -> Result<(Answer<Stream>, Lease), Error>
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn send<'a, B>(
+        &'a self,
+        parts: &'a mut Parts,
+        proto: &'a HeaderValue,
+        upgrade: Option<&'a HeaderValue>,
+        keep: Option<&'a ReturnHead>,
+        mut body: Pin<&'a mut B>,
+    ) -> impl Future<Output = Result<(Answer<Stream>, Lease), Error>> + 'a
     where
-        B: http_body::Body,
+        B: http_body::Body + 'a,
         B::Error: Into<BoxError>,
     {
-        let Some(backend) = parts.uri.authority().cloned() else {
-            return Err(
-                Error::new(ErrorKind::Upstream).with_message("request URI names no backend")
-            );
-        };
-        let target = parts.extensions.get::<Target>().map(Target::backend);
-        let host = self.host(&backend, stream::is_tls(parts.uri.scheme()), target);
-        let framing = BodyFraming::of(&*body);
-        let head_request = parts.method == Method::HEAD;
-        // One clock reading for both the idle check and the deadline.
-        let started = Instant::now();
-        let now = clock::since_base(started);
-        let deadline = self.timeout.map(|timeout| started + timeout);
-        loop {
-            let (mut conn, reused) = match host.checkout(now) {
-                Some(conn) => (conn, true),
-                None => {
-                    // Boxed: the connect future (a TLS handshake's among
-                    // it) is several times the size of the rest, and every
-                    // request's future would carry its room and be moved
-                    // with it; a new connection is the rare path.
-                    let connect = Box::pin(host.connect(&self.connect, self.connect_timeout));
-                    let conn = match deadline {
-                        Some(deadline) => tokio::time::timeout_at(deadline, connect)
-                            .await
-                            .map_err(|_| Error::new(ErrorKind::Timeout))??,
-                        None => connect.await?,
-                    };
-                    (conn.with_max_head(self.max_head), false)
-                }
+        async move {
+            let Some(backend) = parts.uri.authority() else {
+                return Err(
+                    Error::new(ErrorKind::Upstream).with_message("request URI names no backend")
+                );
             };
-            let mut timer = conn.take_timer();
-            let exchange = async {
-                let head = RequestHead {
-                    parts,
-                    backend: &backend,
-                    client_ip: parts
-                        .extensions
-                        .get::<ClientAddr>()
-                        .map(ClientAddr::header_value),
-                    proto,
-                    upgrade,
-                    framing,
+            let target = parts.extensions.get::<Target>().map(Target::backend);
+            let host = self.host(backend, stream::is_tls(parts.uri.scheme()), target);
+            let framing = BodyFraming::of(&*body);
+            let head_request = parts.method == Method::HEAD;
+            // One clock reading for both the idle check and the deadline.
+            let started = Instant::now();
+            let now = clock::since_base(started);
+            let deadline = self.timeout.map(|timeout| started + timeout);
+            loop {
+                let (mut conn, reused) = match host.checkout(now) {
+                    Some(conn) => (conn, true),
+                    None => {
+                        // Boxed: the connect future (a TLS handshake's among
+                        // it) is several times the size of the rest, and every
+                        // request's future would carry its room and be moved
+                        // with it; a new connection is the rare path.
+                        let connect = Box::pin(host.connect(&self.connect, self.connect_timeout));
+                        let conn = match deadline {
+                            Some(deadline) => tokio::time::timeout_at(deadline, connect)
+                                .await
+                                .map_err(|_| Error::new(ErrorKind::Timeout))??,
+                            None => connect.await?,
+                        };
+                        (conn.with_max_head(self.max_head), false)
+                    }
                 };
-                let written = conn.write(&head, body.as_mut()).await;
-                conn.read(written, head_request, &mut parts.headers, keep)
-                    .await
-            };
-            let result = match deadline {
-                Some(deadline) => h1::within(&mut timer, deadline, exchange)
-                    .await
-                    .ok_or_else(|| Error::new(ErrorKind::Timeout))?,
-                None => exchange.await,
-            };
-            match result {
-                Ok(mut answer) => {
-                    answer.keep_timer(timer);
-                    return Ok((answer, Lease { host, since: now }));
+                let mut timer = conn.take_timer();
+                let exchange = async {
+                    // The backend is read from the URI here, not kept from
+                    // above: a reference into the request that ends with
+                    // the write takes no room in this future.
+                    let head = RequestHead {
+                        parts,
+                        backend: parts.uri.authority(),
+                        client_ip: parts
+                            .extensions
+                            .get::<ClientAddr>()
+                            .map(ClientAddr::header_value),
+                        proto,
+                        upgrade,
+                        framing,
+                    };
+                    let written = conn.write(&head, body.as_mut()).await;
+                    conn.read(written, head_request, &mut parts.headers, keep)
+                        .await
+                };
+                let result = match deadline {
+                    Some(deadline) => h1::within(&mut timer, deadline, exchange)
+                        .await
+                        .ok_or_else(|| Error::new(ErrorKind::Timeout))?,
+                    None => exchange.await,
+                };
+                match result {
+                    Ok(mut answer) => {
+                        answer.keep_timer(timer);
+                        return Ok((answer, Lease { host, since: now }));
+                    }
+                    Err(error) if reused && may_resend(&error, &parts.method) => {
+                        tracing::debug!(%error, "idle backend connection was closed; resending");
+                    }
+                    Err(error) => return Err(failure(error, !reused)),
                 }
-                Err(error) if reused && may_resend(&error, &parts.method) => {
-                    tracing::debug!(%error, "idle backend connection was closed; resending");
-                }
-                Err(error) => return Err(failure(error, !reused)),
             }
         }
     }

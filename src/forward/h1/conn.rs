@@ -208,25 +208,28 @@ where
     /// (`!error.request_sent() && !error.body_started()`) can be sent
     /// again, on another connection. After an error the connection is not
     /// to be used again (drop it).
-    pub(crate) async fn write<B>(
+    #[allow(clippy::manual_async_fn)] // the size: see `send_http1`
+    pub(crate) fn write<B>(
         &mut self,
         head: &RequestHead<'_>,
         body: Pin<&mut B>,
-    ) -> Result<(), Error>
+    ) -> impl Future<Output = Result<(), Error>>
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
-        self.reusable = false;
-        self.written = false;
-        self.body_started = false;
-        if !self.read_buf.is_empty() {
-            return Err(Error::malformed("bytes before the request was sent").at(false, false));
+        async move {
+            self.reusable = false;
+            self.written = false;
+            self.body_started = false;
+            if !self.read_buf.is_empty() {
+                return Err(Error::malformed("bytes before the request was sent").at(false, false));
+            }
+            self.write_buf.clear();
+            head.write(&mut self.write_buf);
+            let sent = self.send_body(head.framing, body).await;
+            sent.map_err(|error| error.at(self.written, self.body_started))
         }
-        self.write_buf.clear();
-        head.write(&mut self.write_buf);
-        let sent = self.send_body(head.framing, body).await;
-        sent.map_err(|error| error.at(self.written, self.body_started))
     }
 
     /// The second half, given what [`write`](Self::write) returned: reads
@@ -267,159 +270,177 @@ where
     /// After a write that failed: the answer waiting behind it when the
     /// backend cut the write short (see [`read`](Self::read)), else the
     /// write's error.
-    async fn read_early(
+    #[allow(clippy::manual_async_fn)] // the size: see `send_http1`
+    fn read_early(
         self: Box<Self>,
         error: Error,
         head_request: bool,
         spare: &mut http::HeaderMap,
         keep: Option<&ReturnHead>,
-    ) -> Result<Answer<S>, Error> {
-        if !error.cut_short() {
-            return Err(error);
-        }
-        match self.read_head(head_request, spare, keep, false).await {
-            Ok(answer @ Answer::Response(_)) => Ok(answer),
-            Ok(Answer::Upgrade { .. }) | Err(_) => Err(error),
+    ) -> impl Future<Output = Result<Answer<S>, Error>> {
+        async move {
+            if !error.cut_short() {
+                return Err(error);
+            }
+            match self.read_head(head_request, spare, keep, false).await {
+                Ok(answer @ Answer::Response(_)) => Ok(answer),
+                Ok(Answer::Upgrade { .. }) | Err(_) => Err(error),
+            }
         }
     }
 
-    async fn send_body<B>(
+    #[allow(clippy::manual_async_fn)] // the size: see `send_http1`
+    fn send_body<B>(
         &mut self,
         framing: BodyFraming,
         mut body: Pin<&mut B>,
-    ) -> Result<(), Error>
+    ) -> impl Future<Output = Result<(), Error>>
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
-        match framing {
-            BodyFraming::Empty => {}
-            BodyFraming::Length(length) => {
-                let mut remaining = length;
-                while remaining > 0 || !body.is_end_stream() {
-                    let Some(frame) = self.next_frame(body.as_mut()).await? else {
-                        break;
-                    };
-                    let Ok(mut data) = frame.into_data() else {
-                        continue; // trailers are not forwarded
-                    };
-                    let len = data.remaining() as u64;
-                    if len > remaining {
-                        return Err(Error::client_body("longer than its declared length"));
+        async move {
+            match framing {
+                BodyFraming::Empty => {}
+                BodyFraming::Length(length) => {
+                    let mut remaining = length;
+                    while remaining > 0 || !body.is_end_stream() {
+                        let Some(frame) = self.next_frame(body.as_mut()).await? else {
+                            break;
+                        };
+                        let Ok(mut data) = frame.into_data() else {
+                            continue; // trailers are not forwarded
+                        };
+                        let len = data.remaining() as u64;
+                        if len > remaining {
+                            return Err(Error::client_body("longer than its declared length"));
+                        }
+                        remaining -= len;
+                        self.push_data(&mut data).await?;
                     }
-                    remaining -= len;
-                    self.push_data(&mut data).await?;
+                    if remaining > 0 {
+                        return Err(Error::client_body("shorter than its declared length"));
+                    }
                 }
-                if remaining > 0 {
-                    return Err(Error::client_body("shorter than its declared length"));
+                BodyFraming::Chunked => {
+                    while let Some(frame) = self.next_frame(body.as_mut()).await? {
+                        let Ok(mut data) = frame.into_data() else {
+                            continue;
+                        };
+                        if !data.has_remaining() {
+                            continue; // a zero-size chunk would end the body
+                        }
+                        write_hex(&mut self.write_buf, data.remaining() as u64);
+                        self.write_buf.extend_from_slice(b"\r\n");
+                        self.push_data(&mut data).await?;
+                        self.write_buf.extend_from_slice(b"\r\n");
+                    }
+                    self.write_buf.extend_from_slice(b"0\r\n\r\n");
                 }
             }
-            BodyFraming::Chunked => {
-                while let Some(frame) = self.next_frame(body.as_mut()).await? {
-                    let Ok(mut data) = frame.into_data() else {
-                        continue;
-                    };
-                    if !data.has_remaining() {
-                        continue; // a zero-size chunk would end the body
-                    }
-                    write_hex(&mut self.write_buf, data.remaining() as u64);
-                    self.write_buf.extend_from_slice(b"\r\n");
-                    self.push_data(&mut data).await?;
-                    self.write_buf.extend_from_slice(b"\r\n");
-                }
-                self.write_buf.extend_from_slice(b"0\r\n\r\n");
-            }
+            self.flush_buf().await?;
+            self.io.flush().await.map_err(Error::io)
         }
-        self.flush_buf().await?;
-        self.io.flush().await.map_err(Error::io)
     }
 
     /// The body's next frame. Polled once at once, so that data that is
     /// already there joins what the write buffer holds; if it is not there,
     /// the write buffer leaves first (the backend should not wait for the
     /// head while the client is slow).
-    async fn next_frame<B>(
+    #[allow(clippy::manual_async_fn)] // the size: see `send_http1`
+    fn next_frame<B>(
         &mut self,
         mut body: Pin<&mut B>,
-    ) -> Result<Option<Frame<B::Data>>, Error>
+    ) -> impl Future<Output = Result<Option<Frame<B::Data>>, Error>>
     where
         B: Body,
         B::Error: Into<BoxError>,
     {
-        let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                self.flush_buf().await?;
-                // A TLS stream may hold what was written in its own
-                // buffer (a socket that was full): out with it too.
-                self.io.flush().await.map_err(Error::io)?;
-                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
-            }
-        };
-        match frame {
-            None => Ok(None),
-            Some(Ok(frame)) => {
-                self.body_started = true;
-                Ok(Some(frame))
-            }
-            Some(Err(error)) => {
-                self.body_started = true;
-                Err(Error::client_body("it yielded an error").with_source(error))
+        async move {
+            let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    self.flush_buf().await?;
+                    // A TLS stream may hold what was written in its own
+                    // buffer (a socket that was full): out with it too.
+                    self.io.flush().await.map_err(Error::io)?;
+                    poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                }
+            };
+            match frame {
+                None => Ok(None),
+                Some(Ok(frame)) => {
+                    self.body_started = true;
+                    Ok(Some(frame))
+                }
+                Some(Err(error)) => {
+                    self.body_started = true;
+                    Err(Error::client_body("it yielded an error").with_source(error))
+                }
             }
         }
     }
 
     /// Queues small data behind what the write buffer holds; writes large
     /// data from where it is, after the buffer.
-    async fn push_data(&mut self, data: &mut impl Buf) -> Result<(), Error> {
-        if self.write_buf.len() + data.remaining() <= COALESCE {
+    #[allow(clippy::manual_async_fn)] // the size: see `send_http1`
+    fn push_data(&mut self, data: &mut impl Buf) -> impl Future<Output = Result<(), Error>> {
+        async move {
+            if self.write_buf.len() + data.remaining() <= COALESCE {
+                while data.has_remaining() {
+                    let chunk = data.chunk();
+                    self.write_buf.extend_from_slice(chunk);
+                    let n = chunk.len();
+                    data.advance(n);
+                }
+                return Ok(());
+            }
+            self.flush_buf().await?;
             while data.has_remaining() {
-                let chunk = data.chunk();
-                self.write_buf.extend_from_slice(chunk);
-                let n = chunk.len();
+                let n = write_some(&mut self.io, data.chunk(), &mut self.written).await?;
                 data.advance(n);
             }
-            return Ok(());
+            Ok(())
         }
-        self.flush_buf().await?;
-        while data.has_remaining() {
-            let n = write_some(&mut self.io, data.chunk(), &mut self.written).await?;
-            data.advance(n);
-        }
-        Ok(())
     }
 
     /// Writes out the write buffer and empties it.
-    async fn flush_buf(&mut self) -> Result<(), Error> {
-        let mut at = 0;
-        while at < self.write_buf.len() {
-            at += write_some(&mut self.io, &self.write_buf[at..], &mut self.written).await?;
+    #[allow(clippy::manual_async_fn)] // the size: see `send_http1`
+    fn flush_buf(&mut self) -> impl Future<Output = Result<(), Error>> {
+        async move {
+            let mut at = 0;
+            while at < self.write_buf.len() {
+                at += write_some(&mut self.io, &self.write_buf[at..], &mut self.written).await?;
+            }
+            self.write_buf.clear();
+            Ok(())
         }
-        self.write_buf.clear();
-        Ok(())
     }
 
     /// Reads until a final (or `101`) response head, passing over interim
     /// ones; the connection may carry another exchange after it only if
     /// `reuse` (and the response allows it).
-    async fn read_head(
+    #[allow(clippy::manual_async_fn)] // the size: see `send_http1`
+    fn read_head(
         mut self: Box<Self>,
         head_request: bool,
         spare: &mut http::HeaderMap,
         keep: Option<&ReturnHead>,
         reuse: bool,
-    ) -> Result<Answer<S>, Error> {
-        let mut received = false;
-        let mut interim = 0;
-        let mut searched = 0;
-        let head = loop {
-            // Bytes not looked at yet are parsed at once: a head nearly
-            // always arrives whole in the first read, and the search for
-            // its end would cost as much as the parse. After a partial
-            // parse only a search that finds an end parses again, so a
-            // head trickling in a byte a read is not parsed once a byte.
-            let parsed =
-                if searched == 0 || response_head::has_empty_line(&self.read_buf, &mut searched) {
+    ) -> impl Future<Output = Result<Answer<S>, Error>> {
+        async move {
+            let mut received = false;
+            let mut interim = 0;
+            let mut searched = 0;
+            let head = loop {
+                // Bytes not looked at yet are parsed at once: a head nearly
+                // always arrives whole in the first read, and the search for
+                // its end would cost as much as the parse. After a partial
+                // parse only a search that finds an end parses again, so a
+                // head trickling in a byte a read is not parsed once a byte.
+                let parsed = if searched == 0
+                    || response_head::has_empty_line(&self.read_buf, &mut searched)
+                {
                     response_head::parse_into(
                         &mut self.read_buf,
                         head_request,
@@ -433,64 +454,68 @@ where
                 } else {
                     Ok(Parsed::Partial)
                 };
-            match parsed {
-                Ok(Parsed::Head(head)) => break head,
-                Ok(Parsed::Interim) => {
-                    interim += 1;
-                    if interim > MAX_INTERIM {
-                        return Err(Error::malformed("too many interim responses"));
+                match parsed {
+                    Ok(Parsed::Head(head)) => break head,
+                    Ok(Parsed::Interim) => {
+                        interim += 1;
+                        if interim > MAX_INTERIM {
+                            return Err(Error::malformed("too many interim responses"));
+                        }
+                        searched = 0;
+                        continue;
                     }
-                    searched = 0;
-                    continue;
+                    Ok(Parsed::Partial) => searched = searched.max(self.read_buf.len()),
+                    Err(error) => return Err(error.with_response_started(true)),
                 }
-                Ok(Parsed::Partial) => searched = searched.max(self.read_buf.len()),
-                Err(error) => return Err(error.with_response_started(true)),
-            }
-            let read = poll_fn(|cx| poll_read_buf(&mut self.io, &mut self.read_buf, cx)).await;
-            match read {
-                Ok(0) => {
-                    return Err(Error::new(Kind::ClosedBeforeResponse)
-                        .with_response_started(received || interim > 0));
+                let read = poll_fn(|cx| poll_read_buf(&mut self.io, &mut self.read_buf, cx)).await;
+                match read {
+                    Ok(0) => {
+                        return Err(Error::new(Kind::ClosedBeforeResponse)
+                            .with_response_started(received || interim > 0));
+                    }
+                    Ok(_) => received = true,
+                    Err(error) => return Err(Error::io(error).with_response_started(received)),
                 }
-                Ok(_) => received = true,
-                Err(error) => return Err(Error::io(error).with_response_started(received)),
+            };
+            let mut response = http::Response::new(());
+            *response.status_mut() = head.status;
+            *response.version_mut() = head.version;
+            *response.headers_mut() = head.headers;
+            if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                let read_ahead = std::mem::take(&mut self.read_buf);
+                return Ok(Answer::Upgrade {
+                    response,
+                    protocol: head.upgrade,
+                    upgraded: Upgraded {
+                        io: self.io,
+                        read_ahead,
+                    },
+                });
             }
-        };
-        let mut response = http::Response::new(());
-        *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
-        *response.headers_mut() = head.headers;
-        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            let read_ahead = std::mem::take(&mut self.read_buf);
-            return Ok(Answer::Upgrade {
-                response,
-                protocol: head.upgrade,
-                upgraded: Upgraded {
-                    io: self.io,
-                    read_ahead,
-                },
-            });
+            let (parts, ()) = response.into_parts();
+            let body = BodyReader::new(self, head.framing, head.keep_alive && reuse);
+            Ok(Answer::Response(http::Response::from_parts(parts, body)))
         }
-        let (parts, ()) = response.into_parts();
-        let body = BodyReader::new(self, head.framing, head.keep_alive && reuse);
-        Ok(Answer::Response(http::Response::from_parts(parts, body)))
     }
 }
 
 /// One write; notes that bytes left (so the request can no longer be sent
 /// again elsewhere as if unseen).
-async fn write_some<S: AsyncWrite + Unpin>(
+#[allow(clippy::manual_async_fn)] // the size: see `send_http1`
+fn write_some<S: AsyncWrite + Unpin>(
     io: &mut S,
     bytes: &[u8],
     written: &mut bool,
-) -> Result<usize, Error> {
-    match io.write(bytes).await {
-        Ok(0) => Err(Error::io(io::Error::from(io::ErrorKind::WriteZero))),
-        Ok(n) => {
-            *written = true;
-            Ok(n)
+) -> impl Future<Output = Result<usize, Error>> {
+    async move {
+        match io.write(bytes).await {
+            Ok(0) => Err(Error::io(io::Error::from(io::ErrorKind::WriteZero))),
+            Ok(n) => {
+                *written = true;
+                Ok(n)
+            }
+            Err(error) => Err(Error::io(error)),
         }
-        Err(error) => Err(Error::io(error)),
     }
 }
 

@@ -51,8 +51,10 @@ pub(crate) struct RequestHead<'a> {
     /// The client's request; its URI is absolute (it points at the
     /// backend) and only its path and query are written.
     pub(crate) parts: &'a Parts,
-    /// The backend, written as `Host` when the client sent none.
-    pub(crate) backend: &'a Authority,
+    /// The backend, written as `Host` when the client sent none (the
+    /// request's URI names it: `None` only where it does not, and a
+    /// request without a `Host` then gets none).
+    pub(crate) backend: Option<&'a Authority>,
     /// The client's IP, appended to `X-Forwarded-For`; when unknown the
     /// client's `X-Forwarded-For` is passed on as it is.
     pub(crate) client_ip: Option<&'a HeaderValue>,
@@ -85,7 +87,11 @@ impl RequestHead<'_> {
         let host = headers.get(HOST);
         match host {
             Some(host) => field(buf, b"host", host.as_bytes()),
-            None => field(buf, b"host", self.backend.as_str().as_bytes()),
+            None => {
+                if let Some(backend) = self.backend {
+                    field(buf, b"host", backend.as_str().as_bytes());
+                }
+            }
         }
 
         let listed = headers.contains_key(CONNECTION);
@@ -260,7 +266,7 @@ mod tests {
         let proto = HeaderValue::from_static("https");
         let head = RequestHead {
             parts,
-            backend: &backend,
+            backend: Some(&backend),
             client_ip: ip.as_ref(),
             proto: &proto,
             upgrade: None,
@@ -385,7 +391,7 @@ mod tests {
         let websocket = HeaderValue::from_static("websocket");
         let mut head = RequestHead {
             parts: &parts,
-            backend: &backend,
+            backend: Some(&backend),
             client_ip: None,
             proto: &proto,
             upgrade: None,
@@ -410,7 +416,7 @@ mod tests {
         let proto = HeaderValue::from_static("http");
         let head = RequestHead {
             parts: &parts,
-            backend: &backend,
+            backend: Some(&backend),
             client_ip: None,
             proto: &proto,
             upgrade: None,

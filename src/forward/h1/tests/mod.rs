@@ -96,7 +96,7 @@ static PROTO: HeaderValue = HeaderValue::from_static("http");
 pub(super) fn head(parts: &http::request::Parts, framing: BodyFraming) -> RequestHead<'_> {
     RequestHead {
         parts,
-        backend: &BACKEND,
+        backend: Some(&BACKEND),
         client_ip: None,
         proto: &PROTO,
         upgrade: None,
