@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use super::{Balancer, RequestRef, ResponseBody, ResponseFuture, Strategy, Target, Tried};
 use crate::backend::Address;
-use crate::clock;
+use crate::clock::CallTime;
 use crate::{Error, ErrorKind};
 
 /// Points each request at a backend, then calls the inner service.
@@ -79,7 +79,9 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let now = clock::now();
+        // The chain's reading (kept open until the inner call returns).
+        let started = CallTime::enter();
+        let now = started.nanos();
         let tried = request
             .extensions()
             .get::<Tried>()

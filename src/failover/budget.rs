@@ -99,7 +99,11 @@ impl RetryBudget {
     }
 
     fn epoch(&self) -> u64 {
-        clock::now().saturating_sub(self.origin) / 1_000_000_000
+        self.epoch_at(clock::now())
+    }
+
+    fn epoch_at(&self, now: Nanos) -> u64 {
+        now.saturating_sub(self.origin) / 1_000_000_000
     }
 
     fn sum(slots: &[Second], epoch: u64) -> u64 {
@@ -132,7 +136,8 @@ impl Default for RetryBudget {
 
 impl Budget for RetryBudget {
     fn deposit(&self) {
-        let epoch = self.epoch();
+        // Called as a request enters: the call chain's reading, if open.
+        let epoch = self.epoch_at(clock::call_or_now());
         self.requests[(epoch % self.requests.len() as u64) as usize].add(epoch);
     }
 

@@ -18,6 +18,7 @@ use super::ReplayBody;
 use super::layer::Settings;
 use super::policy::Verdict;
 use super::service::Shared;
+use crate::clock;
 use crate::extensions::{Attempts, HeadConsumed, RequestHead, Target, Tried};
 
 use crate::warn_once::warn_once;
@@ -94,8 +95,8 @@ where
     pub(crate) fn new(mut service: S, shared: Arc<Shared>, request: Request<B>) -> Self {
         let settings = &shared.settings;
         settings.budget.deposit();
-        let now =
-            (settings.deadline.is_some() || settings.per_try_timeout.is_some()).then(Instant::now);
+        let now = (settings.deadline.is_some() || settings.per_try_timeout.is_some())
+            .then(clock::call_instant_or_now);
         let deadline = now.zip(settings.deadline).map(|(now, d)| now + d);
         let (mut parts, body) = request.into_parts();
         let idempotent = settings.policy.is_idempotent(&parts);

@@ -13,6 +13,7 @@ use super::future::ResponseFuture;
 use super::head_back::HeadBack;
 use super::layer::Settings;
 use crate::BoxError;
+use crate::clock::CallTime;
 use crate::extensions::ReturnHead;
 
 /// The service of [`FailoverLayer`](super::FailoverLayer): sends a request
@@ -98,6 +99,9 @@ where
         // the retries (tower's rule: call only what was polled ready).
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
+        // The budget's deposit and the deadline read the chain's one clock
+        // reading, as do the layers below.
+        let _started = CallTime::enter();
         ResponseFuture::new(ready, Arc::clone(&self.shared), request)
     }
 }

@@ -50,6 +50,7 @@ async fn exchange(pool: &Pool, backend: &Backend) {
             None,
             None,
             std::pin::Pin::new(&mut body),
+            crate::clock::now(),
         )
         .await
         .unwrap();
@@ -154,6 +155,7 @@ async fn a_backend_removed_mid_exchange_is_forgotten_once_that_exchange_ends() {
             None,
             None,
             std::pin::Pin::new(&mut body),
+            crate::clock::now(),
         )
         .await
         .unwrap();

@@ -32,8 +32,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::h1::{self, Answer, BodyFraming, Conn, RequestHead};
 use super::idle::IdleQueue;
 use super::stream::{self, Connect, Stream};
@@ -280,6 +278,7 @@ impl Pool {
         upgrade: Option<&'a HeaderValue>,
         keep: Option<&'a ReturnHead>,
         mut body: Pin<&'a mut B>,
+        now: Nanos,
     ) -> impl Future<Output = Result<(Answer<Stream>, Lease), Error>> + 'a
     where
         B: http_body::Body + 'a,
@@ -295,10 +294,9 @@ impl Pool {
             let host = self.host(backend, stream::is_tls(parts.uri.scheme()), target);
             let framing = BodyFraming::of(&*body);
             let head_request = parts.method == Method::HEAD;
-            // One clock reading for both the idle check and the deadline.
-            let started = Instant::now();
-            let now = clock::since_base(started);
-            let deadline = self.timeout.map(|timeout| started + timeout);
+            // `now` is the request's entry into the stack (the call chain's
+            // one reading): the idle check and the deadline both use it.
+            let deadline = self.timeout.map(|timeout| clock::instant_at(now) + timeout);
             loop {
                 let (mut conn, reused) = match host.checkout(now) {
                     Some(conn) => (conn, true),

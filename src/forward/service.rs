@@ -31,6 +31,7 @@ use super::stream::{Connect, Connector, Stream};
 use super::tunnel::Tunnel;
 use super::{ResponseBody, ResponseFuture};
 use crate::backend::Protocol;
+use crate::clock::{CallTime, Nanos};
 use crate::extensions::{RequestHead, ReturnHead};
 use crate::{BoxError, ClientAddr, Error, ErrorKind, Target};
 
@@ -286,7 +287,10 @@ where
             }
             None => None,
         };
-        ResponseFuture::new(Box::pin(shared.send_http1(parts, body, tunnel)))
+        // The reading of the call chain (one for the whole stack), for the
+        // pool's idle check and the request's deadline.
+        let now = CallTime::enter().nanos();
+        ResponseFuture::new(Box::pin(shared.send_http1(parts, body, tunnel, now)))
     }
 }
 
@@ -317,6 +321,7 @@ impl Shared {
         mut parts: Parts,
         mut body: B,
         tunnel: Option<Box<Tunnel>>,
+        now: Nanos,
     ) -> impl Future<Output = Response<ResponseBody>>
     where
         B: http_body::Body + Unpin,
@@ -334,6 +339,7 @@ impl Shared {
                 upgrade,
                 return_head.as_ref(),
                 Pin::new(&mut body),
+                now,
             );
             // The timeout is the pool's: on the connection's own timer.
             let answer = exchange.await;

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::ResponseFuture;
 use super::recorder::Recorder;
-use crate::clock;
+use crate::clock::CallTime;
 
 /// The service of [`MetricsLayer`](super::MetricsLayer).
 #[derive(Clone)]
@@ -60,10 +60,12 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Read before the inner call, which shares the reading.
+        let started = CallTime::enter();
         ResponseFuture::new(
             self.inner.call(request),
             Arc::clone(&self.recorder),
-            clock::now(),
+            started.nanos(),
         )
     }
 }
