@@ -110,7 +110,6 @@ pub(crate) fn parse_into(
         // backend that miscounted its body, so it is not passed over.
         return Err(Error::malformed("empty line before the status line"));
     }
-    scratch.kept.clear();
     let scanned = match scan(buf, head_request, scratch)? {
         Some(scanned) => scanned,
         None if buf.len() >= max_head => return Err(Error::new(Kind::HeadTooLarge)),
@@ -145,8 +144,12 @@ pub(crate) fn parse_into(
             headers
         }
     };
-    for (name, start, end) in scratch.kept.drain(..) {
-        headers.append(name, value((start, end))?);
+    for (name, start, end, copy) in scratch.kept.drain(..) {
+        let value = match copy {
+            Some(copy) => copy,
+            None => value((start, end))?,
+        };
+        headers.append(name, value);
     }
     Ok(Parsed::Head(ResponseHead {
         status,
@@ -191,49 +194,189 @@ struct Scanned {
     upgrade: Option<(usize, usize)>,
 }
 
-/// A header kept for the response: its name and where its value lies in
-/// the head.
-pub(crate) type Entry = (HeaderName, usize, usize);
+/// A header kept for the response: its name, where its value lies in the
+/// head, and the value itself when its line is the one the last head had
+/// at its place (a copy made once, shared from response to response).
+pub(crate) type Entry = (HeaderName, usize, usize, Option<HeaderValue>);
 
-/// A connection's room for the names of the heads it reads (kept in the
-/// connection, which is itself boxed, so the room moves with it for
-/// free).
+/// How many bytes a connection keeps of the lines of the last head (and
+/// the values copied from them): a line beyond that is not remembered, so
+/// a backend's heads cost a connection at most this much.
+const REMEMBERED: usize = 8 * 1024;
+
+/// A connection's memory of the last head it read, and its room for the
+/// head being read (kept in the connection, which is itself boxed, so the
+/// room moves with it for free).
+///
+/// A backend sends much the same head response after response: the same
+/// status line, the same fields in the same order, most with the same
+/// values (`Server`, `Content-Type`, `Connection`; `Date` changes once a
+/// second). A line byte for byte equal to the one at its place last time
+/// is that line again: it was checked then (httparse, and no bare LF), so
+/// it is taken as it was, with its role, its name and, once it has come
+/// twice, its value, with no parse, no check and no copy. Every other line
+/// is parsed by httparse on its own. Anything out of the ordinary (another
+/// status line, a line that does not parse on its own, a head not complete
+/// yet, a `Connection` line naming a passed-on field, any error) falls back
+/// to parsing the whole head as if nothing were known, so what is accepted,
+/// and how, is what the whole parse decides (a property test holds the two
+/// to the same answers).
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     /// This head's kept headers, as they are found.
     kept: Vec<Entry>,
-    /// The fields of the last head, in order: each one's role, its name
-    /// when it is kept, and where its bytes as sent lie in `sent`. A
-    /// backend sends the same names, spelled the same, in the same order,
-    /// response after response: a raw name equal to the one at its place
-    /// last time is that field again, with no look at what it means, no
-    /// parse of its name and, for a name `http` does not know, no copy of
-    /// it into a new allocation.
+    /// The last final head's status line as sent (CRLF included), with
+    /// what it says; empty before the first.
+    status: Vec<u8>,
+    code: u16,
+    version: Version,
+    /// The fields of the last head, in order.
     known: Vec<Known>,
-    /// The bytes of the known names, as sent.
-    sent: Vec<u8>,
+    /// The bytes `known` holds (lines and copied values), against
+    /// [`REMEMBERED`].
+    remembered: usize,
+    /// Room for parsing one line on its own.
+    line: Vec<u8>,
 }
 
-/// A field of the last head (see [`Scratch::known`]).
+/// A field of the last head (see [`Scratch`]).
 #[derive(Debug)]
 struct Known {
     role: Role,
     /// The name, for a field that is passed on (`Kept`, `ContentLength`).
     name: Option<HeaderName>,
-    at: u32,
-    len: u32,
+    /// The line as sent, CRLF included; empty when not remembered.
+    line: Vec<u8>,
+    name_len: usize,
+    /// Where the value lies in the line.
+    value: (usize, usize),
+    /// The value, copied once the line came a second time.
+    copy: Option<HeaderValue>,
+}
+
+/// A field as the framing sees it.
+struct Field<'a> {
+    role: Role,
+    name: Option<HeaderName>,
+    value: &'a [u8],
+    /// Where the value lies in the buffer.
+    at: (usize, usize),
+    copy: Option<HeaderValue>,
+}
+
+/// The framing fields of a head, as they are found.
+#[derive(Default)]
+struct Framer {
+    content_length: Option<u64>,
+    chunked: bool,
+    close: bool,
+    keep_alive_token: bool,
+    upgrade: Option<(usize, usize)>,
+    /// Whether a `Connection` line names a field other than the hop-by-hop
+    /// ones (which are dropped anyway): only then is each field looked up
+    /// in those lines.
+    lists_others: bool,
+}
+
+impl Framer {
+    fn add(&mut self, field: Field<'_>, kept: &mut Vec<Entry>) -> Result<(), Error> {
+        let keep = |kept: &mut Vec<Entry>, field: Field<'_>| {
+            if let Some(name) = field.name {
+                kept.push((name, field.at.0, field.at.1, field.copy));
+            }
+        };
+        match field.role {
+            Role::ContentLength => {
+                if self.content_length.is_some() {
+                    return Err(Error::malformed("content-length repeated"));
+                }
+                self.content_length = Some(parse_length(field.value)?);
+                keep(kept, field);
+            }
+            Role::TransferEncoding => {
+                if self.chunked {
+                    return Err(Error::malformed("transfer-encoding repeated"));
+                }
+                // Exactly `chunked`: another coding before it (`gzip,
+                // chunked`) would reach the client undecoded once the
+                // hop-by-hop header is dropped, and anything else cannot be
+                // framed at all.
+                if !trim_ows(field.value).eq_ignore_ascii_case(b"chunked") {
+                    return Err(Error::malformed("transfer-encoding other than chunked"));
+                }
+                self.chunked = true;
+            }
+            Role::Connection => {
+                for token in field.value.split(|&b| b == b',').map(trim_ows) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.keep_alive_token = true;
+                    } else if !token.is_empty()
+                        && matches!(role(token), Role::Kept | Role::ContentLength)
+                    {
+                        self.lists_others = true;
+                    }
+                }
+            }
+            Role::Upgrade if self.upgrade.is_none() => self.upgrade = Some(field.at),
+            Role::Kept => keep(kept, field),
+            Role::Upgrade | Role::HopByHop => {}
+        }
+        Ok(())
+    }
+
+    fn finish(
+        self,
+        len: usize,
+        code: u16,
+        version: Version,
+        head_request: bool,
+    ) -> Result<Scanned, Error> {
+        if self.chunked && self.content_length.is_some() {
+            return Err(Error::malformed(
+                "both transfer-encoding and content-length",
+            ));
+        }
+        let framing = framing(head_request, code, self.content_length, self.chunked);
+        let keep_alive = framing != Framing::Close
+            && !self.close
+            && (version == Version::HTTP_11 || self.keep_alive_token);
+        Ok(Scanned {
+            len,
+            code,
+            version,
+            framing,
+            keep_alive,
+            upgrade: self.upgrade,
+        })
+    }
 }
 
 impl Scratch {
-    /// The role of the `index`th field of the head, `raw` its name as
-    /// sent, with its name when it is passed on.
-    fn field(&mut self, index: usize, raw: &[u8]) -> Result<(Role, Option<HeaderName>), Error> {
-        if let Some(known) = self.known.get(index) {
-            let (at, len) = (known.at as usize, known.len as usize);
-            if self.sent.get(at..at + len) == Some(raw) {
-                return Ok((known.role, known.name.clone()));
+    /// The role, name and (when it came before) value of the `index`th
+    /// field of the head, `line` its line as sent, with its name's length
+    /// and where its value lies in it; the line is remembered for the next
+    /// head.
+    fn learn(
+        &mut self,
+        index: usize,
+        line: &[u8],
+        name_len: usize,
+        value: (usize, usize),
+    ) -> Result<(Role, Option<HeaderName>, Option<HeaderValue>), Error> {
+        if let Some(known) = self.known.get_mut(index) {
+            if known.line == line {
+                return Ok((known.role, known.name.clone(), known.copy.clone()));
+            }
+            if known.line.get(..known.name_len) == Some(&line[..name_len]) {
+                // The same name, another value (`Date`, a length).
+                let (role, name) = (known.role, known.name.clone());
+                self.remember(index, line, name_len, value);
+                return Ok((role, name, None));
             }
         }
+        let raw = &line[..name_len];
         let role = role(raw);
         let name = match role {
             Role::Kept | Role::ContentLength => Some(
@@ -241,37 +384,139 @@ impl Scratch {
             ),
             _ => None,
         };
-        // The fields after a difference are unlikely to line up either.
-        let start = self
-            .known
-            .get(index)
-            .map_or(self.sent.len(), |known| known.at as usize);
-        self.known.truncate(index);
-        self.sent.truncate(start);
-        // A head is at most the head limit (far below 4 GiB) and its names
-        // are in it, so both fit in a u32.
-        if let (Ok(at), Ok(len)) = (u32::try_from(start), u32::try_from(raw.len())) {
-            self.sent.extend_from_slice(raw);
+        if index == self.known.len() {
             self.known.push(Known {
                 role,
-                name: name.clone(),
-                at,
-                len,
+                name: None,
+                line: Vec::new(),
+                name_len: 0,
+                value: (0, 0),
+                copy: None,
             });
         }
-        Ok((role, name))
+        if let Some(known) = self.known.get_mut(index) {
+            known.role = role;
+            known.name.clone_from(&name);
+            self.remember(index, line, name_len, value);
+        }
+        Ok((role, name, None))
     }
 
-    /// Notes a field that is passed on: its name, and where its value
-    /// lies in the head.
-    fn keep(&mut self, name: Option<HeaderName>, value: (usize, usize)) {
-        if let Some(name) = name {
-            self.kept.push((name, value.0, value.1));
+    /// Puts `line` in the `index`th place (which exists), within
+    /// [`REMEMBERED`].
+    fn remember(&mut self, index: usize, line: &[u8], name_len: usize, value: (usize, usize)) {
+        let known = &mut self.known[index];
+        let before = known.line.capacity() + known.copy.as_ref().map_or(0, HeaderValue::len);
+        known.copy = None;
+        known.line.clear();
+        if self.remembered - before + line.len().max(known.line.capacity()) <= REMEMBERED {
+            known.line.reserve_exact(line.len());
+            known.line.extend_from_slice(line);
+            known.name_len = name_len;
+            known.value = value;
+        } else {
+            known.line = Vec::new();
         }
+        self.remembered = self.remembered - before + known.line.capacity();
+    }
+
+    /// Reads the head at the start of `buf` from what the last head was
+    /// (see [`Scratch`]); `None` when the whole parse must decide.
+    fn scan_known(&mut self, buf: &[u8], head_request: bool) -> Option<Scanned> {
+        if self.status.is_empty() || !buf.starts_with(&self.status) {
+            return None;
+        }
+        self.kept.clear();
+        let mut framer = Framer::default();
+        let mut pos = self.status.len();
+        for index in 0..=MAX_HEADERS {
+            let rest = &buf[pos..];
+            if rest.starts_with(b"\r\n") {
+                if framer.lists_others {
+                    return None;
+                }
+                return framer
+                    .finish(pos + 2, self.code, self.version, head_request)
+                    .ok();
+            }
+            if index == MAX_HEADERS {
+                return None;
+            }
+            let same = self
+                .known
+                .get(index)
+                .is_some_and(|known| !known.line.is_empty() && rest.starts_with(&known.line));
+            let (field, len) = if same {
+                let known = &mut self.known[index];
+                if known.copy.is_none()
+                    && known.name.is_some()
+                    && self.remembered + known.value.1 - known.value.0 <= REMEMBERED
+                {
+                    // Its second time: worth a copy of its own.
+                    known.copy =
+                        HeaderValue::from_bytes(&known.line[known.value.0..known.value.1]).ok();
+                    self.remembered += known.copy.as_ref().map_or(0, HeaderValue::len);
+                }
+                let at = (pos + known.value.0, pos + known.value.1);
+                let field = Field {
+                    role: known.role,
+                    name: known.name.clone(),
+                    value: &buf[at.0..at.1],
+                    at,
+                    copy: known.copy.clone(),
+                };
+                (field, known.line.len())
+            } else {
+                let len = memchr::memchr(b'\n', rest)? + 1;
+                let line = &rest[..len];
+                let (name_len, value) = parse_line(line, &mut self.line)?;
+                let (role, name, copy) = self.learn(index, line, name_len, value).ok()?;
+                let at = (pos + value.0, pos + value.1);
+                let field = Field {
+                    role,
+                    name,
+                    value: &buf[at.0..at.1],
+                    at,
+                    copy,
+                };
+                (field, len)
+            };
+            framer.add(field, &mut self.kept).ok()?;
+            pos += len;
+        }
+        None
     }
 }
 
+/// Parses one header line (`line`, its CRLF included) on its own with
+/// httparse, in `room`: its name's length and where its value lies in it,
+/// or `None` when it is not exactly one well-formed field line.
+fn parse_line(line: &[u8], room: &mut Vec<u8>) -> Option<(usize, (usize, usize))> {
+    if line.len() < 3 || line[line.len() - 2] != b'\r' {
+        return None;
+    }
+    room.clear();
+    room.extend_from_slice(line);
+    room.extend_from_slice(b"\r\n");
+    let mut one = [httparse::EMPTY_HEADER; 1];
+    let Ok(httparse::Status::Complete((used, [field]))) = httparse::parse_headers(room, &mut one)
+    else {
+        return None;
+    };
+    let base = room.as_ptr() as usize;
+    if used != room.len() || field.name.as_ptr() as usize != base {
+        return None;
+    }
+    let start = (field.value.as_ptr() as usize).checked_sub(base)?;
+    let end = start + field.value.len();
+    (end <= line.len() - 2).then_some((field.name.len(), (start, end)))
+}
+
 fn scan(buf: &[u8], head_request: bool, scratch: &mut Scratch) -> Result<Option<Scanned>, Error> {
+    if let Some(scanned) = scratch.scan_known(buf, head_request) {
+        return Ok(Some(scanned));
+    }
+    scratch.kept.clear();
     // Uninitialised slots: a head of a few fields does not pay for
     // writing all of them first.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -301,80 +546,93 @@ fn scan(buf: &[u8], head_request: bool, scratch: &mut Scratch) -> Result<Option<
         let start = slice.as_ptr() as usize - buf.as_ptr() as usize;
         (start, start + slice.len())
     };
-
-    let mut content_length = None;
-    let mut chunked = false;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    let mut upgrade = None;
-    // Whether a `Connection` line names a field other than the hop-by-hop
-    // ones (which are dropped anyway): only then is each field looked up
-    // in those lines.
-    let mut lists_others = false;
+    let mut framer = Framer::default();
     for (index, field) in fields.iter().enumerate() {
-        let (field_role, name) = scratch.field(index, field.name.as_bytes())?;
-        match field_role {
-            Role::ContentLength => {
-                if content_length.is_some() {
-                    return Err(Error::malformed("content-length repeated"));
-                }
-                content_length = Some(parse_length(field.value)?);
-                scratch.keep(name, offset(field.value));
+        let at = offset(field.value);
+        let (role, name, copy) = match line_of(buf, &buf[..len], field, at) {
+            Some((from, line)) => {
+                scratch.learn(index, line, field.name.len(), (at.0 - from, at.1 - from))?
             }
-            Role::TransferEncoding => {
-                if chunked {
-                    return Err(Error::malformed("transfer-encoding repeated"));
-                }
-                // Exactly `chunked`: another coding before it (`gzip,
-                // chunked`) would reach the client undecoded once the
-                // hop-by-hop header is dropped, and anything else cannot be
-                // framed at all.
-                if !trim_ows(field.value).eq_ignore_ascii_case(b"chunked") {
-                    return Err(Error::malformed("transfer-encoding other than chunked"));
-                }
-                chunked = true;
+            None => {
+                // Not a line that can be remembered: known no more.
+                scratch.forget(index);
+                let raw = field.name.as_bytes();
+                let role = role(raw);
+                let name = match role {
+                    Role::Kept | Role::ContentLength => Some(
+                        HeaderName::from_bytes(raw)
+                            .map_err(|_| Error::malformed("invalid header name"))?,
+                    ),
+                    _ => None,
+                };
+                (role, name, None)
             }
-            Role::Connection => {
-                for token in field.value.split(|&b| b == b',').map(trim_ows) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        keep_alive_token = true;
-                    } else if !token.is_empty()
-                        && matches!(role(token), Role::Kept | Role::ContentLength)
-                    {
-                        lists_others = true;
-                    }
-                }
-            }
-            Role::Upgrade if upgrade.is_none() => upgrade = Some(offset(field.value)),
-            Role::Kept => scratch.keep(name, offset(field.value)),
-            Role::Upgrade | Role::HopByHop => {}
-        }
+        };
+        let field = Field {
+            role,
+            name,
+            value: field.value,
+            at,
+            copy,
+        };
+        framer.add(field, &mut scratch.kept)?;
     }
-    if chunked && content_length.is_some() {
-        return Err(Error::malformed(
-            "both transfer-encoding and content-length",
-        ));
-    }
-    let framing = framing(head_request, code, content_length, chunked);
-    let keep_alive =
-        framing != Framing::Close && !close && (version == Version::HTTP_11 || keep_alive_token);
+    let lists_others = framer.lists_others;
+    let scanned = framer.finish(len, code, version, head_request)?;
     if lists_others {
         // Rare: a `Connection` line naming an end-to-end field makes it
         // hop-by-hop for this response.
         scratch
             .kept
-            .retain(|(name, _, _)| !listed_in_connection(fields, name.as_str().as_bytes()));
+            .retain(|(name, ..)| !listed_in_connection(fields, name.as_str().as_bytes()));
     }
-    Ok(Some(Scanned {
-        len,
-        code,
-        version,
-        framing,
-        keep_alive,
-        upgrade,
-    }))
+    if !(100..200).contains(&code) || code == 101 {
+        scratch.remember_status(buf, code, version);
+    }
+    Ok(Some(scanned))
+}
+
+/// The line of `field` in the head `head` of `buf` (from the start of its
+/// name to its LF), with where it starts; `None` if the value does not lie
+/// in it.
+fn line_of<'a>(
+    buf: &[u8],
+    head: &'a [u8],
+    field: &httparse::Header<'_>,
+    value: (usize, usize),
+) -> Option<(usize, &'a [u8])> {
+    let from = (field.name.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    let to = from + memchr::memchr(b'\n', head.get(from..)?)? + 1;
+    (from + field.name.len() <= value.0 && value.1 <= to - 2).then(|| (from, &head[from..to]))
+}
+
+impl Scratch {
+    /// The `index`th place holds no line.
+    fn forget(&mut self, index: usize) {
+        if let Some(known) = self.known.get_mut(index) {
+            self.remembered -=
+                known.line.capacity() + known.copy.as_ref().map_or(0, HeaderValue::len);
+            known.line = Vec::new();
+            known.copy = None;
+        }
+    }
+
+    /// Remembers the status line at the start of `buf`, which says `code`
+    /// and `version`.
+    fn remember_status(&mut self, buf: &[u8], code: u16, version: Version) {
+        let Some(end) = memchr::memchr(b'\n', buf) else {
+            return;
+        };
+        let line = &buf[..=end];
+        if self.status != line {
+            self.status.clear();
+            // A status line of unusual length is not worth the room.
+            if line.len() <= 256 {
+                self.status.extend_from_slice(line);
+            }
+        }
+        (self.code, self.version) = (code, version);
+    }
 }
 
 /// The body framing of a response (RFC 9112 §6.3), once its headers are

@@ -1,6 +1,7 @@
 //! Exchange and property tests of the codec, and what they share.
 
 mod exchange;
+mod head_memory;
 mod mock;
 mod props;
 mod steady;
