@@ -7,6 +7,8 @@
 //! Only allocations made on the proxy's own thread are counted; the client
 //! and the backend run on other threads.
 
+#[path = "../examples/proxy/client_addr.rs"]
+mod client_addr;
 #[path = "../examples/proxy/client_body.rs"]
 mod client_body;
 #[path = "../examples/proxy/failures.rs"]

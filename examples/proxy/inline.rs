@@ -47,6 +47,8 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
+use tower_lb::extensions::{HeadConsumed, ReturnHead};
+use tower_lb::{ClientAddr, Target};
 
 use crate::client_body::ClientBody;
 use crate::supervisor::Graceful;
@@ -283,9 +285,9 @@ where
                     let mut headers = parts.headers;
                     headers.clear();
                     *this.spare = headers;
-                    // Cleared: nothing of this request reaches the next.
+                    // Emptied: nothing of this request reaches the next.
                     let mut extensions = parts.extensions;
-                    extensions.clear();
+                    recycle(&mut extensions);
                     *this.spare_extensions = extensions;
                     this.state.set(State::Body { body });
                 }
@@ -466,6 +468,24 @@ where
     }
 }
 
+/// Empties the extensions a response handed back, for the connection's
+/// next plain request: nothing of one request reaches the next. One entry
+/// may stay, in its box: the client's address, the same for every request
+/// on the connection, which the server's layer (`SetClientAddr`) checks
+/// and sets again on each. It stays only when it is all that is left once
+/// the entries the crate's layers leave on every request are taken out (the
+/// balancer's `Target`, which holds a backend and so must not outlive the
+/// request, and failover's marker and `Forward`'s answer to it); anything
+/// else, the application's own or a retry's, empties the whole map.
+fn recycle(extensions: &mut Extensions) {
+    extensions.remove::<Target>();
+    extensions.remove::<ReturnHead>();
+    extensions.remove::<HeadConsumed>();
+    if extensions.len() != 1 || extensions.get::<ClientAddr>().is_none() {
+        extensions.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -474,6 +494,7 @@ mod tests {
     use http_body_util::{BodyExt, Full};
     use hyper::body::{Frame, SizeHint};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tower::util::BoxCloneService;
 
     use super::*;
 
@@ -521,6 +542,17 @@ mod tests {
     fn serve() -> DuplexStream {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let service = tower::service_fn(answer);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        tokio::spawn(Served::new(server, service, builder, 16 * 1024));
+        client
+    }
+
+    /// A connection served by `service`, which answers with whole bodies,
+    /// and its client's end.
+    fn serve_with(
+        service: BoxCloneService<Request<ClientBody>, Response<Full<Bytes>>, Infallible>,
+    ) -> DuplexStream {
+        let (client, server) = tokio::io::duplex(64 * 1024);
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         tokio::spawn(Served::new(server, service, builder, 16 * 1024));
         client
@@ -574,9 +606,7 @@ mod tests {
             *response.extensions_mut() = parts.extensions;
             Ok::<_, Infallible>(response)
         });
-        let (mut client, server) = tokio::io::duplex(64 * 1024);
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-        tokio::spawn(Served::new(server, service, builder, 16 * 1024));
+        let mut client = serve_with(BoxCloneService::new(service));
         client
             .write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -589,6 +619,42 @@ mod tests {
             text.push_str(std::str::from_utf8(&buf[..n]).unwrap());
         }
         assert_eq!(text.matches("seen 0 leaked none").count(), 2, "{text}");
+    }
+
+    #[tokio::test]
+    async fn only_the_client_address_is_kept_for_the_next_request() {
+        // Each request reports what it found, then leaves the client's
+        // address and `Forward`'s answer to failover's marker (as the
+        // example's stack does); `/mark` also leaves an entry of its own,
+        // which must empty the whole map.
+        let service = tower::service_fn(|request: Request<ClientBody>| async move {
+            let (mut parts, _) = request.into_parts();
+            let found = format!(
+                "{} {} addr {}",
+                parts.uri.path(),
+                parts.extensions.len(),
+                parts.extensions.get::<ClientAddr>().is_some()
+            );
+            parts
+                .extensions
+                .insert(ClientAddr::new("192.0.2.7:5000".parse().unwrap()));
+            parts.extensions.insert(HeadConsumed);
+            if parts.uri.path() == "/mark" {
+                parts.extensions.insert(Mark("mark"));
+            }
+            let mut response = Response::new(Full::new(Bytes::from(format!("[{found}]"))));
+            *response.extensions_mut() = parts.extensions;
+            Ok::<_, Infallible>(response)
+        });
+        let mut client = serve_with(BoxCloneService::new(service));
+        client
+            .write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /mark HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_until(&mut client, "]", 3).await;
+        assert!(text.contains("[/1 0 addr false]"), "{text}");
+        assert!(text.contains("[/mark 1 addr true]"), "{text}");
+        assert!(text.contains("[/3 0 addr false]"), "{text}");
     }
 
     #[tokio::test]

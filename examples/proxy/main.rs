@@ -28,6 +28,7 @@
 //! main thread's runtime.
 
 mod cli;
+mod client_addr;
 mod client_body;
 mod demo;
 mod discovery;

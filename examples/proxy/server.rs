@@ -17,10 +17,10 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::{Layer, Service};
-use tower_http::add_extension::AddExtensionLayer;
+use tower::Service;
 use tower_lb::ClientAddr;
 
+use crate::client_addr::SetClientAddr;
 use crate::client_body::ClientBody;
 use crate::failures;
 use crate::inline::Served;
@@ -174,7 +174,7 @@ where
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
         let service = Counted {
-            inner: AddExtensionLayer::new(ClientAddr::new(peer)).layer(service.clone()),
+            inner: SetClientAddr::new(service.clone(), ClientAddr::new(peer)),
             activity: activity.clone(),
         };
         let tracked = Tracked {
