@@ -394,12 +394,18 @@ where
 }
 
 /// One read into the free room of `buf`, growing it (or reclaiming it,
-/// once the heads split off it are gone) when the room is small.
+/// once the heads split off it are gone) when the room is small. An empty
+/// buffer whose heads are all gone starts again at its first byte, so a
+/// connection's requests are read into the same (cached) lines rather than
+/// walking through the buffer (as `Forward`'s backend reads do).
 fn poll_read<I: AsyncRead + Unpin>(
     io: &mut I,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
+    if buf.is_empty() {
+        let _ = buf.try_reclaim(READ_SIZE);
+    }
     if buf.capacity() - buf.len() < READ_SIZE / 4 {
         buf.reserve(READ_SIZE);
     }
@@ -749,6 +755,34 @@ mod tests {
             "answered by hyper: {text:?}"
         );
         serve.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn each_request_is_read_into_the_start_of_the_buffer() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut served = Box::pin(Served::new(
+            server,
+            tower::service_fn(answer),
+            builder,
+            1024,
+        ));
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut starts = Vec::new();
+        for path in ["/one", "/two", "/three"] {
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+            client.write_all(request.as_bytes()).await.unwrap();
+            for _ in 0..4 {
+                assert!(served.as_mut().poll(&mut cx).is_pending());
+            }
+            let text = read_until(&mut client, &format!("inline GET {path} 0"), 1).await;
+            assert!(text.contains(path), "{text}");
+            starts.push(served.as_mut().project().read_buf.as_ptr() as usize);
+        }
+        // Each request's head was split off the front: without going back
+        // to the start, each read would begin where the last head ended.
+        assert_eq!(starts[0], starts[1], "{starts:?}");
+        assert_eq!(starts[1], starts[2], "{starts:?}");
     }
 
     #[tokio::test]

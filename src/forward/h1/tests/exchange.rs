@@ -52,6 +52,35 @@ fn keep_alive_exchanges_follow_each_other_on_one_connection() {
 }
 
 #[test]
+fn each_exchange_reads_into_the_start_of_the_buffer_once_the_last_head_is_gone() {
+    run(async {
+        let response = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-a: 1\r\n\r\nok";
+        let io = Scripted::new(vec![vec![response.to_vec()]; 3]);
+        let first = ok(exchange(Conn::new(io), "GET").await);
+        let conn = first.conn.expect("reusable");
+        // The buffer's view starts past the first response; its head is
+        // still held (by `first.response`) while the second is read.
+        let after_first = conn.read_buf.as_ptr();
+        let second = ok(exchange(conn, "GET").await);
+        let conn = second.conn.expect("reusable");
+        let after_second = conn.read_buf.as_ptr();
+        assert_eq!(
+            after_second,
+            after_first.wrapping_add(response.len()),
+            "a head still held: the read goes on where the last one ended"
+        );
+        drop((first.response, second.response));
+        let third = ok(exchange(conn, "GET").await);
+        let conn = third.conn.expect("reusable");
+        assert_eq!(
+            conn.read_buf.as_ptr(),
+            after_first,
+            "no head held: the read starts at the buffer's start again"
+        );
+    });
+}
+
+#[test]
 fn a_small_body_leaves_in_the_same_write_as_its_head() {
     run(async {
         let io = Scripted::new(vec![vec![b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()]]);
