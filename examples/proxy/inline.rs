@@ -47,7 +47,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
-use tower_lb::extensions::{HeadConsumed, ReturnHead};
+use tower_lb::extensions::ReturnHead;
 use tower_lb::{ClientAddr, Target};
 
 use crate::client_body::ClientBody;
@@ -475,19 +475,20 @@ where
 }
 
 /// Empties the extensions a response handed back, for the connection's
-/// next plain request: nothing of one request reaches the next. One entry
-/// may stay, in its box: the client's address, the same for every request
-/// on the connection, which the server's layer (`SetClientAddr`) checks
-/// and sets again on each. It stays only when it is all that is left once
-/// the entries the crate's layers leave on every request are taken out (the
-/// balancer's `Target`, which holds a backend and so must not outlive the
-/// request, and failover's marker and `Forward`'s answer to it); anything
-/// else, the application's own or a retry's, empties the whole map.
+/// next plain request: nothing of one request reaches the next. Two
+/// entries may stay, in their boxes: the client's address, the same for
+/// every request on the connection, which the server's layer
+/// (`SetClientAddr`) checks and sets again on each, and failover's
+/// `ReturnHead` marker, which failover sets again in place on each request
+/// it asks (and takes away from one it does not), its answer read and reset
+/// on the way back. They stay only when they are all that is left once the
+/// balancer's `Target` is taken out (it holds a backend, so it must not
+/// outlive the request); anything else, the application's own or a
+/// retry's, empties the whole map.
 fn recycle(extensions: &mut Extensions) {
     extensions.remove::<Target>();
-    extensions.remove::<ReturnHead>();
-    extensions.remove::<HeadConsumed>();
-    if extensions.len() != 1 || extensions.get::<ClientAddr>().is_none() {
+    let kept = 1 + usize::from(extensions.get::<ReturnHead>().is_some());
+    if extensions.len() != kept || extensions.get::<ClientAddr>().is_none() {
         extensions.clear();
     }
 }
@@ -628,23 +629,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_client_address_is_kept_for_the_next_request() {
+    async fn only_the_client_address_and_failovers_marker_are_kept_for_the_next_request() {
         // Each request reports what it found, then leaves the client's
-        // address and `Forward`'s answer to failover's marker (as the
+        // address, failover's marker and the balancer's target (as the
         // example's stack does); `/mark` also leaves an entry of its own,
         // which must empty the whole map.
         let service = tower::service_fn(|request: Request<ClientBody>| async move {
             let (mut parts, _) = request.into_parts();
             let found = format!(
-                "{} {} addr {}",
+                "{} {} addr {} marker {} target {}",
                 parts.uri.path(),
                 parts.extensions.len(),
-                parts.extensions.get::<ClientAddr>().is_some()
+                parts.extensions.get::<ClientAddr>().is_some(),
+                parts.extensions.get::<ReturnHead>().is_some(),
+                parts.extensions.get::<Target>().is_some(),
             );
             parts
                 .extensions
                 .insert(ClientAddr::new("192.0.2.7:5000".parse().unwrap()));
-            parts.extensions.insert(HeadConsumed);
+            parts.extensions.insert(ReturnHead::new(&[502]));
+            let backend = tower_lb::BackendSet::new(["http://127.0.0.1:1".parse().unwrap()])
+                .snapshot()
+                .backends()[0]
+                .clone();
+            parts.extensions.insert(Target::new(backend));
             if parts.uri.path() == "/mark" {
                 parts.extensions.insert(Mark("mark"));
             }
@@ -658,9 +666,13 @@ mod tests {
             .await
             .unwrap();
         let text = read_until(&mut client, "]", 3).await;
-        assert!(text.contains("[/1 0 addr false]"), "{text}");
-        assert!(text.contains("[/mark 1 addr true]"), "{text}");
-        assert!(text.contains("[/3 0 addr false]"), "{text}");
+        let none = "0 addr false marker false target false";
+        assert!(text.contains(&format!("[/1 {none}]")), "{text}");
+        assert!(
+            text.contains("[/mark 2 addr true marker true target false]"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("[/3 {none}]")), "{text}");
     }
 
     #[tokio::test]

@@ -18,14 +18,34 @@ use http::{HeaderMap, Method, Request, Uri, Version};
 /// honours it: a response that will not be retried gets the request's
 /// header map for its own headers (no map allocated per exchange), one that
 /// may be gets a new map and leaves the request's to the retry. An
-/// application's own innermost service may honour it too; one that does
-/// not costs nothing but the copy, which failover then goes back to making.
+/// application's own innermost service may honour it too, by calling
+/// [`answer`](Self::answer); one that does not costs nothing but the copy,
+/// which failover then goes back to making.
+///
+/// The answer is kept in the marker itself, which travels back with the
+/// request's extensions: no other extension is made for it, and a marker
+/// left in an extension map that a server reuses for its connection's next
+/// request is set again in place (its box is made once per map, not once
+/// per request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReturnHead {
     /// The statuses that may be retried; `len` of them are set. More than
     /// fit: every status counts (the head always comes back).
     statuses: [u16; INLINE],
     len: u8,
+    answered: Answered,
+}
+
+/// What the sender answered to a [`ReturnHead`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Answered {
+    /// Nothing yet (or the sender did not honour the marker).
+    Not,
+    /// The head is not wanted back: the request's header map may hold the
+    /// response's headers.
+    Consumed,
+    /// The head is in the response's extensions, as a [`RequestHead`].
+    Returned,
 }
 
 /// How many retried statuses the marker holds inline (the default policy
@@ -39,6 +59,7 @@ impl ReturnHead {
         let mut marker = Self {
             statuses: [0; INLINE],
             len: u8::MAX,
+            answered: Answered::Not,
         };
         if statuses.len() <= INLINE {
             marker.statuses[..statuses.len()].copy_from_slice(statuses);
@@ -48,16 +69,35 @@ impl ReturnHead {
     }
 
     /// Answers the marker, for a sender done with the request whose parts
-    /// are `parts`: a [`RequestHead`] taken from them when `response` may
-    /// be retried, [`HeadConsumed`] otherwise (its header map, which the
-    /// sender may have reused for the response's headers, stays behind).
-    /// A sender that made its answer from a failure inserts the
-    /// [`RequestHead`] whatever the status.
+    /// are `parts` and whose extensions `response` carries (the marker
+    /// among them, answered in place; inserted when they are not there): a
+    /// [`RequestHead`] taken from the parts when `response` may be retried;
+    /// otherwise the head stays behind (its header map, which the sender
+    /// may have reused for the response's headers, with it). A sender that
+    /// made its answer from a failure inserts the [`RequestHead`] whatever
+    /// the status.
     pub fn answer<B>(self, parts: &mut http::request::Parts, response: &mut http::Response<B>) {
-        if self.wants(response.status()) {
-            response.extensions_mut().insert(RequestHead::take(parts));
-        } else {
-            response.extensions_mut().insert(HeadConsumed);
+        let head = self
+            .wants(response.status())
+            .then(|| RequestHead::take(parts));
+        self.reply(head, response.extensions_mut());
+    }
+
+    /// Answers the marker in `extensions` (a response's, which carry the
+    /// request's): with `head` handed back, or none.
+    pub(crate) fn reply(self, head: Option<RequestHead>, extensions: &mut http::Extensions) {
+        let answered = match head {
+            Some(head) => {
+                extensions.insert(head);
+                Answered::Returned
+            }
+            None => Answered::Consumed,
+        };
+        match extensions.get_mut::<Self>() {
+            Some(marker) => marker.answered = answered,
+            None => {
+                extensions.insert(Self { answered, ..self });
+            }
         }
     }
 
@@ -69,15 +109,33 @@ impl ReturnHead {
             None => true,
         }
     }
-}
 
-/// The sender honoured [`ReturnHead`] but handed no head back: the
-/// response's status is not one that is retried, and the request's header
-/// map now holds the response's headers. Zero-sized (no allocation); it
-/// tells [`Failover`](crate::failover::Failover) that heads come back when
-/// they are wanted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HeadConsumed;
+    /// Sets `extensions`' marker to ask as this one does: in place when
+    /// one is there (from an earlier request whose map is reused), so
+    /// that no box is made.
+    pub(crate) fn ask(self, extensions: &mut http::Extensions) {
+        match extensions.get_mut::<Self>() {
+            Some(marker) => *marker = self,
+            None => {
+                extensions.insert(self);
+            }
+        }
+    }
+
+    /// What the sender answered, read off `extensions` and reset (so that
+    /// a marker left in a reused map says nothing of the next request):
+    /// `None` when it did not answer; else the head it handed back, if
+    /// any (taken out of the extensions).
+    pub(crate) fn take_answer(extensions: &mut http::Extensions) -> Option<Option<RequestHead>> {
+        let marker = extensions.get_mut::<Self>()?;
+        let answered = std::mem::replace(&mut marker.answered, Answered::Not);
+        match answered {
+            Answered::Not => None,
+            Answered::Consumed => Some(None),
+            Answered::Returned => Some(extensions.remove::<RequestHead>()),
+        }
+    }
+}
 
 /// The head of the request a response answers (method, target, version,
 /// headers as the client sent them), handed back in the response's
@@ -115,5 +173,73 @@ impl RequestHead {
         *request.headers_mut() = self.headers;
         *request.extensions_mut() = extensions;
         request
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Extensions, Request, Response, StatusCode};
+
+    use super::*;
+
+    fn parts() -> http::request::Parts {
+        let mut request = Request::new(());
+        request.headers_mut().insert("x-a", "1".parse().unwrap());
+        request.into_parts().0
+    }
+
+    #[test]
+    fn the_answer_is_kept_in_the_marker_and_read_once() {
+        let marker = ReturnHead::new(&[502]);
+        let mut extensions = Extensions::new();
+        marker.ask(&mut extensions);
+        assert!(
+            ReturnHead::take_answer(&mut extensions).is_none(),
+            "not answered yet"
+        );
+
+        marker.reply(None, &mut extensions);
+        assert_eq!(extensions.len(), 1, "no entry besides the marker");
+        assert!(matches!(
+            ReturnHead::take_answer(&mut extensions),
+            Some(None)
+        ));
+        assert!(
+            ReturnHead::take_answer(&mut extensions).is_none(),
+            "read once: a reused map says nothing of the next request"
+        );
+
+        let mut parts = parts();
+        marker.reply(Some(RequestHead::take(&mut parts)), &mut extensions);
+        let Some(Some(head)) = ReturnHead::take_answer(&mut extensions) else {
+            panic!("the head handed back");
+        };
+        assert_eq!(head.headers["x-a"], "1");
+        assert!(extensions.get::<RequestHead>().is_none(), "taken out");
+        assert!(extensions.get::<ReturnHead>().is_some(), "the marker stays");
+    }
+
+    #[test]
+    fn answer_hands_the_head_back_only_when_the_status_is_retried() {
+        let marker = ReturnHead::new(&[502]);
+        // The request's extensions (the marker among them) on the response.
+        let mut response = Response::new(());
+        marker.ask(response.extensions_mut());
+        let mut parts = parts();
+        marker.answer(&mut parts, &mut response);
+        assert!(matches!(
+            ReturnHead::take_answer(response.extensions_mut()),
+            Some(None)
+        ));
+        assert_eq!(parts.headers["x-a"], "1", "the head stays with the sender");
+
+        // A sender that took the marker out: it is put back, answered.
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::BAD_GATEWAY;
+        marker.answer(&mut parts, &mut response);
+        let Some(Some(head)) = ReturnHead::take_answer(response.extensions_mut()) else {
+            panic!("a 502 hands the head back");
+        };
+        assert_eq!(head.headers["x-a"], "1");
     }
 }

@@ -8,9 +8,8 @@
 //! | [`Tried`] | [`Failover`](crate::failover::Failover), on a retry's request | `LoadBalance` (skips those backends) |
 //! | [`Attempts`] | `Failover`, on a response that took more than one try | metrics, the application |
 //! | [`Error`](crate::Error) | any layer, on a response it made from a failure | failover, passive health, metrics |
-//! | [`ReturnHead`] | `Failover`, on a request it may retry | `Forward` (hands the head back) |
+//! | [`ReturnHead`] | `Failover`, on a request it may retry; answered in place by `Forward` ([`ReturnHead::answer`]) | `Forward` (hands the head back), then `Failover` (learns that heads come back) |
 //! | [`RequestHead`] | `Forward`, on a failure or retried status answering a request marked [`ReturnHead`] | `Failover` (builds a retry from it) |
-//! | [`HeadConsumed`] | `Forward`, on any other response to such a request | `Failover` (learns that heads come back) |
 //!
 //! A layer that finds an extension missing where its place in the stack
 //! promises one (passive health below no balancer, failover above none)
@@ -23,6 +22,6 @@ mod target;
 mod tried;
 
 pub use attempts::Attempts;
-pub use head::{HeadConsumed, RequestHead, ReturnHead};
+pub use head::{RequestHead, ReturnHead};
 pub use target::Target;
 pub use tried::Tried;

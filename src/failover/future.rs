@@ -19,7 +19,7 @@ use super::layer::Settings;
 use super::policy::Verdict;
 use super::service::Shared;
 use crate::clock;
-use crate::extensions::{Attempts, HeadConsumed, RequestHead, Target, Tried};
+use crate::extensions::{Attempts, RequestHead, ReturnHead, Target, Tried};
 
 use crate::warn_once::warn_once;
 use crate::{Error, ErrorKind};
@@ -118,7 +118,11 @@ where
         let copy = retries && !(asked && shared.head_back.returned());
         let kept = copy.then(|| parts.clone());
         if asked {
-            parts.extensions.insert(shared.return_head);
+            shared.return_head.ask(&mut parts.extensions);
+        } else {
+            // A marker from an earlier request on a reused map must not
+            // ask for a head this request's tries will not hand back.
+            parts.extensions.remove::<ReturnHead>();
         }
         let call = service.call(Request::from_parts(parts, body.clone()));
         let mut timer = None;
@@ -191,12 +195,13 @@ where
                 // so that none leaves with it.
                 let head = match &mut outcome {
                     Ok(response) if *this.asked => {
-                        let extensions = response.extensions_mut();
-                        let head = extensions.remove::<RequestHead>();
-                        if head.is_some() || extensions.remove::<HeadConsumed>().is_some() {
-                            this.shared.head_back.saw_returned();
+                        match ReturnHead::take_answer(response.extensions_mut()) {
+                            Some(head) => {
+                                this.shared.head_back.saw_returned();
+                                head
+                            }
+                            None => None,
                         }
-                        head
                     }
                     _ => None,
                 };
@@ -295,7 +300,7 @@ where
             };
             request.extensions_mut().insert(retry.tried.clone());
             if *this.asked {
-                request.extensions_mut().insert(this.shared.return_head);
+                this.shared.return_head.ask(request.extensions_mut());
             }
             this.call.set(Some(this.service.call(request)));
             let now = Instant::now();
@@ -435,6 +440,55 @@ mod tests {
         // Nowhere else to go: the inner error is the answer.
         let get = Request::new(Empty::<Bytes>::new());
         assert!(stack(&[1]).oneshot(get).await.is_err());
+    }
+
+    /// What the sender found of failover's marker: `None` when there was
+    /// none, else whether it was unanswered.
+    async fn marker_seen(
+        request: Request<ReplayBody<Empty<Bytes>>>,
+    ) -> Result<Response<Empty<Bytes>>, Infallible> {
+        let (mut parts, _) = request.into_parts();
+        let seen = if parts.extensions.get::<ReturnHead>().is_none() {
+            "none"
+        } else if ReturnHead::take_answer(&mut parts.extensions).is_none() {
+            "fresh"
+        } else {
+            "stale"
+        };
+        let mut response = Response::new(Empty::new());
+        response
+            .headers_mut()
+            .insert("x-seen", seen.parse().unwrap());
+        Ok(response)
+    }
+
+    #[tokio::test]
+    async fn a_marker_left_in_a_reused_map_is_set_again_or_taken_away() {
+        let set = BackendSet::new(["http://127.0.0.1:2".parse().unwrap()]);
+        let stack = FailoverLayer::new()
+            .layer(LoadBalanceLayer::new(set, RoundRobin::new()).layer(service_fn(marker_seen)));
+        // A map a server reuses from its last request, the marker in it
+        // still answered.
+        let stale = || {
+            let mut request = Request::new(Empty::<Bytes>::new());
+            let marker = ReturnHead::new(&[502]);
+            marker.reply(None, request.extensions_mut());
+            request
+        };
+        let response = stack.clone().oneshot(stale()).await.unwrap();
+        assert_eq!(
+            response.headers()["x-seen"],
+            "fresh",
+            "asked again, in place"
+        );
+
+        // An upgrade is not asked for its head: the old marker goes.
+        let mut upgrade = stale();
+        upgrade
+            .headers_mut()
+            .insert(http::header::UPGRADE, "websocket".parse().unwrap());
+        let response = stack.oneshot(upgrade).await.unwrap();
+        assert_eq!(response.headers()["x-seen"], "none");
     }
 
     #[tokio::test(start_paused = true)]

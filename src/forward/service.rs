@@ -329,8 +329,10 @@ impl Shared {
     {
         async move {
             let upgrade = tunnel.as_deref().map(Tunnel::protocol);
+            // Read, not taken: the marker goes back with the request's
+            // extensions and is answered in place (see `ReturnHead`).
             let return_head = match tunnel {
-                None => parts.extensions.remove::<ReturnHead>(),
+                None => parts.extensions.get::<ReturnHead>().copied(),
                 Some(_) => None,
             };
             let exchange = self.http1.send(
@@ -360,10 +362,9 @@ impl Shared {
                 )) => return switch(response, protocol, upgraded, tunnel.map(|tunnel| *tunnel)),
                 Err(error) => {
                     let mut response = failure(&error, std::mem::take(&mut parts.extensions));
-                    if return_head.is_some() {
-                        response
-                            .extensions_mut()
-                            .insert(RequestHead::take(&mut parts));
+                    if let Some(marker) = return_head {
+                        let head = RequestHead::take(&mut parts);
+                        marker.reply(Some(head), response.extensions_mut());
                     }
                     return response;
                 }
@@ -388,18 +389,16 @@ impl Shared {
         // This path edits the map before hyper takes the request, so the
         // head asked back is a copy made first (HTTP/2 backends are the
         // rare case).
-        let head = parts
-            .extensions
-            .remove::<ReturnHead>()
-            .map(|_| RequestHead {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                version: parts.version,
-                headers: parts.headers.clone(),
-            });
+        let asked = parts.extensions.remove::<ReturnHead>();
+        let head = asked.map(|_| RequestHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        });
         let mut response = self.exchange_http2(parts, body).await;
-        if let Some(head) = head {
-            response.extensions_mut().insert(head);
+        if let Some(marker) = asked {
+            marker.reply(head, response.extensions_mut());
         }
         response
     }
