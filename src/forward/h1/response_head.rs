@@ -185,6 +185,7 @@ pub(crate) fn has_empty_line(buf: &[u8], searched: &mut usize) -> bool {
 
 /// What one pass of httparse found, as offsets into the buffer so that the
 /// buffer can be split and frozen once the parser no longer borrows it.
+#[derive(Clone, Copy, Debug)]
 struct Scanned {
     len: usize,
     code: u16,
@@ -237,7 +238,30 @@ pub(crate) struct Scratch {
     remembered: usize,
     /// Room for parsing one line on its own.
     line: Vec<u8>,
+    /// The last head read whole from memory in which every kept value was
+    /// a copy (see [`Whole`]).
+    whole: Whole,
 }
+
+/// The last head every line of which was known, when every value it keeps
+/// is a shared copy: its bytes (at most [`WHOLE_MAX`]), what they were read
+/// as, and the kept fields. A backend sends the very same head again until
+/// a value changes (`Date`, once a second): those bytes again are that head
+/// again, taken with one comparison of the whole head instead of one per
+/// line and the framing worked out anew. What it holds is what reading
+/// those bytes line by line gives, so it is right for as long as the same
+/// bytes come (the property test of the memory holds it to a fresh parse).
+#[derive(Debug, Default)]
+struct Whole {
+    bytes: Vec<u8>,
+    /// Whether it was read for a HEAD request, and as what.
+    read: Option<(bool, Scanned)>,
+    kept: Vec<Entry>,
+}
+
+/// The longest head kept whole: a connection holds this much beside
+/// [`REMEMBERED`].
+const WHOLE_MAX: usize = 1024;
 
 /// A field of the last head (see [`Scratch`]).
 #[derive(Debug)]
@@ -423,21 +447,34 @@ impl Scratch {
     /// Reads the head at the start of `buf` from what the last head was
     /// (see [`Scratch`]); `None` when the whole parse must decide.
     fn scan_known(&mut self, buf: &[u8], head_request: bool) -> Option<Scanned> {
+        if let Some((for_head, scanned)) = self.whole.read
+            && for_head == head_request
+            && buf.starts_with(&self.whole.bytes)
+        {
+            self.kept.clone_from(&self.whole.kept);
+            return Some(scanned);
+        }
         if self.status.is_empty() || !buf.starts_with(&self.status) {
             return None;
         }
         self.kept.clear();
         let mut framer = Framer::default();
         let mut pos = self.status.len();
+        // Whether every line so far was the one at its place last time.
+        let mut all_known = true;
         for index in 0..=MAX_HEADERS {
             let rest = &buf[pos..];
             if rest.starts_with(b"\r\n") {
                 if framer.lists_others {
                     return None;
                 }
-                return framer
+                let scanned = framer
                     .finish(pos + 2, self.code, self.version, head_request)
-                    .ok();
+                    .ok()?;
+                if all_known {
+                    self.keep_whole(&buf[..pos + 2], head_request, scanned);
+                }
+                return Some(scanned);
             }
             if index == MAX_HEADERS {
                 return None;
@@ -467,6 +504,7 @@ impl Scratch {
                 };
                 (field, known.line.len())
             } else {
+                all_known = false;
                 let len = memchr::memchr(b'\n', rest)? + 1;
                 let line = &rest[..len];
                 let (name_len, value) = parse_line(line, &mut self.line)?;
@@ -485,6 +523,27 @@ impl Scratch {
             pos += len;
         }
         None
+    }
+}
+
+impl Scratch {
+    /// Whether a head is kept whole (for a test).
+    #[cfg(test)]
+    pub(crate) fn holds_whole(&self) -> bool {
+        self.whole.read.is_some()
+    }
+
+    /// Keeps `head`, read from memory line by line as `scanned`, whole,
+    /// when every value it keeps is a copy (so that none points into the
+    /// read buffer) and it is not too long.
+    fn keep_whole(&mut self, head: &[u8], head_request: bool, scanned: Scanned) {
+        if head.len() > WHOLE_MAX || self.kept.iter().any(|entry| entry.3.is_none()) {
+            return;
+        }
+        self.whole.bytes.clear();
+        self.whole.bytes.extend_from_slice(head);
+        self.whole.kept.clone_from(&self.kept);
+        self.whole.read = Some((head_request, scanned));
     }
 }
 
