@@ -78,7 +78,7 @@ where
                 started,
                 span,
             } => {
-                let response = {
+                let mut response = {
                     let _entered = span.enter();
                     ready!(future.poll(cx))?
                 };
@@ -91,18 +91,20 @@ where
                 backend
                     .state()
                     .observe_latency(now.saturating_sub(*started), now);
-                let target = Target::new(backend.clone());
-                let mut response = response.map(|body| ResponseBody::new(body, in_flight));
                 // A response that carries the request's extensions (as
-                // `Forward`'s do) has the request's `Target` already:
-                // overwritten in place, no allocation.
+                // `Forward`'s do) has the request's `Target` already: kept
+                // when it names this backend, else overwritten in place;
+                // no allocation either way.
                 match response.extensions_mut().get_mut::<Target>() {
-                    Some(slot) => *slot = target,
+                    Some(slot) if slot.backend().id() == backend.id() => {}
+                    Some(slot) => *slot = Target::new(backend.clone()),
                     None => {
-                        response.extensions_mut().insert(target);
+                        response
+                            .extensions_mut()
+                            .insert(Target::new(backend.clone()));
                     }
                 }
-                Poll::Ready(Ok(response))
+                Poll::Ready(Ok(response.map(|body| ResponseBody::new(body, in_flight))))
             }
             StateProj::Failed { error } => {
                 let Some(error) = error.take() else {
@@ -110,6 +112,58 @@ where
                 };
                 Poll::Ready(Ok(error.to_response::<ResponseBody<RB>>()))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::Empty;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    use crate::balance::{LoadBalanceLayer, RoundRobin};
+    use crate::{BackendSet, Target};
+
+    /// The response's `Target` names the backend the request went to: the
+    /// request's own, handed back (kept as it is), or none or another one
+    /// (set to the picked backend).
+    #[tokio::test]
+    async fn the_response_names_the_backend_the_request_went_to() {
+        let set = BackendSet::new(["http://127.0.0.1:1".parse().unwrap()]);
+        let other = BackendSet::new(["http://127.0.0.1:2".parse().unwrap()])
+            .snapshot()
+            .backends()[0]
+            .clone();
+        for hands_back in ["own", "none", "other"] {
+            let other = other.clone();
+            let inner = service_fn(move |request: Request<Empty<Bytes>>| {
+                let other = other.clone();
+                async move {
+                    let (mut parts, _) = request.into_parts();
+                    let mut response = Response::new(Empty::<Bytes>::new());
+                    match hands_back {
+                        "own" => *response.extensions_mut() = parts.extensions,
+                        "other" => {
+                            parts.extensions.insert(Target::new(other));
+                            *response.extensions_mut() = parts.extensions;
+                        }
+                        _ => {}
+                    }
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let service = LoadBalanceLayer::new(&set, RoundRobin::new()).layer(inner);
+            let response = service.oneshot(Request::new(Empty::new())).await.unwrap();
+            let target = response.extensions().get::<Target>().expect("a target");
+            assert_eq!(
+                target.backend().address().as_str(),
+                "http://127.0.0.1:1",
+                "{hands_back}"
+            );
         }
     }
 }

@@ -129,8 +129,13 @@ pub(crate) fn parse_into(
         HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| Error::malformed("invalid header value"))
     };
+    let fields = if scratch.whole.taken {
+        scratch.whole.kept.len()
+    } else {
+        scratch.kept.len()
+    };
     let mut headers = match keep {
-        Some(keep) if keep.wants(status) => HeaderMap::with_capacity(scratch.kept.len()),
+        Some(keep) if keep.wants(status) => HeaderMap::with_capacity(fields),
         _ => {
             // Past this point a failure would leave the request without
             // its headers, which a retry needs. None comes: httparse
@@ -140,16 +145,27 @@ pub(crate) fn parse_into(
             // to it), and the status was checked above.
             let mut headers = std::mem::take(spare);
             headers.clear();
-            headers.reserve(scratch.kept.len());
+            headers.reserve(fields);
             headers
         }
     };
-    for (name, start, end, copy) in scratch.kept.drain(..) {
-        let value = match copy {
-            Some(copy) => copy,
-            None => value((start, end))?,
-        };
-        headers.append(name, value);
+    if scratch.whole.taken {
+        // The head kept whole: its fields are cloned straight from there.
+        for (name, start, end, copy) in &scratch.whole.kept {
+            let value = match copy {
+                Some(copy) => copy.clone(),
+                None => value((*start, *end))?,
+            };
+            headers.append(name.clone(), value);
+        }
+    } else {
+        for (name, start, end, copy) in scratch.kept.drain(..) {
+            let value = match copy {
+                Some(copy) => copy,
+                None => value((start, end))?,
+            };
+            headers.append(name, value);
+        }
     }
     Ok(Parsed::Head(ResponseHead {
         status,
@@ -257,6 +273,9 @@ struct Whole {
     /// Whether it was read for a HEAD request, and as what.
     read: Option<(bool, Scanned)>,
     kept: Vec<Entry>,
+    /// Whether the head being read is this one: its kept fields are then
+    /// here, not in [`Scratch::kept`].
+    taken: bool,
 }
 
 /// The longest head kept whole: a connection holds this much beside
@@ -451,9 +470,10 @@ impl Scratch {
             && for_head == head_request
             && buf.starts_with(&self.whole.bytes)
         {
-            self.kept.clone_from(&self.whole.kept);
+            self.whole.taken = true;
             return Some(scanned);
         }
+        self.whole.taken = false;
         if self.status.is_empty() || !buf.starts_with(&self.status) {
             return None;
         }
