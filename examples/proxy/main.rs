@@ -287,30 +287,53 @@ async fn run(
         grace,
         tls: terminator,
     };
-    // One stack for every case: a layer that is off is left out
-    // (`option_layer`), not configured to do nothing.
+    // The usual shape (failover on, no sticky cookie, hedging or queue)
+    // gets a stack of its own, built from the layers themselves: each
+    // `option_layer` below is an `Either` that every request passes
+    // through, off or on (a match, and a move of the whole future below
+    // it, in `call` and again in `poll`).
+    let plain = match (&failover, &sticky, &hedge, &queue, &record) {
+        (Some(failover), None, None, None, None) => Some(failover.clone()),
+        _ => None,
+    };
+    // Every other shape: a layer that is off is left out (`option_layer`),
+    // not configured to do nothing.
+    let (general_forward, general_balance) = (forward.clone(), balance.clone());
+    let (general_metrics, general_passive) = (metrics.clone(), passive.clone());
     let stack = move || {
         ServiceBuilder::new()
-            .layer(metrics.clone())
+            .layer(general_metrics.clone())
             .option_layer(sticky.clone())
             .option_layer(failover.clone())
             .option_layer(hedge.clone())
             .option_layer(queue.clone())
-            .layer(balance.clone())
+            .layer(general_balance.clone())
             .option_layer(record.clone())
-            .layer(passive.clone())
-            .service(forward.clone().build())
+            .layer(general_passive.clone())
+            .service(general_forward.clone().build())
     };
     // Failures are logged by the server (`failures`). tower-http's request
     // tracing, all at `debug`, is in the stack only when the log filter
     // records it; a stack of its own, not an `option_layer`, because an
     // `Either` around the whole stack (its future and its body) costs
     // every request about 400 instructions.
-    let workers = if failures::request_tracing() {
-        let traced = move || TraceLayer::new_for_http().on_failure(()).layer(stack());
-        Workers::start(listeners, traced, serving)?
-    } else {
-        Workers::start(listeners, stack, serving)?
+    let workers = match plain {
+        _ if failures::request_tracing() => {
+            let traced = move || TraceLayer::new_for_http().on_failure(()).layer(stack());
+            Workers::start(listeners, traced, serving)?
+        }
+        Some(failover) => {
+            let plain = move || {
+                ServiceBuilder::new()
+                    .layer(metrics.clone())
+                    .layer(failover.clone())
+                    .layer(balance.clone())
+                    .layer(passive.clone())
+                    .service(forward.clone().build())
+            };
+            Workers::start(listeners, plain, serving)?
+        }
+        None => Workers::start(listeners, stack, serving)?,
     };
     match workers.run_until(shutdown_signal()).await? {
         Drained::AllClosed => tracing::info!("all connections closed"),
