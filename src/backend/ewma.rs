@@ -47,8 +47,9 @@ impl PeakEwma {
         let next = if stamp == 0 || probed || rtt > estimate {
             rtt
         } else {
-            let elapsed = now.saturating_sub(stamp) as f64;
-            let weight = (-elapsed / DECAY_NS).exp();
+            // e^(-elapsed / DECAY_NS): between a busy backend's samples
+            // (under a millisecond) a short series, not a call to `exp`.
+            let weight = decay_between(stamp, now.max(stamp));
             estimate * weight + rtt * (1.0 - weight)
         };
         self.estimate_bits.store(next.to_bits(), Relaxed);
@@ -134,6 +135,24 @@ mod tests {
         let expected = 100.0 * MS as f64 * (-1.0f64).exp();
         let got = ewma.sample().unwrap().0;
         assert!((got - expected).abs() < 1.0, "{got} vs {expected}");
+    }
+
+    /// The blend's weight is e^(-elapsed / τ) for gaps on both sides of
+    /// the short series' range (under and over about 10 ms).
+    #[test]
+    fn a_blend_weighs_the_old_estimate_by_its_exact_decay() {
+        for gap in [1, 1_000, MS, 9 * MS, 11 * MS, 500 * MS, 10_000 * MS] {
+            let ewma = PeakEwma::default();
+            ewma.observe(100 * MS, 1);
+            ewma.observe(20 * MS, 1 + gap);
+            let weight = (-(gap as f64) / DECAY_NS).exp();
+            let expected = 100.0 * MS as f64 * weight + 20.0 * MS as f64 * (1.0 - weight);
+            let got = ewma.sample().unwrap().0;
+            assert!(
+                (got / expected - 1.0).abs() < 1e-12,
+                "{gap}: {got} vs {expected}"
+            );
+        }
     }
 
     #[test]
