@@ -377,6 +377,12 @@ impl BackendState {
         self.watchers.notify(self);
     }
 
+    /// Whether a watcher hears this backend's changes.
+    #[cfg(test)]
+    pub(crate) fn watched(&self) -> bool {
+        self.watchers.any()
+    }
+
     pub(crate) fn watch(&self, watch: Arc<dyn LoadWatch>, leaf: usize) {
         self.watchers.add(watch, leaf);
     }

@@ -100,6 +100,12 @@ impl LoadWatchers {
         }
     }
 
+    /// Whether any watcher listens.
+    #[cfg(test)]
+    pub(crate) fn any(&self) -> bool {
+        self.count.load(Relaxed) != 0
+    }
+
     pub(crate) fn add(&self, watch: Arc<dyn LoadWatch>, leaf: usize) {
         let watcher = Watcher {
             hears_latency: watch.hears_latency(),

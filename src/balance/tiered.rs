@@ -32,7 +32,9 @@ const WHOLE: u64 = 10_000;
 ///
 /// The healthy counts are kept by a watcher on the members' eligibility (as
 /// least-connections' tree is), so a pick reads one counter per tier and
-/// draws one random number; within the tier `inner` sees only that tier's
+/// draws one random number; with a single tier (every member at one
+/// priority, the usual set) a pick goes straight to `inner` and nothing
+/// watches, since a watcher hears every request start and end; within the tier `inner` sees only that tier's
 /// members as available. `inner` skips the other tiers' members one by one,
 /// so a strategy that scans (round-robin among many backup members, say)
 /// pays for the members of the tiers it does not use.
@@ -70,7 +72,19 @@ impl<S> Tiered<S> {
 pub struct TieredTable<T> {
     inner: T,
     tiers: Arc<Tiers>,
-    _watching: Watching,
+    health: Health,
+}
+
+/// How the tiers' healthy counts are known.
+enum Health {
+    /// Kept by a watcher on the members: more than one tier, whose picks
+    /// read the counts.
+    Watched { _watching: Watching },
+    /// Counted when asked ([`TieredTable::loads`]): one tier, whose picks
+    /// never read them. A watcher is told of every request's start and end
+    /// on each member (a load of the watcher list and a call each), which
+    /// the usual single-tier set would pay for nothing.
+    Counted(Box<[Backend]>),
 }
 
 /// The tiers of one snapshot.
@@ -120,6 +134,18 @@ impl Tiers {
     fn loads(&self) -> Vec<u64> {
         let health: Vec<u64> = (0..self.levels.len()).map(|i| self.health(i)).collect();
         split(&health)
+    }
+
+    /// Sets the healthy counts from the members' states now.
+    fn count(&self, backends: &[Backend]) {
+        for (level, healthy) in self.healthy.iter().enumerate() {
+            let n = backends
+                .iter()
+                .zip(self.level_of.iter())
+                .filter(|&(b, &l)| l == level && b.state().eligible_by_flags())
+                .count();
+            healthy.store(u32::try_from(n).unwrap_or(u32::MAX), Relaxed);
+        }
     }
 
     /// The tier a request drawing `draw` (in `0..WHOLE`) goes to: the same
@@ -172,7 +198,10 @@ impl LoadWatch for Tiers {
             return;
         };
         let healthy = state.eligible_by_flags();
-        if seen.swap(healthy, Relaxed) != healthy {
+        // Read first: this hears every request's start and end, and a
+        // swap that changes nothing would still take the line from the
+        // other threads.
+        if seen.load(Relaxed) != healthy && seen.swap(healthy, Relaxed) != healthy {
             if healthy {
                 self.healthy[level].fetch_add(1, Relaxed);
             } else {
@@ -187,10 +216,17 @@ impl<S: Strategy> Strategy for Tiered<S> {
 
     fn build(&self, backends: &[Backend]) -> Self::Table {
         let tiers = Arc::new(Tiers::new(backends));
+        let health = if tiers.levels.len() > 1 {
+            Health::Watched {
+                _watching: Watching::new(backends, tiers.clone()),
+            }
+        } else {
+            Health::Counted(backends.into())
+        };
         TieredTable {
             inner: self.inner.build(backends),
-            _watching: Watching::new(backends, tiers.clone()),
             tiers,
+            health,
         }
     }
 
@@ -216,6 +252,9 @@ impl<T> TieredTable<T> {
     /// Each tier's priority and share of new requests now (0.0 to 1.0),
     /// lowest tier first: what a status view shows.
     pub fn loads(&self) -> Vec<(u8, f64)> {
+        if let Health::Counted(backends) = &self.health {
+            self.tiers.count(backends);
+        }
         let loads = self.tiers.loads();
         self.tiers
             .levels
@@ -280,6 +319,32 @@ mod tests {
         }
         assert_eq!(to_backup(&fixture), 0, "all back");
         assert_eq!(fixture.table.loads(), [(0, 1.0), (1, 0.0)]);
+    }
+
+    /// One tier: nothing watches the members (their every request would
+    /// be heard for nothing), and its load is counted when asked; more
+    /// tiers are watched.
+    #[test]
+    fn a_single_tier_is_not_watched_and_its_load_is_counted_when_asked() {
+        let fixture = tiered(&[2, 2, 2]);
+        assert!(fixture.backends.iter().all(|b| !b.state().watched()));
+        assert_eq!(fixture.table.loads(), [(2, 1.0)]);
+        fixture.eject(0);
+        fixture.eject(1);
+        assert_eq!(
+            fixture.table.loads(),
+            [(2, 1.0)],
+            "1.4 x 1/3 of a single tier is all there is"
+        );
+        fixture.eject(2);
+        assert_eq!(fixture.table.loads(), [(2, 0.0)], "none healthy");
+        assert_eq!(fixture.pick(), None);
+        fixture.backends[2].state().readmit(1, 0);
+        assert_eq!(fixture.table.loads(), [(2, 1.0)]);
+        assert_eq!(fixture.pick(), Some(2));
+
+        let tiers = tiered(&[0, 1]);
+        assert!(tiers.backends.iter().all(|b| b.state().watched()));
     }
 
     #[test]
