@@ -117,7 +117,9 @@ mod local_body;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+mod replica;
 mod stack;
+mod thread_slot;
 mod warn_once;
 
 pub use backend::{Backend, BackendSet};

@@ -13,10 +13,9 @@
 //! thread walks the exact sequence, the threads together spread evenly, and
 //! picks never contend.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-const SLOTS: usize = 8;
+use crate::thread_slot::{SLOTS, thread_slot};
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -65,12 +64,4 @@ impl Counter {
             &self.slots[0].0
         }
     }
-}
-
-fn thread_slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SLOT: Cell<usize> = Cell::new(NEXT.fetch_add(1, Relaxed) % SLOTS);
-    }
-    SLOT.with(Cell::get)
 }

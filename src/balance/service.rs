@@ -13,6 +13,7 @@ use tower_service::Service;
 use super::{Balancer, RequestRef, ResponseBody, ResponseFuture, Strategy, Target, Tried};
 use crate::backend::Address;
 use crate::clock::CallTime;
+use crate::replica::Replica;
 use crate::{Error, ErrorKind};
 
 /// Points each request at a backend, then calls the inner service.
@@ -34,18 +35,22 @@ use crate::{Error, ErrorKind};
 /// when the inner service is: an axum `Router` can take it.
 pub struct LoadBalance<S, St: Strategy> {
     inner: S,
-    balancer: Arc<Balancer<St>>,
+    // Counted per stack: failover clones this service for every request.
+    balancer: Replica<Balancer<St>>,
 }
 
 impl<S, St: Strategy> LoadBalance<S, St> {
     /// Balances requests to `inner` with `balancer`.
     pub fn new(inner: S, balancer: Arc<Balancer<St>>) -> Self {
-        Self { inner, balancer }
+        Self {
+            inner,
+            balancer: Replica::new(balancer),
+        }
     }
 
     /// The balancer.
     pub fn balancer(&self) -> &Arc<Balancer<St>> {
-        &self.balancer
+        self.balancer.shared()
     }
 
     /// The inner service.
@@ -144,7 +149,7 @@ impl<S: Clone, St: Strategy> Clone for LoadBalance<S, St> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            balancer: Arc::clone(&self.balancer),
+            balancer: self.balancer.clone(),
         }
     }
 }
@@ -153,7 +158,7 @@ impl<S: fmt::Debug, St: Strategy + fmt::Debug> fmt::Debug for LoadBalance<S, St>
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LoadBalance")
             .field("inner", &self.inner)
-            .field("balancer", &self.balancer)
+            .field("balancer", self.balancer.shared())
             .finish()
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tower::retry::budget::Budget;
 
 use crate::clock::{self, Nanos};
+use crate::thread_slot::{SLOTS, thread_slot};
 
 /// One second of the window: its second number (high 24 bits) and a count
 /// (low 40 bits), in one atomic so a new second resets it in one step.
@@ -50,6 +51,67 @@ impl Second {
     }
 }
 
+/// The requests' seconds, one row of them per thread slot: every request
+/// deposits, on every thread, and one row for all would be a cache line
+/// that every request takes from the other cores. A row starts on a
+/// 128-byte block of its own; a withdrawal (a retry, rare) adds the rows
+/// up.
+struct Deposits {
+    /// Seconds in the window.
+    seconds: usize,
+    /// Blocks per row.
+    row: usize,
+    blocks: Box<[Block]>,
+}
+
+/// Sixteen seconds: two cache lines, which the prefetcher fetches as a
+/// pair, so no other row shares them.
+#[derive(Default)]
+#[repr(align(128))]
+struct Block([Second; 16]);
+
+impl Deposits {
+    fn new(seconds: usize) -> Self {
+        let row = seconds.div_ceil(16);
+        Self {
+            seconds,
+            row,
+            blocks: (0..row * SLOTS).map(|_| Block::default()).collect(),
+        }
+    }
+
+    /// Row `row`'s slot for second `epoch`.
+    #[inline]
+    fn slot(&self, row: usize, epoch: u64) -> &Second {
+        let i = (epoch % self.seconds as u64) as usize;
+        &self.blocks[row * self.row + i / 16].0[i % 16]
+    }
+
+    /// Counts one request in second `epoch`, in this thread's row.
+    #[inline]
+    fn add(&self, epoch: u64) {
+        self.slot(thread_slot(), epoch).add(epoch);
+    }
+
+    /// The requests of the window ending with second `epoch`, every row.
+    fn sum(&self, epoch: u64) -> u64 {
+        (0..SLOTS)
+            .map(|row| window(self.seconds, epoch, |second| self.slot(row, second)))
+            .sum()
+    }
+}
+
+/// The counts of the `seconds` seconds up to `epoch`, each slot read
+/// through `slot` (seconds before the first are not there to count).
+fn window<'a>(seconds: usize, epoch: u64, slot: impl Fn(u64) -> &'a Second) -> u64 {
+    (0..(seconds as u64).min(epoch + 1))
+        .map(|back| {
+            let second = epoch - back;
+            slot(second).count(second)
+        })
+        .sum()
+}
+
 /// How many retries may be sent: a share of the requests of the last `ttl`
 /// seconds plus a small floor per second, as in tower's and Finagle's
 /// budgets. Retries never multiply load during an outage: when every
@@ -78,7 +140,7 @@ pub struct RetryBudget {
     /// tokio's paused time gives the same retries for the same seed), not
     /// wherever the process's clock base happens to put them.
     origin: Nanos,
-    requests: Box<[Second]>,
+    requests: Deposits,
     retries: Box<[Second]>,
     min_per_second: u64,
     ratio: f64,
@@ -91,7 +153,7 @@ impl RetryBudget {
         let seconds = ttl.as_secs().clamp(1, 60) as usize;
         Self {
             origin: clock::now(),
-            requests: (0..seconds).map(|_| Second::default()).collect(),
+            requests: Deposits::new(seconds),
             retries: (0..seconds).map(|_| Second::default()).collect(),
             min_per_second: u64::from(min_per_second),
             ratio: ratio.max(0.0),
@@ -106,22 +168,14 @@ impl RetryBudget {
         now.saturating_sub(self.origin) / 1_000_000_000
     }
 
-    fn sum(slots: &[Second], epoch: u64) -> u64 {
-        let n = slots.len() as u64;
-        (0..n.min(epoch + 1))
-            .map(|back| {
-                let second = epoch - back;
-                slots[(second % n) as usize].count(second)
-            })
-            .sum()
-    }
-
     /// Retries allowed in the window now, and retries already sent.
     fn balance(&self, epoch: u64) -> (f64, u64) {
-        let requests = Self::sum(&self.requests, epoch);
-        let retries = Self::sum(&self.retries, epoch);
-        let allowed = self.ratio * requests as f64
-            + (self.min_per_second * self.requests.len() as u64) as f64;
+        let n = self.retries.len();
+        let requests = self.requests.sum(epoch);
+        let retries = window(n, epoch, |second| {
+            &self.retries[(second % n as u64) as usize]
+        });
+        let allowed = self.ratio * requests as f64 + (self.min_per_second * n as u64) as f64;
         (allowed, retries)
     }
 }
@@ -138,7 +192,7 @@ impl Budget for RetryBudget {
     fn deposit(&self) {
         // Called as a request enters: the call chain's reading, if open.
         let epoch = self.epoch_at(clock::call_or_now());
-        self.requests[(epoch % self.requests.len() as u64) as usize].add(epoch);
+        self.requests.add(epoch);
     }
 
     fn withdraw(&self) -> bool {
@@ -156,7 +210,7 @@ impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (allowed, spent) = self.balance(self.epoch());
         f.debug_struct("RetryBudget")
-            .field("ttl_seconds", &self.requests.len())
+            .field("ttl_seconds", &self.retries.len())
             .field("ratio", &self.ratio)
             .field("min_per_second", &self.min_per_second)
             .field("allowed", &allowed)
@@ -192,6 +246,20 @@ mod tests {
         budget.deposit();
         tokio::time::sleep(Duration::from_millis(3)).await;
         assert!(!budget.withdraw(), "the first second left the window");
+    }
+
+    /// Deposits made on several threads (each in its own row) all count.
+    #[test]
+    fn every_thread_s_deposits_count() {
+        let budget = RetryBudget::new(Duration::from_secs(10), 0, 1.0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| (0..5).for_each(|_| budget.deposit()));
+            }
+        });
+        budget.deposit();
+        let granted = (0..30).filter(|_| budget.withdraw()).count();
+        assert_eq!(granted, 21);
     }
 
     #[tokio::test(start_paused = true)]

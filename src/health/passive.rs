@@ -18,6 +18,7 @@ use super::passive_body::ResponseBody;
 use super::recorder::{Recorder, Watch};
 use crate::backend::BackendSet;
 use crate::extensions::Target;
+use crate::replica::Replica;
 use crate::warn_once::warn_once;
 
 /// Watches each response from a backend and applies [`OutlierDetection`]:
@@ -68,7 +69,7 @@ impl<S> Layer<S> for PassiveHealthLayer {
     fn layer(&self, inner: S) -> PassiveHealth<S> {
         PassiveHealth {
             inner,
-            recorder: Arc::clone(&self.recorder),
+            recorder: Replica::new(Arc::clone(&self.recorder)),
         }
     }
 }
@@ -77,7 +78,8 @@ impl<S> Layer<S> for PassiveHealthLayer {
 #[derive(Clone)]
 pub struct PassiveHealth<S> {
     inner: S,
-    recorder: Arc<Recorder>,
+    // Counted per stack: each request's outcome holds a clone.
+    recorder: Replica<Recorder>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for PassiveHealth<S> {
@@ -115,7 +117,7 @@ where
         }
         ResponseFuture {
             future: self.inner.call(request),
-            watch: backend.map(|backend| Watch::new(backend, Arc::clone(&self.recorder))),
+            watch: backend.map(|backend| Watch::new(backend, self.recorder.clone())),
         }
     }
 }

@@ -5,12 +5,12 @@
 //! body) record through here, so neither needs the other.
 
 use std::fmt;
-use std::sync::Arc;
 
 use super::OutlierDetection;
 use super::classify::Outcome;
 use crate::backend::{Backend, BackendSet};
 use crate::clock;
+use crate::replica::Replica;
 
 /// Outlier detection bound to the set it acts on (the set is where events
 /// go and what the ejection cap counts).
@@ -79,11 +79,11 @@ impl Recorder {
 /// outcome goes once known.
 pub(crate) struct Watch {
     backend: Backend,
-    recorder: Arc<Recorder>,
+    recorder: Replica<Recorder>,
 }
 
 impl Watch {
-    pub(crate) fn new(backend: Backend, recorder: Arc<Recorder>) -> Self {
+    pub(crate) fn new(backend: Backend, recorder: Replica<Recorder>) -> Self {
         Self { backend, recorder }
     }
 

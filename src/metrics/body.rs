@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 use super::recorder::{BackendMetrics, Recorder};
 use crate::body_end::body_end;
 use crate::clock::{self, Nanos};
+use crate::replica::Replica;
 
 pin_project! {
     /// The inner body; when it ends (or is dropped) the request's duration
@@ -25,7 +26,7 @@ pin_project! {
 }
 
 struct Timer {
-    recorder: Arc<Recorder>,
+    recorder: Replica<Recorder>,
     backend: Option<Arc<BackendMetrics>>,
     started: Nanos,
 }
@@ -43,7 +44,7 @@ impl Drop for Timer {
 impl<B> ResponseBody<B> {
     pub(crate) fn new(
         inner: B,
-        recorder: Arc<Recorder>,
+        recorder: Replica<Recorder>,
         backend: Option<Arc<BackendMetrics>>,
         started: Nanos,
     ) -> Self {

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
@@ -15,6 +14,7 @@ use crate::balance::Target;
 use crate::clock::Nanos;
 use crate::error::Error;
 use crate::failover::Attempts;
+use crate::replica::Replica;
 
 pin_project! {
     /// Counts the response when its headers arrive and hands its body a
@@ -22,13 +22,13 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        recorder: Option<Arc<Recorder>>,
+        recorder: Option<Replica<Recorder>>,
         started: Nanos,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(future: F, recorder: Arc<Recorder>, started: Nanos) -> Self {
+    pub(crate) fn new(future: F, recorder: Replica<Recorder>, started: Nanos) -> Self {
         Self {
             future,
             recorder: Some(recorder),

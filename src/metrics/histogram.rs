@@ -8,6 +8,8 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
+use crate::thread_slot::{SLOTS, thread_slot};
+
 /// Upper bounds of the buckets, in seconds: from 1 ms to 10 s, the range
 /// of HTTP latencies an autoscaler or an SLO looks at.
 pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
@@ -33,20 +35,61 @@ pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
 /// prometheus-client's own `Histogram` takes a mutex per observation; on
 /// a balancer's request path that would be a lock every request takes. This
 /// one plugs into the same registry and encoder.
-#[derive(Clone, Default)]
+///
+/// One that every request on every thread records into (the stack's total
+/// latency) is [`sharded`](Self::sharded): one padded set of counters per
+/// thread slot, added up when read, so that threads do not take one line
+/// from each other on every request. One per backend has a single set
+/// (eight would be a kilobyte per backend, and threads spread over the
+/// backends anyway).
+#[derive(Clone)]
 pub(crate) struct LatencyHistogram {
-    inner: Arc<Inner>,
+    shards: Arc<[Shard]>,
 }
 
+/// One set of counters: 16 atomics, one 128-byte pair of cache lines.
 #[derive(Default)]
-struct Inner {
+#[repr(align(128))]
+struct Shard {
     /// Per bucket, not cumulative.
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     sum_nanos: AtomicU64,
     count: AtomicU64,
 }
 
+impl Default for LatencyHistogram {
+    /// One set of counters.
+    fn default() -> Self {
+        Self::with_shards(1)
+    }
+}
+
 impl LatencyHistogram {
+    /// One set of counters per thread slot.
+    pub(crate) fn sharded() -> Self {
+        Self::with_shards(SLOTS)
+    }
+
+    fn with_shards(n: usize) -> Self {
+        Self {
+            shards: (0..n).map(|_| Shard::default()).collect(),
+        }
+    }
+
+    /// This thread's shard.
+    #[inline]
+    fn shard(&self) -> &Shard {
+        match &*self.shards {
+            [only] => only,
+            shards => &shards[thread_slot() % shards.len()],
+        }
+    }
+
+    /// Every shard's `field`, added up.
+    fn total(&self, field: impl Fn(&Shard) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|s| field(s).load(Relaxed)).sum()
+    }
+
     /// Records one duration.
     #[inline]
     pub(crate) fn observe(&self, duration: Duration) {
@@ -55,21 +98,22 @@ impl LatencyHistogram {
             .iter()
             .position(|&bound| seconds <= bound)
             .unwrap_or(LATENCY_BUCKETS.len() - 1);
-        self.inner.buckets[bucket].fetch_add(1, Relaxed);
+        let shard = self.shard();
+        shard.buckets[bucket].fetch_add(1, Relaxed);
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.sum_nanos.fetch_add(nanos, Relaxed);
-        self.inner.count.fetch_add(1, Relaxed);
+        shard.sum_nanos.fetch_add(nanos, Relaxed);
+        shard.count.fetch_add(1, Relaxed);
     }
 
     /// Observations so far per bucket (not cumulative), bounds as in
     /// [`LATENCY_BUCKETS`].
     pub(crate) fn buckets(&self) -> [u64; LATENCY_BUCKETS.len()] {
-        std::array::from_fn(|i| self.inner.buckets[i].load(Relaxed))
+        std::array::from_fn(|i| self.total(|s| &s.buckets[i]))
     }
 
     /// Observations so far.
     pub(crate) fn count(&self) -> u64 {
-        self.inner.count.load(Relaxed)
+        self.total(|s| &s.count)
     }
 }
 
@@ -82,13 +126,13 @@ impl EncodeMetric for LatencyHistogram {
         // The encoder wants per-bucket counts and adds them up itself.
         let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
-            .zip(&self.inner.buckets)
-            .map(|(&bound, count)| (bound, count.load(Relaxed)))
+            .zip(self.buckets())
+            .map(|(&bound, count)| (bound, count))
             .collect();
         // The count is the buckets' sum, so the exposition is consistent even
         // when an observation lands between the loads.
         let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = self.inner.sum_nanos.load(Relaxed) as f64 / 1e9;
+        let sum = self.total(|s| &s.sum_nanos) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
@@ -140,5 +184,31 @@ mod tests {
         );
         assert!(text.contains("latency_seconds_count 3\n"), "{text}");
         assert_eq!(histogram.count(), 3);
+    }
+
+    /// Observations made on several threads (each writing its own shard)
+    /// are all read back: buckets, count and sum.
+    #[test]
+    fn a_sharded_histogram_adds_its_threads_up() {
+        let histogram = LatencyHistogram::sharded();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        histogram.observe(Duration::from_millis(2));
+                    }
+                });
+            }
+        });
+        histogram.observe(Duration::from_secs(20));
+        assert_eq!(histogram.count(), 401);
+        let buckets = histogram.buckets();
+        assert_eq!((buckets[1], buckets[13]), (400, 1));
+        let mut registry = Registry::default();
+        registry.register("latency_seconds", "test", histogram.clone());
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        assert!(text.contains("latency_seconds_sum 20.8\n"), "{text}");
+        assert!(text.contains("latency_seconds_count 401\n"), "{text}");
     }
 }

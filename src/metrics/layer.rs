@@ -9,6 +9,7 @@ use tower_layer::Layer;
 use super::Metrics;
 use super::recorder::Recorder;
 use crate::backend::BackendSet;
+use crate::replica::Replica;
 
 /// Counts requests and times responses, per backend and in all, into a
 /// Prometheus registry.
@@ -83,6 +84,6 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = Metrics<S>;
 
     fn layer(&self, inner: S) -> Metrics<S> {
-        Metrics::new(inner, Arc::clone(&self.recorder))
+        Metrics::new(inner, Replica::new(Arc::clone(&self.recorder)))
     }
 }

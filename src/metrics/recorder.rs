@@ -85,7 +85,7 @@ impl Recorder {
         let recorder = Arc::new(Self {
             requests: Family::default(),
             backend_latency: Family::default(),
-            latency: LatencyHistogram::default(),
+            latency: LatencyHistogram::sharded(),
             retries: Counter::default(),
             budget_exhausted: Counter::default(),
             no_backend: Counter::default(),

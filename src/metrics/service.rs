@@ -1,7 +1,6 @@
 //! The metrics service.
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -10,16 +9,18 @@ use tower_service::Service;
 use super::ResponseFuture;
 use super::recorder::Recorder;
 use crate::clock::CallTime;
+use crate::replica::Replica;
 
 /// The service of [`MetricsLayer`](super::MetricsLayer).
 #[derive(Clone)]
 pub struct Metrics<S> {
     inner: S,
-    recorder: Arc<Recorder>,
+    // Counted per stack: each request's future and body hold a clone.
+    recorder: Replica<Recorder>,
 }
 
 impl<S> Metrics<S> {
-    pub(crate) fn new(inner: S, recorder: Arc<Recorder>) -> Self {
+    pub(crate) fn new(inner: S, recorder: Replica<Recorder>) -> Self {
         Self { inner, recorder }
     }
 
@@ -64,7 +65,7 @@ where
         let started = CallTime::enter();
         ResponseFuture::new(
             self.inner.call(request),
-            Arc::clone(&self.recorder),
+            self.recorder.clone(),
             started.nanos(),
         )
     }
