@@ -68,7 +68,8 @@ pub struct Reader {
 
 impl Reader {
     /// Reads a plain request at the start of `buf` into a request whose
-    /// header map is `spare`'s (cleared). `Other` leaves `buf` as it was.
+    /// header map is `spare`'s (cleared), and `spare` gets the request's
+    /// own empty one. `Other` leaves `buf` as it was.
     pub fn read(&mut self, buf: &mut BytesMut, spare: &mut HeaderMap, max_head: usize) -> Read {
         let read = self.read_from(buf, spare, max_head);
         if !matches!(read, Read::Partial) {
@@ -157,11 +158,9 @@ fn read_scanned(
     let head = buf.split_to(scanned.len).freeze();
     // A name or target `http` refuses, rare after httparse's checks:
     // the head goes back for hyper to read and answer.
-    let Some(headers) = fill(std::mem::take(spare), &head, fields) else {
-        put_back(&head, buf);
-        return Read::Other;
-    };
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(scanned.path.0..scanned.path.1)) else {
+    let uri = Uri::from_maybe_shared(head.slice(scanned.path.0..scanned.path.1));
+    let (Some(()), Ok(uri)) = (fill(spare, &head, fields), uri) else {
+        spare.clear();
         put_back(&head, buf);
         return Read::Other;
     };
@@ -173,7 +172,9 @@ fn read_scanned(
     *request.method_mut() = scanned.method;
     *request.uri_mut() = uri;
     *request.version_mut() = scanned.version;
-    *request.headers_mut() = headers;
+    // Swapped, not assigned: the request's own (empty) map is the spare
+    // now, so no map is made or dropped for nothing.
+    std::mem::swap(request.headers_mut(), spare);
     let exchange = Exchange {
         head: request.method() == Method::HEAD,
         version: scanned.version,
@@ -190,9 +191,9 @@ fn put_back(head: &Bytes, buf: &mut BytesMut) {
     *buf = whole;
 }
 
-/// The header map of a head: `map`, cleared, holding every field, each
-/// value a slice of `head`. `None` for a name `http` does not take.
-fn fill(mut map: HeaderMap, head: &Bytes, fields: &[Field]) -> Option<HeaderMap> {
+/// Fills `map`, cleared first, with every field of a head, each value a
+/// slice of `head`. `None` for a name `http` does not take.
+fn fill(map: &mut HeaderMap, head: &Bytes, fields: &[Field]) -> Option<()> {
     map.clear();
     map.reserve(fields.len());
     for field in fields {
@@ -204,7 +205,7 @@ fn fill(mut map: HeaderMap, head: &Bytes, fields: &[Field]) -> Option<HeaderMap>
             HeaderValue::from_maybe_shared(head.slice(field.value.0..field.value.1)).ok()?;
         map.append(name, value);
     }
-    Some(map)
+    Some(())
 }
 
 /// A field, as offsets of its name and value in the buffer.
