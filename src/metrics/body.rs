@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -9,8 +10,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::recorder::Recorder;
-use crate::backend::BackendId;
+use super::recorder::{BackendMetrics, Recorder};
 use crate::body_end::body_end;
 use crate::clock::{self, Nanos};
 use crate::replica::Replica;
@@ -27,7 +27,7 @@ pin_project! {
 
 struct Timer {
     recorder: Replica<Recorder>,
-    backend: Option<BackendId>,
+    backend: Option<Arc<BackendMetrics>>,
     started: Nanos,
 }
 
@@ -35,8 +35,8 @@ impl Drop for Timer {
     fn drop(&mut self) {
         let elapsed = Duration::from_nanos(clock::now().saturating_sub(self.started));
         self.recorder.latency.observe(elapsed);
-        if let Some(backend) = self.backend {
-            self.recorder.observe(backend, elapsed);
+        if let Some(backend) = &self.backend {
+            backend.observe(elapsed);
         }
     }
 }
@@ -45,7 +45,7 @@ impl<B> ResponseBody<B> {
     pub(crate) fn new(
         inner: B,
         recorder: Replica<Recorder>,
-        backend: Option<BackendId>,
+        backend: Option<Arc<BackendMetrics>>,
         started: Nanos,
     ) -> Self {
         Self {

@@ -27,7 +27,7 @@ fn ten_thousand_backends_in_and_out_leave_the_registry_as_it_was() {
     let set = BackendSet::new([steady.clone()]);
     let mut registry = Registry::default();
     let recorder = Recorder::register(&set, &mut registry);
-    recorder.count(steady.id(), 200);
+    recorder.backend(&steady).count(200);
     let start = (recorder.tracked(), backend_series(&registry), set.claimed());
     for i in 0..10_000 {
         let passing = nth(i);
@@ -35,7 +35,7 @@ fn ten_thousand_backends_in_and_out_leave_the_registry_as_it_was() {
         let member = set.snapshot().get(passing.address()).unwrap().clone();
         // One request finishes before the removal; another is in flight
         // across it (the backend drains with its series kept).
-        recorder.count(member.id(), 200);
+        recorder.backend(&member).count(200);
         let in_flight = InFlight::begin(member.clone());
         set.remove(passing.address());
         assert_eq!(
@@ -43,7 +43,7 @@ fn ten_thousand_backends_in_and_out_leave_the_registry_as_it_was() {
             2,
             "a draining backend keeps its handles"
         );
-        recorder.count(member.id(), 503);
+        recorder.backend(&member).count(503);
         drop(in_flight);
     }
     // The last one drained after the last change; the next change forgets it.

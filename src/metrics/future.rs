@@ -51,9 +51,9 @@ where
         };
         let extensions = response.extensions();
         let backend = extensions.get::<Target>().map(|target| {
-            let id = target.backend().id();
-            recorder.count(id, response.status().as_u16());
-            id
+            let metrics = recorder.backend(target.backend());
+            metrics.count(response.status().as_u16());
+            metrics
         });
         if let Some(attempts) = extensions.get::<Attempts>() {
             if attempts.retries() > 0 {

@@ -127,24 +127,20 @@ impl Recorder {
         recorder
     }
 
-    /// Counts a response of `backend` by its status class, through the
-    /// map's own handles: no reference count is taken, so threads counting
-    /// responses of one backend write only its counter. A backend the set
-    /// never published (or one drained and forgotten) is counted nowhere.
+    /// The handles of `backend`: lock-free for members and for removed
+    /// backends still draining. A backend the set never published (or one
+    /// already drained and forgotten) gets handles of its own that no
+    /// family holds: counted nowhere, but nothing per backend is kept
+    /// past its drain.
     #[inline]
-    pub(crate) fn count(&self, backend: BackendId, status: u16) {
-        if let Some(metrics) = self.backends.load().get(&backend) {
-            metrics.count(status);
-        }
-    }
-
-    /// Records a request's latency under `backend`, as [`count`](Self::count)
-    /// does (at the end of a response body: its backend is still in flight,
-    /// so not yet drained and forgotten).
-    #[inline]
-    pub(crate) fn observe(&self, backend: BackendId, duration: Duration) {
-        if let Some(metrics) = self.backends.load().get(&backend) {
-            metrics.observe(duration);
+    pub(crate) fn backend(&self, backend: &Backend) -> Arc<BackendMetrics> {
+        match self.backends.load().get(&backend.id()) {
+            Some(metrics) => Arc::clone(metrics),
+            None => Arc::new(BackendMetrics {
+                by_class: Default::default(),
+                latency: LatencyHistogram::default(),
+                backend: backend.clone(),
+            }),
         }
     }
 
