@@ -12,6 +12,13 @@
 //! against one. What the layers write that every thread writes too (a
 //! shared counter, the reference count of a shared handle) shows here.
 //!
+//! `interface_floor`: four pass-through layers that do only what the
+//! request type makes the full stack's four layers do (the URI pointed at a
+//! backend, two extension entries, four reads, three wrapped bodies; see
+//! `support/interface_floor.rs`): `bare` against it is what handing a
+//! request through four layers costs at all, it against `full` what the
+//! layers' own work costs.
+//!
 //! Run: `cargo bench --bench stack`
 
 use std::convert::Infallible;
@@ -34,6 +41,9 @@ use tower_lb::health::{OutlierDetection, PassiveHealthLayer};
 use tower_lb::hedge::HedgeLayer;
 use tower_lb::metrics::MetricsLayer;
 use tower_lb::{BackendSet, ClientAddr, LoadBalanceLayer};
+
+#[path = "support/interface_floor.rs"]
+mod interface_floor;
 
 /// Answers 200 at once: stands for the forwarding service.
 #[derive(Clone, Copy)]
@@ -124,6 +134,7 @@ fn stack(c: &mut Criterion) {
     let mut group = c.benchmark_group("stack");
     let set = set();
     bench(&mut group, "bare", NoOp);
+    bench(&mut group, "interface_floor", interface_floor::stack(NoOp));
     bench(
         &mut group,
         "load_balance",
