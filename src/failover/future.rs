@@ -43,8 +43,7 @@ pin_project! {
         // above moves.
         timer: Option<Pin<Box<Sleep>>>,
         backing_off: bool,
-        service: S,
-        shared: Arc<Shared>,
+        shared: Arc<Shared<S>>,
         // The tries are asked for their heads back (`ReturnHead`).
         asked: bool,
         body: ReplayBody<B>,
@@ -53,7 +52,7 @@ pin_project! {
         attempts: Attempts,
         // What only a retry needs; `None` until one is planned (or a head
         // is copied in advance).
-        retry: Option<Box<Retry<S::Response, S::Error>>>,
+        retry: Option<Box<Retry<S, S::Response, S::Error>>>,
     }
 }
 
@@ -63,7 +62,10 @@ pin_project! {
 /// larger, and every layer above moves the future it wraps (the example's
 /// chain was 1.8 KB, of which this was the largest part), while few
 /// requests are ever retried.
-struct Retry<R, E> {
+struct Retry<S, R, E> {
+    // The service the retries are sent through, cloned when the first is
+    // (see `Shared::spare`).
+    service: Option<S>,
     // A copy of the client's head, made in advance for a retry when the
     // inner service is not known to hand heads back.
     parts: Option<Parts>,
@@ -76,9 +78,10 @@ struct Retry<R, E> {
     previous: Option<Result<R, E>>,
 }
 
-impl<R, E> Retry<R, E> {
+impl<S, R, E> Retry<S, R, E> {
     fn new(parts: Option<Parts>) -> Box<Self> {
         Box::new(Self {
+            service: None,
             parts,
             returned: None,
             tried: Tried::new(),
@@ -92,7 +95,7 @@ where
     S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
     B: http_body::Body,
 {
-    pub(crate) fn new(mut service: S, shared: Arc<Shared>, request: Request<B>) -> Self {
+    pub(crate) fn new(service: &mut S, shared: Arc<Shared<S>>, request: Request<B>) -> Self {
         let settings = &shared.settings;
         settings.budget.deposit();
         let now = (settings.deadline.is_some() || settings.per_try_timeout.is_some())
@@ -134,7 +137,6 @@ where
             call: Some(call),
             timer,
             backing_off: false,
-            service,
             shared,
             asked,
             body,
@@ -158,7 +160,7 @@ fn try_deadline(settings: &Settings, now: Instant, deadline: Option<Instant>) ->
 
 impl<S, B, RB> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>> + Clone,
     B: http_body::Body,
     RB: From<Bytes>,
 {
@@ -289,10 +291,13 @@ where
                 }
             }
             // The next try: on a backend this request has not tried.
-            ready!(this.service.poll_ready(cx))?;
             let Some(retry) = this.retry.as_deref_mut() else {
                 unreachable!("a retry is only planned with its state made")
             };
+            let service = retry
+                .service
+                .get_or_insert_with(|| this.shared.retry_service());
+            ready!(service.poll_ready(cx))?;
             let mut request = match (retry.returned.take(), retry.parts.as_ref()) {
                 (Some((head, extensions)), _) => head.into_request(this.body.clone(), extensions),
                 (None, Some(parts)) => Request::from_parts(parts.clone(), this.body.clone()),
@@ -302,7 +307,7 @@ where
             if *this.asked {
                 this.shared.return_head.ask(request.extensions_mut());
             }
-            this.call.set(Some(this.service.call(request)));
+            this.call.set(Some(service.call(request)));
             let now = Instant::now();
             arm(
                 this.timer,
@@ -520,6 +525,84 @@ mod tests {
         assert!(
             took >= Duration::from_millis(1100) && took <= Duration::from_millis(11_100),
             "{took:?}"
+        );
+    }
+    /// An inner service that answers 502 from port 1 and 200 elsewhere, and
+    /// counts how often it is cloned.
+    struct Cloned {
+        clones: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Clone for Cloned {
+        fn clone(&self) -> Self {
+            self.clones
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Self {
+                clones: Arc::clone(&self.clones),
+            }
+        }
+    }
+
+    impl Service<Request<ReplayBody<Empty<Bytes>>>> for Cloned {
+        type Response = Response<Empty<Bytes>>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<ReplayBody<Empty<Bytes>>>) -> Self::Future {
+            let mut response = Response::new(Empty::new());
+            if request.uri().port_u16() == Some(1) {
+                *response.status_mut() = http::StatusCode::BAD_GATEWAY;
+            }
+            std::future::ready(Ok(response))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inner_service_is_cloned_for_retries_only() {
+        let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = || clones.load(std::sync::atomic::Ordering::Relaxed);
+        let set = BackendSet::new([
+            "http://127.0.0.1:1".parse().unwrap(),
+            "http://127.0.0.1:2".parse().unwrap(),
+            "http://127.0.0.1:3".parse().unwrap(),
+        ]);
+        let mut stack = FailoverLayer::new().layer(
+            LoadBalanceLayer::new(set, RoundRobin::new()).layer(Cloned {
+                clones: Arc::clone(&clones),
+            }),
+        );
+        let mut send = async || {
+            let request = Request::new(Empty::<Bytes>::new());
+            let response = stack.ready().await.unwrap().call(request).await.unwrap();
+            response
+                .extensions()
+                .get::<Attempts>()
+                .map_or(0, Attempts::retries)
+        };
+        // Round-robin: the first request goes to port 1 and is retried on
+        // port 2; later ones go to port 3 (answered at once) or port 1.
+        assert_eq!(send().await, 1);
+        assert_eq!(
+            count(),
+            2,
+            "the spare, made by the first request, and the retry's own clone of it"
+        );
+        let mut retries = 1;
+        for _ in 0..20 {
+            retries += send().await;
+        }
+        assert!(
+            retries > 1 && retries < 21,
+            "some answered at once: {retries}"
+        );
+        assert_eq!(
+            count(),
+            1 + retries as usize,
+            "one clone a retry, none for a request answered at once"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! The failover service.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -20,19 +20,53 @@ use crate::extensions::ReturnHead;
 /// again, to another backend, when the answer says that is safe and useful.
 pub struct Failover<S> {
     inner: S,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared<S>>,
 }
 
-/// What the clones of one [`Failover`] share: the layer's settings and what
-/// they learned about their inner service. One `Arc` for both, so a request
-/// costs one reference count.
-#[derive(Debug)]
-pub(crate) struct Shared {
+/// What the clones of one [`Failover`] share: the layer's settings, what
+/// they learned about their inner service, and the inner service a retry
+/// is sent through. One `Arc` for all, so a request costs one reference
+/// count.
+pub(crate) struct Shared<S> {
     pub(crate) settings: Arc<Settings>,
     pub(crate) head_back: HeadBack,
     /// What the tries are marked with: the statuses whose responses must
     /// bring the head back.
     pub(crate) return_head: ReturnHead,
+    /// A clone of the inner service, made at the first request, that each
+    /// retry clones its own service from.
+    ///
+    /// Why not a clone per request, as tower's own `Retry` makes: the
+    /// first try is sent through `inner`, the service just polled ready,
+    /// and only a retry needs a service of its own; cloning one for every
+    /// request in case it is retried cost each request the clone's
+    /// reference counts (three in the usual stack: the balancer's, passive
+    /// health's, this `Arc`), an atomic increment and decrement each, and
+    /// the clone's room in every request's future. Behind a `Mutex`, so
+    /// that an inner service that is `Send` but not `Sync` (tower's
+    /// `BoxCloneService`) can be shared: only a retry takes the lock.
+    spare: OnceLock<Mutex<S>>,
+}
+
+impl<S: Clone> Shared<S> {
+    /// A service for a retry: a clone of the spare (made by the first
+    /// request, which any retry follows).
+    pub(crate) fn retry_service(&self) -> S {
+        let Some(spare) = self.spare.get() else {
+            unreachable!("the first request makes the spare before any retry")
+        };
+        spare.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl<S> fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("settings", &self.settings)
+            .field("head_back", &self.head_back)
+            .field("return_head", &self.return_head)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> Failover<S> {
@@ -41,6 +75,7 @@ impl<S> Failover<S> {
             return_head: ReturnHead::new(&settings.policy.statuses),
             settings,
             head_back: HeadBack::default(),
+            spare: OnceLock::new(),
         });
         Self { inner, shared }
     }
@@ -95,13 +130,13 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        // The polled-ready service makes the first try; a clone stays for
-        // the retries (tower's rule: call only what was polled ready).
-        let fresh = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, fresh);
+        // The polled-ready service makes the first try; a retry clones its
+        // own from the spare (see `Shared::spare`), made here once.
+        let inner = &self.inner;
+        self.shared.spare.get_or_init(|| Mutex::new(inner.clone()));
         // The budget's deposit and the deadline read the chain's one clock
         // reading, as do the layers below.
         let _started = CallTime::enter();
-        ResponseFuture::new(ready, Arc::clone(&self.shared), request)
+        ResponseFuture::new(&mut self.inner, Arc::clone(&self.shared), request)
     }
 }
