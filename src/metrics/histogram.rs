@@ -47,14 +47,18 @@ pub(crate) struct LatencyHistogram {
     shards: Arc<[Shard]>,
 }
 
-/// One set of counters: 16 atomics, one 128-byte pair of cache lines.
+/// One set of counters: 15 atomics, one 128-byte pair of cache lines.
+///
+/// No count of its own: the count is the buckets' sum (as the encoder
+/// already took it), and an observation is then two atomic additions, not
+/// three; each is a locked instruction, about 6 ns here whatever else the
+/// request does.
 #[derive(Default)]
 #[repr(align(128))]
 struct Shard {
     /// Per bucket, not cumulative.
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     sum_nanos: AtomicU64,
-    count: AtomicU64,
 }
 
 impl Default for LatencyHistogram {
@@ -102,7 +106,6 @@ impl LatencyHistogram {
         shard.buckets[bucket].fetch_add(1, Relaxed);
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         shard.sum_nanos.fetch_add(nanos, Relaxed);
-        shard.count.fetch_add(1, Relaxed);
     }
 
     /// Observations so far per bucket (not cumulative), bounds as in
@@ -111,9 +114,9 @@ impl LatencyHistogram {
         std::array::from_fn(|i| self.total(|s| &s.buckets[i]))
     }
 
-    /// Observations so far.
+    /// Observations so far: the buckets' sum.
     pub(crate) fn count(&self) -> u64 {
-        self.total(|s| &s.count)
+        self.buckets().iter().sum()
     }
 }
 
