@@ -14,7 +14,7 @@
 use std::mem::MaybeUninit;
 use std::sync::LazyLock;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
 
 use super::error::{Error, Kind};
@@ -124,7 +124,23 @@ pub(crate) fn parse_into(
     }
     let status =
         StatusCode::from_u16(scanned.code).map_err(|_| Error::malformed("invalid status code"))?;
-    let head = buf.split_to(scanned.len).freeze();
+    // The head's bytes are kept (shared with the values cut from them) only
+    // when some value is cut from them: a head whose every value is a copy
+    // from the last one (a repeated head nearly always) is passed over, and
+    // the buffer's reference count (a locked instruction each way) is
+    // neither taken nor given back.
+    let kept = if scratch.whole.taken {
+        &scratch.whole.kept
+    } else {
+        &scratch.kept
+    };
+    let cut = scanned.upgrade.is_some() || kept.iter().any(|(.., copy)| copy.is_none());
+    let head = if cut {
+        buf.split_to(scanned.len).freeze()
+    } else {
+        buf.advance(scanned.len);
+        Bytes::new()
+    };
     let value = |(start, end): (usize, usize)| {
         HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| Error::malformed("invalid header value"))
