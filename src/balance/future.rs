@@ -166,4 +166,36 @@ mod tests {
             );
         }
     }
+    /// A request that already carries a `Target` (a map reused from an
+    /// earlier request, its target parked) reaches the inner service with
+    /// the picked backend's, set in place: one entry, never the old one.
+    #[tokio::test]
+    async fn a_target_the_request_carries_is_replaced_by_the_pick() {
+        let set = BackendSet::new(["http://127.0.0.1:1".parse().unwrap()]);
+        let parked = BackendSet::new(["http://127.0.0.1:2".parse().unwrap()])
+            .snapshot()
+            .backends()[0]
+            .clone();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let inner = service_fn({
+            let seen = std::sync::Arc::clone(&seen);
+            move |request: Request<Empty<Bytes>>| {
+                let extensions = request.extensions();
+                *seen.lock().unwrap() = Some((
+                    extensions
+                        .get::<Target>()
+                        .map(|target| target.backend().address().as_str().to_owned()),
+                    extensions.len(),
+                ));
+                std::future::ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())))
+            }
+        });
+        let service = LoadBalanceLayer::new(&set, RoundRobin::new()).layer(inner);
+        let mut request = Request::new(Empty::new());
+        request.extensions_mut().insert(Target::new(parked));
+        service.oneshot(request).await.unwrap();
+        let (target, entries) = seen.lock().unwrap().take().expect("called");
+        assert_eq!(target.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(entries, 1);
+    }
 }

@@ -109,9 +109,16 @@ where
             backend = backend.address().as_str(),
             attempt = tried + 1
         );
-        request
-            .extensions_mut()
-            .insert(Target::new(backend.clone()));
+        // In place when the request already has one (a map reused from
+        // request to request, as the example proxy's connections do): the
+        // same as inserting, without a box made and one dropped.
+        let target = Target::new(backend.clone());
+        match request.extensions_mut().get_mut::<Target>() {
+            Some(slot) => *slot = target,
+            None => {
+                request.extensions_mut().insert(target);
+            }
+        }
         let future = {
             let _entered = span.enter();
             self.inner.call(request)
