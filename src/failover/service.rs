@@ -41,7 +41,8 @@ pub(crate) struct Shared<S> {
     /// and only a retry needs a service of its own; cloning one for every
     /// request in case it is retried cost each request the clone's
     /// reference counts (three in the usual stack: the balancer's, passive
-    /// health's, this `Arc`), an atomic increment and decrement each, and
+    /// health's, the forwarding service's), an atomic increment and
+    /// decrement each, and
     /// the clone's room in every request's future. Behind a `Mutex`, so
     /// that an inner service that is `Send` but not `Sync` (tower's
     /// `BoxCloneService`) can be shared: only a retry takes the lock.
