@@ -60,10 +60,14 @@ impl<B> Service<Request<B>> for NoOp {
 
     /// Answers at once, handing the request's extensions (and its head,
     /// when failover asks for it) back on the response as `Forward` does,
-    /// so the layers above meet the answer the real path gives them.
+    /// so the layers above meet the answer the real path gives them. The
+    /// marker is read, not taken, as `Forward` reads it: it goes back
+    /// with the extensions and is answered in place (taking it out and
+    /// answering with a new one made this stand-in pay a box, a map
+    /// removal and an insertion that the real path does not).
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (mut parts, _) = request.into_parts();
-        let asked = parts.extensions.remove::<ReturnHead>();
+        let asked = parts.extensions.get::<ReturnHead>().copied();
         let mut response = Response::new(Empty::new());
         *response.extensions_mut() = std::mem::take(&mut parts.extensions);
         if let Some(marker) = asked {
